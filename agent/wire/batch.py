@@ -1,0 +1,261 @@
+"""The ingest body: FonProxy's `{"logs": [row, ...]}` plus proxymeter's extensions.
+
+Body (JSON or msgpack, same structure):
+    {"logs": [row, ...],            # required (may be empty)
+     "concurrency": [profile, ...]} # optional extension
+
+Row fields (FonProxy), with the default used when a field is absent:
+    ts               "YYYY-MM-DD HH:MM:SS" in UTC (ISO 8601 with an offset is also
+                     accepted); floored to its minute. Required.
+    user_id, order_id, port                      int >= 0, default 0
+    protocol, ip_out, ip_from, peer_id, worker,
+    domain, error                                str (<= 255 chars), default ""
+    count, bytes_sent, bytes_received,
+    error_count, duration_ms                     int >= 0, default 0 (added on merge)
+    max_concurrency                              int >= 0, default 0 (max on merge)
+Extensions (optional):
+    conn_ms          int >= 0: connection-milliseconds inside this minute (added)
+    duration_max_ms  int >= 0: longest request of the row (max on merge)
+    latency          [[bucket, count], ...] on the scheme of `histogram` (added)
+Profile fields (extension, one per minute, user_id, order_id, worker):
+    ts, user_id, order_id, worker    as in a row
+    active           list of 60 ints >= 0: connections open during each second of the
+                     minute (a delta: profiles for the same key add up)
+
+Rules: every row is a delta, merged into what is stored; unknown fields are rejected.
+`decode_body` validates the whole body before returning anything, so a caller that
+stores only after it returns never stores half a body.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import msgpack
+
+from agent.wire import histogram
+
+CONTENT_TYPE_MSGPACK = "application/msgpack"
+CONTENT_TYPE_JSON = "application/json"
+
+INT_DIMENSIONS = ("user_id", "order_id", "port")
+STR_DIMENSIONS = ("protocol", "ip_out", "ip_from", "peer_id", "worker", "domain", "error")
+DIMENSIONS = INT_DIMENSIONS + STR_DIMENSIONS
+SUM_COUNTERS = ("count", "bytes_sent", "bytes_received", "error_count", "duration_ms", "conn_ms")
+MAX_COUNTERS = ("max_concurrency", "duration_max_ms")
+COUNTERS = SUM_COUNTERS + MAX_COUNTERS
+ROW_FIELDS = ("ts",) + DIMENSIONS + COUNTERS + ("latency",)
+PROFILE_FIELDS = ("ts", "user_id", "order_id", "worker", "active")
+SECONDS_PER_MINUTE = 60
+MAX_STR = 255
+MAX_INT = (1 << 63) - 1
+
+
+class WireError(ValueError):
+    """A body that is not a valid ingest batch; `path` names the field, e.g. logs[3].count."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.message = message
+
+
+@dataclass(slots=True)
+class Row:
+    ts: int  # minute start, UTC epoch seconds, multiple of 60
+    user_id: int = 0
+    order_id: int = 0
+    port: int = 0
+    protocol: str = ""
+    ip_out: str = ""
+    ip_from: str = ""
+    peer_id: str = ""
+    worker: str = ""
+    domain: str = ""
+    error: str = ""
+    count: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    error_count: int = 0
+    duration_ms: int = 0
+    conn_ms: int = 0
+    max_concurrency: int = 0
+    duration_max_ms: int = 0
+    latency: histogram.Histogram = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Profile:
+    ts: int  # minute start, UTC epoch seconds
+    user_id: int
+    order_id: int
+    worker: str
+    active: list[int]  # SECONDS_PER_MINUTE counts
+
+
+@dataclass(slots=True)
+class Batch:
+    rows: list[Row] = field(default_factory=list)
+    profiles: list[Profile] = field(default_factory=list)
+
+
+def format_ts(epoch_s: int) -> str:
+    return datetime.fromtimestamp(epoch_s, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def parse_ts(value: object, path: str) -> int:
+    """Minute start (UTC epoch seconds) of a wire timestamp."""
+    if not isinstance(value, str):
+        raise WireError(path, "expected a timestamp string 'YYYY-MM-DD HH:MM:SS' (UTC)")
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise WireError(path, f"not a timestamp: {value[:40]!r}; expected 'YYYY-MM-DD HH:MM:SS' (UTC)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    epoch = int(dt.timestamp())
+    return epoch - epoch % SECONDS_PER_MINUTE
+
+
+def _int(value: object, path: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_INT:
+        raise WireError(path, f"expected an integer >= 0, got {_show(value)}")
+    return value
+
+
+def _str(value: object, path: str) -> str:
+    if not isinstance(value, str) or len(value) > MAX_STR:
+        raise WireError(path, f"expected a string of at most {MAX_STR} characters, got {_show(value)}")
+    return value
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_ROW_FIELD_SET = frozenset(ROW_FIELDS)
+_PROFILE_FIELD_SET = frozenset(PROFILE_FIELDS)
+
+
+def row_from_obj(obj: object, path: str) -> Row:
+    if not isinstance(obj, dict):
+        raise WireError(path, "expected an object")
+    for key in obj:
+        if key not in _ROW_FIELD_SET:
+            raise WireError(f"{path}.{key}" if isinstance(key, str) else path, f"unknown field {_show(key)}")
+    if "ts" not in obj:
+        raise WireError(f"{path}.ts", "required field is missing")
+    row = Row(parse_ts(obj["ts"], f"{path}.ts"))
+    for name in INT_DIMENSIONS:
+        if name in obj:
+            setattr(row, name, _int(obj[name], f"{path}.{name}"))
+    for name in STR_DIMENSIONS:
+        if name in obj:
+            setattr(row, name, _str(obj[name], f"{path}.{name}"))
+    for name in COUNTERS:
+        if name in obj:
+            setattr(row, name, _int(obj[name], f"{path}.{name}"))
+    if "latency" in obj:
+        try:
+            row.latency = histogram.from_wire(obj["latency"], f"{path}.latency")
+        except ValueError as exc:
+            where, _, msg = str(exc).partition(": ")
+            raise WireError(where, msg) from None
+    return row
+
+
+def profile_from_obj(obj: object, path: str) -> Profile:
+    if not isinstance(obj, dict):
+        raise WireError(path, "expected an object")
+    for key in obj:
+        if key not in _PROFILE_FIELD_SET:
+            raise WireError(f"{path}.{key}" if isinstance(key, str) else path, f"unknown field {_show(key)}")
+    for key in PROFILE_FIELDS:
+        if key not in obj:
+            raise WireError(f"{path}.{key}", "required field is missing")
+    active = obj["active"]
+    if not isinstance(active, list) or len(active) != SECONDS_PER_MINUTE:
+        raise WireError(f"{path}.active", f"expected a list of {SECONDS_PER_MINUTE} integers")
+    return Profile(
+        ts=parse_ts(obj["ts"], f"{path}.ts"),
+        user_id=_int(obj["user_id"], f"{path}.user_id"),
+        order_id=_int(obj["order_id"], f"{path}.order_id"),
+        worker=_str(obj["worker"], f"{path}.worker"),
+        active=[_int(v, f"{path}.active[{i}]") for i, v in enumerate(active)],
+    )
+
+
+def batch_from_obj(obj: object, max_rows: int | None = None) -> Batch:
+    if not isinstance(obj, dict):
+        raise WireError("", "body must be an object with a 'logs' list")
+    for key in obj:
+        if key not in ("logs", "concurrency"):
+            raise WireError(str(key), "unknown top-level field (expected 'logs' and optionally 'concurrency')")
+    logs = obj.get("logs")
+    if not isinstance(logs, list):
+        raise WireError("logs", "required list is missing" if logs is None else "expected a list of rows")
+    profiles = obj.get("concurrency", [])
+    if not isinstance(profiles, list):
+        raise WireError("concurrency", "expected a list of profiles")
+    if max_rows is not None and len(logs) + len(profiles) > max_rows:
+        raise WireError("logs", f"too many rows: {len(logs) + len(profiles)} > limit {max_rows}")
+    return Batch(
+        rows=[row_from_obj(r, f"logs[{i}]") for i, r in enumerate(logs)],
+        profiles=[profile_from_obj(p, f"concurrency[{i}]") for i, p in enumerate(profiles)],
+    )
+
+
+def decode_body(body: bytes, content_type: str, max_rows: int | None = None) -> Batch:
+    """Parse and validate a whole ingest body; raise WireError on the first problem."""
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if ctype in (CONTENT_TYPE_MSGPACK, "application/x-msgpack", "application/vnd.msgpack"):
+        try:
+            obj = msgpack.unpackb(body, raw=False, strict_map_key=False)
+        except Exception as exc:  # msgpack raises several unrelated types
+            raise WireError("", f"body is not valid msgpack: {exc}") from None
+    elif ctype == CONTENT_TYPE_JSON or ctype == "":
+        try:
+            obj = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise WireError("", f"body is not valid JSON: {exc}") from None
+    else:
+        raise WireError("", f"unsupported Content-Type {ctype!r}; use {CONTENT_TYPE_MSGPACK} or {CONTENT_TYPE_JSON}")
+    return batch_from_obj(obj, max_rows)
+
+
+def row_to_obj(row: Row) -> dict[str, Any]:
+    obj: dict[str, Any] = {"ts": format_ts(row.ts)}
+    for name in DIMENSIONS + COUNTERS:
+        obj[name] = getattr(row, name)
+    if row.latency:
+        obj["latency"] = histogram.to_wire(row.latency)
+    return obj
+
+
+def profile_to_obj(profile: Profile) -> dict[str, Any]:
+    return {
+        "ts": format_ts(profile.ts),
+        "user_id": profile.user_id,
+        "order_id": profile.order_id,
+        "worker": profile.worker,
+        "active": list(profile.active),
+    }
+
+
+def batch_to_obj(batch: Batch) -> dict[str, Any]:
+    obj: dict[str, Any] = {"logs": [row_to_obj(r) for r in batch.rows]}
+    if batch.profiles:
+        obj["concurrency"] = [profile_to_obj(p) for p in batch.profiles]
+    return obj
+
+
+def encode_msgpack(batch: Batch) -> bytes:
+    return msgpack.packb(batch_to_obj(batch), use_bin_type=True)
+
+
+def encode_json(batch: Batch) -> bytes:
+    return json.dumps(batch_to_obj(batch), separators=(",", ":")).encode()

@@ -1,0 +1,26 @@
+#!/bin/sh
+# Installs the Debian packages a make target needs, only when one is missing.
+# Usage: system-deps.sh test|bench|demo
+set -eu
+case "${1:-test}" in
+  test)  want="squid haproxy nginx libnginx-mod-stream dante-server publicsuffix systemd" ;;
+  bench) want="goaccess publicsuffix" ;;
+  demo)  want="publicsuffix" ;;
+  *) echo "usage: $0 test|bench|demo" >&2; exit 2 ;;
+esac
+missing=""
+for p in $want; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+  echo "system-deps: missing Debian packages:$missing (run as root, or install them yourself)" >&2
+  exit 0
+fi
+echo "system-deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+# policy-rc.d keeps the packages' own daemons from starting: tests start them as children.
+printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+apt-get install -y -q --no-install-recommends $missing >/dev/null
+rm -f /usr/sbin/policy-rc.d
