@@ -1,0 +1,133 @@
+"""The log generator: deterministic, realistic, and its truth matches what it wrote.
+
+The truth is checked against an independent reading of the written file (a small parser
+written here from the squid native format, splitting from both ends because squid logs
+user names with raw spaces).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from bench import loggen
+
+REPO = Path(__file__).resolve().parents[2]
+START_MS = 1_767_225_600_000  # 2026-01-01 00:00:00 UTC
+LINE = re.compile(
+    r"^(?P<ts>\d+\.\d{3}) +(?P<elapsed>\d+) (?P<client>\S+) (?P<result>[A-Z_]+)/(?P<status>\d{3}) (?P<size>\d+) "
+    r"(?P<method>\S+) (?P<url>\S+) (?P<user>.+) (?P<hier>[A-Z_]+)/(?P<peer>\S+) (?P<mime>\S+)$"
+)
+
+
+def _read_squid(path: Path) -> list[dict[str, str]]:
+    out = []
+    for raw in path.read_text().splitlines():
+        m = LINE.match(raw)
+        assert m, raw
+        out.append(m.groupdict())
+    return out
+
+
+def _is_error(rec: dict[str, str]) -> bool:
+    return (
+        rec["result"] in ("TCP_DENIED", "NONE_NONE")
+        or rec["result"].endswith("_ABORTED")
+        or (rec["status"] == "503" and rec["hier"] == "HIER_NONE")
+    )
+
+
+def test_same_seed_same_lines_and_different_seed_differs(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a.log", tmp_path / "b.log", tmp_path / "c.log"
+    loggen.write_file(a, 3000, seed=7, start_ms=START_MS, rate=100, pool_size=2000, users=20, domains=300)
+    loggen.write_file(b, 3000, seed=7, start_ms=START_MS, rate=100, pool_size=2000, users=20, domains=300)
+    loggen.write_file(c, 3000, seed=8, start_ms=START_MS, rate=100, pool_size=2000, users=20, domains=300)
+    assert a.read_bytes() == b.read_bytes()
+    assert a.read_bytes() != c.read_bytes()
+
+
+def test_squid_lines_are_realistic_and_truth_matches(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    truth = loggen.write_file(path, 20_000, seed=3, start_ms=START_MS, rate=200, minutes=True)
+    recs = _read_squid(path)
+    assert len(recs) == 20_000 == truth.lines
+    # Times: the stamps advance at the requested rate (end times, 5 ms apart).
+    stamps = [round(float(r["ts"]) * 1000) for r in recs]
+    assert stamps[0] == START_MS and stamps[-1] == START_MS + 19_999 * 5
+    assert stamps == sorted(stamps)
+    # Per-user and per-(user, start minute) totals, read back independently.
+    per_user: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    per_minute: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for r, end in zip(recs, stamps):
+        start_min = (end - int(r["elapsed"])) // 60_000 * 60
+        for acc in (per_user[r["user"]], per_minute[(r["user"], start_min)]):
+            acc[0] += 1
+            acc[1] += int(r["size"])
+            acc[3] += _is_error(r)
+    assert dict(per_user) == truth.per_user
+    assert dict(per_minute) == truth.per_minute
+    # Realism: what the agent and the benchmarks rely on being present.
+    users = set(per_user)
+    assert "john smith" in users and "alice" in users and "-" in users
+    assert sum(1 for u in users if re.fullmatch(r"user-\d+-order-\d+", u)) >= 150
+    methods = {r["method"] for r in recs}
+    assert {"GET", "CONNECT", "POST", "-"} <= methods
+    codes = {f'{r["result"]}/{r["status"]}' for r in recs}
+    assert {"TCP_DENIED/407", "TCP_DENIED/403", "TCP_MISS/503", "TCP_TUNNEL/503", "TCP_TUNNEL/200",
+            "NONE_NONE/000", "TCP_MISS_ABORTED/000", "TCP_MISS/404"} <= codes
+    assert any(int(r["elapsed"]) >= 60_000 and r["method"] == "CONNECT" for r in recs)  # long tunnels
+    hosts = [r["url"].split("/")[2] if r["url"].startswith("http://") else r["url"].rsplit(":", 1)[0] for r in recs]
+    counts = sorted(Counter(hosts).values(), reverse=True)
+    assert len(counts) > 1000  # thousands of distinct hosts...
+    assert counts[0] > 20 * counts[len(counts) // 2]  # ...with skewed popularity
+    errors = sum(v[3] for v in per_user.values())
+    assert 0.02 * len(recs) < errors < 0.1 * len(recs)
+
+
+def test_user_ids_from_names() -> None:
+    gen = loggen.LogGen(5, users=10, domains=100, pool_size=500)
+    gen.render(loggen.times(START_MS, 10, 500))
+    truth = gen.truth()
+    for name, ids in truth.users.items():
+        m = re.fullmatch(r"user-(\d+)-order-(\d+)", name)
+        assert ids == ((int(m[1]), int(m[2])) if m else None)
+    by_id = truth.by_user_id(default=(0, 0))
+    assert sum(v[0] for v in by_id.values()) == 500
+    unmatched = sum(truth.per_user.get(n, [0])[0] for n in ("alice", "backup-bot", "john smith", "-"))
+    assert by_id.get((0, 0), [0])[0] == unmatched
+
+
+def test_jsonl_lines_carry_webshare_fields(tmp_path: Path) -> None:
+    path = tmp_path / "activity.jsonl"
+    truth = loggen.write_file(path, 2000, seed=4, start_ms=START_MS, rate=20, fmt="jsonl", pool_size=1500)
+    objs = [json.loads(line) for line in path.read_text().splitlines()]
+    fields = {"timestamp", "protocol", "request_duration", "handshake_duration", "tunnel_duration", "error_reason",
+              "error_reason_how_to_fix", "auth_username", "proxy_address", "bytes", "client_address", "ip_address",
+              "hostname", "domain", "port", "proxy_port", "listen_address", "listen_port"}
+    assert all(set(o) == fields for o in objs)
+    assert sum(o["bytes"] for o in objs) == sum(v[1] + v[2] for v in truth.per_user.values())
+    assert sum(1 for o in objs if o["error_reason"]) == truth.totals()[3]
+    # The timestamp is the request's start: end time (line i at START + 50 ms * i) minus duration.
+    from datetime import datetime
+
+    first = objs[0]
+    start = datetime.fromisoformat(first["timestamp"]).timestamp() * 1000
+    assert round(start + first["request_duration"] * 1000) == START_MS
+
+
+def test_command_line_write(tmp_path: Path) -> None:
+    path = tmp_path / "cli.log"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.loggen", "write", "--path", str(path), "--lines", "1234", "--seed", "9",
+         "--pool", "1000"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=True,
+    )
+    summary = json.loads(proc.stderr)
+    recs = _read_squid(path)
+    assert summary["lines"] == len(recs) == 1234
+    assert summary["bytes_received"] == sum(int(r["size"]) for r in recs)
+    assert summary["errors"] == sum(_is_error(r) for r in recs)
