@@ -1,0 +1,281 @@
+"""Per-minute aggregation of records into ingest rows and concurrency profiles.
+
+Pure: no clocks, no I/O. `add()` folds one enriched record in, `drain(now_ms)` hands
+back everything added since the previous drain as a `Batch` of deltas and forgets it.
+
+Definitions (what the numbers mean; the README and the collector rely on them):
+- A record is one connection [start_ms, end_ms) with end_ms = start_ms + duration_ms.
+  Latency IS the request duration: the histogram holds bucket_of(duration_ms).
+- A connection is active in second s (UTC epoch seconds) when it overlaps
+  [s*1000, (s+1)*1000); a zero-length connection is active in its start second.
+  So it covers seconds start_ms//1000 .. max(start_ms, end_ms - 1)//1000.
+- Row key: (minute of start_ms, user_id, order_id, port, protocol, ip_out,
+  ip_from=client_ip, peer_id, worker, domain, error); a dimension switched off is set to
+  its default (0 or "").  The start minute's row gets count 1, the bytes, error_count,
+  duration_ms, duration_max_ms and the latency bucket.
+- conn_ms: the connection's overlap in ms with each minute it covers goes to the row with
+  the same dimensions in THAT minute (count 0 in the later minutes). Summed over minutes,
+  conn_ms equals duration_ms.
+- max_concurrency of a row: the largest, over the 60 seconds of the row's minute, number
+  of the row's connections (those contributing to this row in this drain, i.e. started in
+  it or carried over into it) active in that second. It is exact for one drain; rows of
+  the same key from different drains merge by max, which is a lower bound of the true
+  peak when a row's connections were split across drains. The exact peak per user/order
+  comes from the profiles.
+- Profile per (minute, user_id, order_id, worker) (same switched-off defaults): for each
+  of the 60 seconds, the number of connections active in it. Additive: a tunnel logged
+  hours after it started adds +1 to every second it covered, in every earlier minute.
+
+Strategy: a profile is a 61-slot difference array over the seconds of its minute (+1 at
+the first covered second, -1 after the last), so add() costs O(1) per covered minute
+whatever the connection's length; drain() turns it into counts with a prefix sum. Rows
+are far more numerous (often one record each), so a row only keeps the list of its
+covered-second intervals (packed as first * 64 + last) and drain() sweeps them; a row
+with one interval has peak 1 without any work. Keys are (minute, dimension-values)
+tuples built by one operator.attrgetter call; the worker is constant per aggregator and
+is put in at drain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import fields
+from itertools import accumulate, islice
+from operator import attrgetter
+from typing import Any
+
+from agent.record import Record
+from agent.wire import batch as wire
+from agent.wire.batch import Batch, Profile, Row
+from agent.wire.histogram import bucket_of
+
+DIMENSIONS: tuple[str, ...] = wire.DIMENSIONS
+
+MINUTE_MS = 60_000
+SECONDS = wire.SECONDS_PER_MINUTE
+# A duration this long is a parse error, not a tunnel: it would create one row and one
+# profile per minute covered.
+DEFAULT_MAX_DURATION_MS = 7 * 24 * 3600 * 1000
+
+# Row dimensions in wire order, without "worker" (constant per aggregator), and the
+# Record attribute each comes from.
+_KEY_DIMENSIONS = tuple(d for d in DIMENSIONS if d != "worker")
+_ATTR = {d: d for d in _KEY_DIMENSIONS} | {"ip_from": "client_ip"}
+_PROFILE_DIMENSIONS = ("user_id", "order_id")
+
+# drain() builds Row positionally for speed; fail at import if the contract's order moves.
+_ROW_ORDER = ("ts",) + DIMENSIONS + (
+    "count", "bytes_sent", "bytes_received", "error_count", "duration_ms",
+    "conn_ms", "max_concurrency", "duration_max_ms", "latency",
+)  # fmt: skip
+if tuple(f.name for f in fields(Row)) != _ROW_ORDER:
+    raise ImportError("agent.wire.batch.Row changed its field order; update agent.aggregate.drain")
+
+# Slots of a row's state list.
+_COUNT, _SENT, _RECV, _ERRS, _DUR, _DMAX, _CONN, _HIST, _ACT = range(9)
+
+
+def _getter(attrs: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """A fast callable returning the tuple of `attrs` of its argument."""
+    if not attrs:
+        return lambda _rec: ()
+    if len(attrs) == 1:
+        one = attrgetter(attrs[0])
+        return lambda rec: (one(rec),)
+    return attrgetter(*attrs)
+
+
+def _new_row() -> list[Any]:
+    return [0, 0, 0, 0, 0, 0, 0, {}, []]
+
+
+def _peak(intervals: list[int]) -> int:
+    """Largest number of packed intervals (first * 64 + last) covering one second."""
+    if len(intervals) == 1:
+        return 1
+    diff = [0] * (SECONDS + 1)
+    for packed in intervals:
+        diff[packed >> 6] += 1
+        diff[(packed & 63) + 1] -= 1
+    return max(accumulate(diff))
+
+
+def _expander(names: tuple[str, ...]) -> Callable[[tuple[Any, ...], str], tuple[Any, ...]]:
+    """Turns the key's dimension values (for `names`) plus the worker into all 10 wire
+    dimensions in Row's field order, defaults for those switched off."""
+    worker_at = DIMENSIONS.index("worker")
+    if names == _KEY_DIMENSIONS:
+        return lambda dims, worker: dims[:worker_at] + (worker,) + dims[worker_at:]
+    template = [0 if d in wire.INT_DIMENSIONS else "" for d in DIMENSIONS]
+    slots = [DIMENSIONS.index(d) for d in names]
+
+    def expand(dims: tuple[Any, ...], worker: str) -> tuple[Any, ...]:
+        full = template.copy()
+        full[worker_at] = worker
+        for slot, value in zip(slots, dims):
+            full[slot] = value
+        return tuple(full)
+
+    return expand
+
+
+class Aggregator:
+    def __init__(
+        self,
+        worker: str,
+        *,
+        dimensions: Iterable[str] = frozenset(DIMENSIONS),
+        max_duration_ms: int = DEFAULT_MAX_DURATION_MS,
+    ) -> None:
+        dims = frozenset(dimensions)
+        unknown = sorted(dims - set(DIMENSIONS))
+        if unknown:
+            raise ValueError(f"dimensions: unknown {', '.join(unknown)}; known: {', '.join(DIMENSIONS)}")
+        if max_duration_ms <= 0:
+            raise ValueError("max_duration_ms: must be > 0")
+        self.worker = worker
+        self.dimensions = dims
+        self.max_duration_ms = max_duration_ms
+        self._worker_out = worker if "worker" in dims else ""
+        self._row_names = tuple(d for d in _KEY_DIMENSIONS if d in dims)
+        self._row_get = _getter([_ATTR[d] for d in self._row_names])
+        self._expand = _expander(self._row_names)
+        self._prof_names = tuple(d for d in _PROFILE_DIMENSIONS if d in dims)
+        self._prof_get = _getter(list(self._prof_names))
+        self._rows: dict[tuple[int, tuple[Any, ...]], list[Any]] = {}
+        self._profiles: dict[tuple[int, tuple[Any, ...]], list[int]] = {}
+        # counters for metrics
+        self.records_added = 0
+        self.records_rejected = 0
+        self.rows_drained = 0
+        self.profiles_drained = 0
+        self.drains = 0
+        self.last_drain_ms = 0
+
+    @property
+    def pending_rows(self) -> int:
+        return len(self._rows)
+
+    @property
+    def pending_profiles(self) -> int:
+        return len(self._profiles)
+
+    def add(self, rec: Record) -> None:
+        """Fold one enriched record in. Raises ValueError (naming the field) for a
+        negative duration or one over max_duration_ms; nothing is changed then."""
+        start = rec.start_ms
+        dur = rec.duration_ms
+        if not 0 <= dur <= self.max_duration_ms:
+            self.records_rejected += 1
+            raise ValueError(f"duration_ms: {dur} is outside 0..{self.max_duration_ms}")
+        self.records_added += 1
+        minute = start // MINUTE_MS
+        dims = self._row_get(rec)
+        rows = self._rows
+        row = rows.get((minute, dims))
+        if row is None:
+            row = rows[(minute, dims)] = _new_row()
+        row[_COUNT] += 1
+        row[_SENT] += rec.bytes_sent
+        row[_RECV] += rec.bytes_received
+        if rec.error:
+            row[_ERRS] += 1
+        row[_DUR] += dur
+        if dur > row[_DMAX]:
+            row[_DMAX] = dur
+        hist = row[_HIST]
+        b = bucket_of(dur)
+        hist[b] = hist.get(b, 0) + 1
+
+        base = minute * SECONDS
+        lo = start // 1000 - base
+        hi = (start + dur - 1) // 1000 - base if dur else lo
+        pdims = self._prof_get(rec)
+        if hi < SECONDS:  # the usual case: the connection ends inside its start minute
+            row[_CONN] += dur
+            row[_ACT].append(lo << 6 | hi)
+            prof = self._profiles.get((minute, pdims))
+            if prof is None:
+                prof = self._profiles[(minute, pdims)] = [0] * (SECONDS + 1)
+            prof[lo] += 1
+            prof[hi + 1] -= 1
+            return
+        self._spread(row, dims, pdims, minute, start, start + dur, lo, hi)
+
+    def _spread(
+        self,
+        first_row: list[Any],
+        dims: tuple[Any, ...],
+        pdims: tuple[Any, ...],
+        minute: int,
+        start: int,
+        end: int,
+        lo: int,
+        hi: int,
+    ) -> None:
+        """A connection covering several minutes: `lo`/`hi` are its first and last
+        covered second counted from the start of `minute`."""
+        rows = self._rows
+        profiles = self._profiles
+        last_minute = minute + hi // SECONDS
+        for m in range(minute, last_minute + 1):
+            if m == minute:
+                row = first_row
+                first = lo
+            else:
+                row = rows.get((m, dims))
+                if row is None:
+                    row = rows[(m, dims)] = _new_row()
+                first = 0
+            last = hi - (m - minute) * SECONDS if m == last_minute else SECONDS - 1
+            row[_CONN] += min(end, (m + 1) * MINUTE_MS) - max(start, m * MINUTE_MS)
+            row[_ACT].append(first << 6 | last)
+            prof = profiles.get((m, pdims))
+            if prof is None:
+                prof = profiles[(m, pdims)] = [0] * (SECONDS + 1)
+            prof[first] += 1
+            prof[last + 1] -= 1
+
+    def drain(self, now_ms: int) -> Batch:
+        """Everything added since the last drain, as deltas; the state is released.
+
+        `now_ms` only stamps `last_drain_ms` (for metrics): what is drained does not
+        depend on the time."""
+        rows_state, self._rows = self._rows, {}
+        profiles_state, self._profiles = self._profiles, {}
+        worker = self._worker_out
+        expand = self._expand
+        out_rows: list[Row] = []
+        append_row = out_rows.append
+        for (minute, dims), st in rows_state.items():
+            # positional, in Row's field order: ts, the 10 dimensions, then the counters
+            append_row(
+                Row(
+                    minute * SECONDS,
+                    *expand(dims, worker),
+                    st[_COUNT],
+                    st[_SENT],
+                    st[_RECV],
+                    st[_ERRS],
+                    st[_DUR],
+                    st[_CONN],
+                    _peak(st[_ACT]),
+                    st[_DMAX],
+                    st[_HIST],
+                )
+            )
+        prof_names = self._prof_names
+        out_profiles: list[Profile] = []
+        for (minute, pdims), diff in profiles_state.items():
+            active = list(islice(accumulate(diff), SECONDS))
+            if not any(active):
+                continue
+            values = dict(zip(prof_names, pdims))
+            out_profiles.append(
+                Profile(minute * SECONDS, values.get("user_id", 0), values.get("order_id", 0), worker, active)
+            )
+        self.rows_drained += len(out_rows)
+        self.profiles_drained += len(out_profiles)
+        self.drains += 1
+        self.last_drain_ms = now_ms
+        return Batch(rows=out_rows, profiles=out_profiles)
