@@ -1,0 +1,67 @@
+"""proxymeter-agent: `run --config PATH [--once]` and `check --config PATH`.
+
+Exit statuses: 0 ok; 78 config error (tomlschema.EXIT_CONFIG, also at `run` start, so
+systemd's RestartPreventExitStatus=78 stops a crash loop); for `run --once` 65 when the
+collector rejected a batch (set aside in spool/dead-letter) and 75 when batches were still
+unacknowledged after collector.once_timeout (they stay spooled and are resent next time);
+1 for other start-up failures (state_dir not writable, metrics address in use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from agent import config as config_mod
+from agent.wire import logfmt
+from agent.wire.logfmt import kv
+from agent.wire.tomlschema import EXIT_CONFIG, ConfigError
+
+log = logging.getLogger("agent")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="proxymeter-agent", description="Tail proxy logs and ship per-minute stats.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the agent")
+    run.add_argument("--config", required=True, help="path to agent.toml")
+    run.add_argument("--once", action="store_true", help="read every source to its end, deliver, wait for the ack, exit")
+    chk = sub.add_parser("check", help="validate the config and exit (0 ok, 78 error)")
+    chk.add_argument("--config", required=True, help="path to agent.toml")
+    return p
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = config_mod.load(args.config)
+        config_mod.token_of(cfg)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "check":
+        print("config OK")
+        return 0
+    logfmt.setup(cfg.agent.log_level)
+    _install_uvloop()
+    from agent.service import Agent  # the pipeline imports only when running
+
+    agent = Agent(cfg, args.config)
+    try:
+        return asyncio.run(agent.run(once=args.once))
+    except ConfigError as exc:
+        log.error("config error", extra=kv(error=str(exc)))
+        return EXIT_CONFIG
+    except OSError as exc:
+        log.error("agent failed to start", extra=kv(error=f"{type(exc).__name__}: {exc}"))
+        return 1

@@ -1,0 +1,170 @@
+"""The agent's TOML config as frozen dataclasses (loaded with agent.wire.tomlschema).
+
+`load(path)` parses and validates everything, including cross-field rules and the files
+the config points at (the token file), and raises ConfigError naming the full key path.
+Every key and default is documented in the README section "Agent configuration".
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+import zoneinfo
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from agent.users import UsersConfig
+from agent.wire.batch import DIMENSIONS
+from agent.wire.logfmt import LEVELS
+from agent.wire.tomlschema import ConfigError, check, load_file, load_text, non_negative, positive
+
+FORMATS = ("squid", "haproxy", "nginx", "dante", "jsonl")
+Format = Literal["squid", "haproxy", "nginx", "dante", "jsonl"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+assert LEVELS == ("debug", "info", "warning", "error")
+
+MIB = 1024 * 1024
+
+
+def _listen(value: str) -> str | None:
+    if value == "":
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return "expected 'host:port' (e.g. '127.0.0.1:9465') or '' to disable"
+    return None
+
+
+def _url(value: str) -> str | None:
+    if not value.startswith(("http://", "https://")) or len(value) < 10:
+        return "expected an http:// or https:// URL of the collector"
+    return None
+
+
+def _timezone(value: str) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return "expected an IANA time zone name such as 'UTC' or 'Europe/Berlin'"
+    return None
+
+
+def _non_empty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
+def _at_least(n: int) -> Callable[[int], str | None]:
+    return lambda v: None if v >= n else f"must be >= {n}"
+
+
+def _dimensions(values: list[str]) -> str | None:
+    for v in values:
+        if v not in DIMENSIONS:
+            return f"unknown dimension {v!r} (known: {', '.join(DIMENSIONS)})"
+    return None
+
+
+@dataclass(frozen=True)
+class AgentSection:
+    worker: str = field(default_factory=socket.gethostname, metadata=check(_non_empty))
+    state_dir: str = field(default="/var/lib/proxymeter-agent", metadata=check(_non_empty))
+    log_level: LogLevel = "info"
+    metrics_listen: str = field(default="127.0.0.1:9465", metadata=check(_listen))
+    poll_interval: float = field(default=0.25, metadata=check(positive, "seconds between polls when idle"))
+    public_suffix_list: str = ""  # "" = the system list (Debian package publicsuffix)
+
+
+@dataclass(frozen=True)
+class CollectorSection:
+    url: str = field(metadata=check(_url))
+    token_file: str | None = None
+    token: str | None = None
+    flush_interval: float = field(default=10.0, metadata=check(positive))
+    max_batch_rows: int = field(default=10_000, metadata=check(_at_least(1)))
+    request_timeout: float = field(default=30.0, metadata=check(positive))
+    max_retry_delay: float = field(default=60.0, metadata=check(positive))
+    shutdown_timeout: float = field(default=20.0, metadata=check(non_negative))
+    once_timeout: float = field(default=120.0, metadata=check(positive))
+
+    def __post_init__(self) -> None:
+        if (self.token is None) == (self.token_file is None):
+            raise ConfigError("token", "set exactly one of collector.token and collector.token_file")
+        if self.token is not None and not self.token.strip():
+            raise ConfigError("token", "must not be empty")
+
+
+@dataclass(frozen=True)
+class SpoolSection:
+    max_bytes: int = field(default=256 * MIB, metadata=check(_at_least(64 * 1024)))
+
+
+@dataclass(frozen=True)
+class Source:
+    path: str = field(metadata=check(_non_empty))
+    format: Format
+    timezone: str = field(default="UTC", metadata=check(_timezone))
+    read_from: Literal["end", "beginning"] = "end"
+    max_line_bytes: int = field(default=64 * 1024, metadata=check(_at_least(256)))
+
+
+@dataclass(frozen=True)
+class AggregateSection:
+    drop_dimensions: list[str] = field(default_factory=list, metadata=check(_dimensions))
+
+    @property
+    def dimensions(self) -> frozenset[str]:
+        return frozenset(DIMENSIONS) - frozenset(self.drop_dimensions)
+
+
+@dataclass(frozen=True)
+class Config:
+    collector: CollectorSection
+    sources: list[Source]
+    agent: AgentSection = field(default_factory=AgentSection)
+    spool: SpoolSection = field(default_factory=SpoolSection)
+    users: UsersConfig = field(default_factory=UsersConfig)
+    aggregate: AggregateSection = field(default_factory=AggregateSection)
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise ConfigError("sources", "at least one [[sources]] entry is required")
+        seen: dict[str, int] = {}
+        for i, src in enumerate(self.sources):
+            if src.path in seen:
+                raise ConfigError(f"sources[{i}].path", f"same path as sources[{seen[src.path]}]")
+            seen[src.path] = i
+
+
+def _check_files(cfg: Config) -> Config:
+    if cfg.collector.token_file is not None:
+        token_path = Path(cfg.collector.token_file)
+        try:
+            token = token_path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError("collector.token_file", f"cannot read {token_path}: {exc.strerror}") from None
+        if not token:
+            raise ConfigError("collector.token_file", f"{token_path} is empty")
+    psl = cfg.agent.public_suffix_list
+    if psl and not Path(psl).is_file():
+        raise ConfigError("agent.public_suffix_list", f"no such file: {psl}")
+    return cfg
+
+
+def load(path: str | Path) -> Config:
+    return _check_files(load_file(Config, path))
+
+
+def loads(text: str) -> Config:
+    return _check_files(load_text(Config, text))
+
+
+def token_of(cfg: Config) -> str:
+    """The bearer token (read from token_file at start and on every reload)."""
+    if cfg.collector.token is not None:
+        return cfg.collector.token
+    assert cfg.collector.token_file is not None
+    try:
+        return Path(cfg.collector.token_file).read_text().strip()
+    except OSError as exc:
+        raise ConfigError("collector.token_file", f"cannot read {cfg.collector.token_file}: {exc.strerror}") from None

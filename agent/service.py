@@ -1,0 +1,447 @@
+"""The agent's run loop: tail -> parse -> enrich -> aggregate -> spool -> ship.
+
+Strategy and rules
+- One asyncio loop, two tasks. The READ task polls every source's Tailer, parses,
+  enriches and aggregates the lines (plain CPU work, kept tight: no per-line logging or
+  metric objects; counts live in locals and reach the metrics once per chunk), and every
+  `collector.flush_interval` (or sooner once `max_batch_rows` rows are pending) drains the
+  Aggregator into ONE spool file together with every source's checkpoint. The SHIP task
+  sends spool files in sequence order and acknowledges them in the spool (see
+  agent.spool for why this is exactly-once).
+- Lines are processed as soon as poll() returns them, so `Tailer.checkpoint()` at flush
+  time covers exactly the lines inside the drained batch.
+- Spool full (`spool.max_bytes`): the READ task stops polling (the proxy's own log is the
+  buffer) until acks free space; logged once per episode and exposed as a metric.
+- Config changes (SIGHUP) are applied by the READ task between passes: flush first (so
+  every line read so far is in the spool with its positions), then rebuild only what
+  changed; a source whose settings are unchanged keeps its Tailer and position.
+- Shutdown (SIGTERM/SIGINT) and the end of `--once`: stop reading, flush, cancel the SHIP
+  task (an interrupted request is harmless: the batch stays spooled under its key) and
+  deliver what is left with a deadline. Whatever is still unacknowledged stays in the
+  spool and is resent with its original key on the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+import zoneinfo
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent import config as config_mod
+from agent.aggregate import Aggregator
+from agent.config import Config, Source
+from agent.domains import DomainResolver
+from agent.enrich import Enricher
+from agent.metrics import AgentMetrics, start_server
+from agent.parsers import LineParser, make_parser
+from agent.record import ParseError
+from agent.shipper import Answer, Outcome, Shipper
+from agent.spool import Checkpoints, Spool
+from agent.tailer import Tailer
+from agent.users import UserMapper
+from agent.wire import logfmt, sdnotify
+from agent.wire.batch import encode_msgpack
+from agent.wire.logfmt import kv
+from agent.wire.tomlschema import ConfigError
+
+log = logging.getLogger(__name__)
+
+POLL_BYTES = 4 * 1024 * 1024  # per source per pass: bounds the time between event-loop turns
+ERROR_SAMPLE_EVERY = 10.0  # seconds between logged samples of unparsable lines, per source
+
+# Exit statuses of `run` (sysexits.h): 78 config (cli), 65 data rejected, 75 temporary failure.
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_REJECTED = 65
+EXIT_UNDELIVERED = 75
+
+
+@dataclass
+class SourceRuntime:
+    cfg: Source
+    tailer: Tailer
+    parser: LineParser
+    seen: dict[str, int] = field(default_factory=dict)  # tailer stats already added to metrics
+    last_error_log: float = -1e9
+
+
+def _stat(stats: Any, name: str) -> int:
+    return int(getattr(stats, name, 0) or 0)
+
+
+class Agent:
+    def __init__(self, cfg: Config, config_path: str | Path | None = None, metrics: AgentMetrics | None = None) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.metrics = metrics or AgentMetrics()
+        self.sources: list[SourceRuntime] = []
+        self.positions: Checkpoints = {}
+        self.rejected = 0
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._ship_wake = asyncio.Event()
+        self._reload_requested = False
+        self._paused = False
+        self._last_flush = time.monotonic()
+        self._unmatched_seen = 0
+
+    # -- building the pipeline ---------------------------------------------------------
+    def _build_enricher(self, cfg: Config) -> Enricher:
+        return Enricher(UserMapper(cfg.users), DomainResolver.load(cfg.agent.public_suffix_list or None))
+
+    def _build_aggregator(self, cfg: Config) -> Aggregator:
+        return Aggregator(cfg.agent.worker, dimensions=cfg.aggregate.dimensions)
+
+    def _open_source(self, scfg: Source, saved: list[dict[str, Any]] | None) -> SourceRuntime:
+        tailer = Tailer(scfg.path, read_from=scfg.read_from, max_line_bytes=scfg.max_line_bytes, saved=saved)
+        parser = make_parser(scfg.format, zoneinfo.ZoneInfo(scfg.timezone))
+        log.info(
+            "source opened",
+            extra=kv(path=scfg.path, format=scfg.format, resumed=saved is not None, read_from=scfg.read_from),
+        )
+        return SourceRuntime(scfg, tailer, parser)
+
+    # -- public control ------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._wake.set()
+
+    async def run(self, once: bool = False) -> int:
+        cfg = self.cfg
+        self.spool = Spool(cfg.agent.state_dir, cfg.spool.max_bytes)
+        self.positions = dict(self.spool.resume_checkpoints())
+        self._spooled_positions = dict(self.positions)
+        self.enricher = self._build_enricher(cfg)
+        self.aggregator = self._build_aggregator(cfg)
+        self.sources = [self._open_source(s, self.positions.get(s.path)) for s in cfg.sources]
+        self.shipper = Shipper(
+            cfg.collector.url,
+            config_mod.token_of(cfg),
+            request_timeout=cfg.collector.request_timeout,
+            max_retry_delay=cfg.collector.max_retry_delay,
+            on_retry=self._on_retry,
+        )
+        self._update_spool_metrics()
+        runner = None
+        loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Task[Any]] = []
+        try:
+            if cfg.agent.metrics_listen:
+                runner = await start_server(self.metrics, cfg.agent.metrics_listen)
+                log.info("metrics served", extra=kv(listen=cfg.agent.metrics_listen, path="/metrics"))
+            for sig, handler in ((signal.SIGTERM, self.stop), (signal.SIGINT, self.stop), (signal.SIGHUP, self.request_reload)):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.add_signal_handler(sig, handler)
+            log.info(
+                "agent started",
+                extra=kv(agent_id=self.spool.agent_id, worker=cfg.agent.worker, sources=len(self.sources),
+                         collector=cfg.collector.url, once=once, pending_batches=len(self.spool.pending)),
+            )
+            sdnotify.notify(sdnotify.READY)
+            interval = sdnotify.watchdog_interval()
+            if interval is not None:
+                tasks.append(asyncio.create_task(sdnotify.watchdog_loop(interval)))
+            ship_task = asyncio.create_task(self._ship_loop())
+            tasks.append(ship_task)
+            await self._read_loop(once)
+
+            # Stop reading, flush, deliver what is left within a deadline.
+            for task in tasks:
+                if task is not ship_task:
+                    task.cancel()
+            if not once:
+                sdnotify.notify(sdnotify.STOPPING)
+            self._flush()
+            ship_task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            tasks.clear()
+            timeout = cfg.collector.once_timeout if once else cfg.collector.shutdown_timeout
+            delivered = await self._deliver_all(time.monotonic() + timeout)
+            return self._exit_status(once, delivered)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for src in self.sources:
+                src.tailer.close()
+            await self.shipper.close()
+            if runner is not None:
+                await runner.cleanup()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    def _exit_status(self, once: bool, delivered: bool) -> int:
+        left = len(self.spool.pending)
+        if delivered:
+            log.info("all batches acknowledged, exiting", extra=kv(rejected=self.rejected))
+        else:
+            log.warning(
+                "collector did not acknowledge every batch in time; they stay in the spool and are "
+                "resent on the next start",
+                extra=kv(batches=left, spool_bytes=self.spool.bytes),
+            )
+        if not once:
+            return EXIT_OK
+        if self.rejected:
+            log.error("the collector rejected batches (see spool/dead-letter)", extra=kv(rejected=self.rejected))
+            return EXIT_REJECTED
+        return EXIT_OK if delivered else EXIT_UNDELIVERED
+
+    # -- reading -------------------------------------------------------------------------
+    async def _read_loop(self, once: bool) -> None:
+        while not self._stop.is_set():
+            if self._reload_requested:
+                self._reload_requested = False
+                self._reload()
+            if self.spool.full:
+                if not self._paused:
+                    self._paused = True
+                    self.metrics.spool_full.set(1)
+                    log.warning(
+                        "spool full, reading paused until the collector acknowledges batches",
+                        extra=kv(spool_bytes=self.spool.bytes, max_bytes=self.spool.max_bytes),
+                    )
+                await self._sleep(self.cfg.agent.poll_interval)
+                continue
+            if self._paused:
+                self._paused = False
+                self.metrics.spool_full.set(0)
+                log.info("spool has room again, reading resumed", extra=kv(spool_bytes=self.spool.bytes))
+            progress = self._read_pass()
+            if (
+                self.aggregator.pending_rows >= self.cfg.collector.max_batch_rows
+                or time.monotonic() - self._last_flush >= self.cfg.collector.flush_interval
+            ):
+                self._flush()
+            if not progress:
+                if once:
+                    return
+                await self._sleep(self.cfg.agent.poll_interval)
+            else:
+                await asyncio.sleep(0)  # let the shipper and the metrics server run
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    def _read_pass(self) -> bool:
+        """One poll of every source; True when anything was consumed."""
+        progress = False
+        m = self.metrics
+        enrich = self.enricher.enrich
+        add = self.aggregator.add
+        for src in self.sources:
+            chunks = src.tailer.poll(POLL_BYTES)
+            parse = src.parser.parse
+            n_lines = 0
+            n_records = 0
+            errors: dict[str, int] | None = None
+            sample: tuple[str, bytes] | None = None
+            for chunk in chunks:
+                lines = chunk.lines
+                n_lines += len(lines)
+                for line in lines:
+                    try:
+                        rec = parse(line)
+                        if rec is not None:
+                            enrich(rec)
+                            add(rec)
+                            n_records += 1
+                    except ParseError as exc:
+                        if errors is None:
+                            errors = {}
+                        errors[exc.reason] = errors.get(exc.reason, 0) + 1
+                        if sample is None:
+                            sample = (str(exc), line)
+                    except Exception as exc:
+                        # The aggregator's ValueError (e.g. a duration over its maximum) or a
+                        # bug in a parser must not stop the agent: count the line, keep going.
+                        reason = "record_rejected" if isinstance(exc, ValueError) else "internal_error"
+                        if errors is None:
+                            errors = {}
+                        errors[reason] = errors.get(reason, 0) + 1
+                        if sample is None:
+                            sample = (f"{type(exc).__name__}: {exc}", line)
+            label = src.cfg.path
+            if n_lines:
+                progress = True
+                m.lines.inc(n_lines, label)
+                m.records.inc(n_records, label)
+            if errors:
+                for reason, n in errors.items():
+                    m.parse_errors.inc(n, label, reason)
+                now = time.monotonic()
+                if sample is not None and now - src.last_error_log >= ERROR_SAMPLE_EVERY:
+                    src.last_error_log = now
+                    log.warning(
+                        "unparsable lines skipped",
+                        extra=kv(source=label, format=src.cfg.format, count=sum(errors.values()),
+                                 error=sample[0], line=sample[1][:300].decode("utf-8", "replace")),
+                    )
+            if self._account_tailer(src):
+                progress = True
+        unmatched = _stat(self.enricher, "unmatched_users")
+        if unmatched > self._unmatched_seen:
+            m.unmatched_users.inc(unmatched - self._unmatched_seen)
+        self._unmatched_seen = unmatched
+        m.pending_rows.set(self.aggregator.pending_rows)
+        return progress
+
+    def _account_tailer(self, src: SourceRuntime) -> bool:
+        """Add the tailer's counters since the last pass to the metrics; True if bytes moved."""
+        stats = src.tailer.stats
+        label = src.cfg.path
+        moved = False
+        for name, metric in (("bytes", self.metrics.bytes), ("too_long", self.metrics.lines_too_long)):
+            value = _stat(stats, name)
+            delta = value - src.seen.get(name, 0)
+            if delta > 0:
+                metric.inc(delta, label)
+                moved = True
+            src.seen[name] = value
+        rot = _stat(stats, "rotations") + _stat(stats, "truncations")
+        if rot > src.seen.get("rot", 0):
+            self.metrics.rotations.inc(rot - src.seen.get("rot", 0), label)
+        src.seen["rot"] = rot
+        return moved
+
+    # -- flushing into the spool --------------------------------------------------------
+    def _flush(self) -> None:
+        self._last_flush = time.monotonic()
+        batch = self.aggregator.drain(int(time.time() * 1000))
+        for src in self.sources:
+            self.positions[src.cfg.path] = src.tailer.checkpoint()
+        if not batch.rows and not batch.profiles and self.positions == self._spooled_positions:
+            self._update_lag()
+            return
+        entry = self.spool.append(encode_msgpack(batch), dict(self.positions), len(batch.rows), len(batch.profiles))
+        self._spooled_positions = dict(self.positions)
+        log.debug("batch spooled", extra=kv(key=entry.key, rows=entry.rows, profiles=entry.profiles, bytes=entry.size))
+        self._update_spool_metrics()
+        self._update_lag()
+        self.metrics.pending_rows.set(0)
+        self._ship_wake.set()
+
+    def _update_lag(self) -> None:
+        gauge = self.metrics.lag
+        gauge.values.clear()
+        for src in self.sources:
+            for path, lag in src.tailer.lag().items():
+                gauge.set(lag, path)
+
+    def _update_spool_metrics(self) -> None:
+        self.metrics.spool_bytes.set(self.spool.bytes)
+        self.metrics.spool_batches.set(len(self.spool.pending))
+
+    # -- shipping -----------------------------------------------------------------------
+    def _on_retry(self, answer: Answer) -> None:
+        self.metrics.batches_retried.inc(1, str(answer.status))
+
+    def _settle(self, answer: Answer) -> None:
+        entry = self.spool.first()
+        assert entry is not None
+        if answer.outcome is Outcome.ACK:
+            self.spool.ack(entry)
+            self.metrics.batches_sent.inc()
+            self.metrics.rows_shipped.inc(entry.rows)
+            self.metrics.profiles_shipped.inc(entry.profiles)
+            self.metrics.last_ack.set(time.time())
+        else:
+            target = self.spool.dead_letter(entry, answer.status, answer.reason)
+            self.rejected += 1
+            self.metrics.batches_dead.inc()
+            log.error(
+                "collector rejected batch; moved to dead-letter",
+                extra=kv(key=entry.key, status=answer.status, reason=answer.reason, file=target, rows=entry.rows),
+            )
+        self._update_spool_metrics()
+        self._wake.set()  # the reader may be waiting for spool room
+
+    async def _ship_loop(self) -> None:
+        while True:
+            entry = self.spool.first()
+            if entry is None:
+                await self._ship_wake.wait()
+                self._ship_wake.clear()
+                continue
+            body, _ = entry.read()
+            answer = await self.shipper.deliver(entry.key, body)
+            self._settle(answer)
+
+    async def _deliver_all(self, deadline: float) -> bool:
+        while (entry := self.spool.first()) is not None:
+            if time.monotonic() >= deadline:
+                return False
+            body, _ = entry.read()
+            try:
+                answer = await asyncio.wait_for(
+                    self.shipper.deliver(entry.key, body, deadline=deadline), max(0.01, deadline - time.monotonic())
+                )
+            except asyncio.TimeoutError:
+                return False
+            if answer.outcome is Outcome.RETRY:
+                return False
+            self._settle(answer)
+        return True
+
+    # -- reload -------------------------------------------------------------------------
+    def _reload(self) -> None:
+        assert self.config_path is not None
+        sdnotify.notify(sdnotify.RELOADING)
+        try:
+            new = config_mod.load(self.config_path)
+            token = config_mod.token_of(new)
+        except ConfigError as exc:
+            self.metrics.reloads.inc(1, "refused")
+            log.error("new config refused, keeping the running one", extra=kv(path=self.config_path, error=str(exc)))
+            sdnotify.notify(sdnotify.READY)
+            return
+        old = self.cfg
+        self._flush()  # every line read so far is now spooled with its positions
+        for key in ("state_dir", "metrics_listen"):
+            if getattr(old.agent, key) != getattr(new.agent, key):
+                log.warning("setting changes only on restart", extra=kv(key=f"agent.{key}"))
+        by_path = {s.cfg.path: s for s in self.sources}
+        sources: list[SourceRuntime] = []
+        for scfg in new.sources:
+            cur = by_path.pop(scfg.path, None)
+            if cur is not None and cur.cfg == scfg:
+                sources.append(cur)
+                continue
+            if cur is not None:
+                cur.tailer.close()
+            sources.append(self._open_source(scfg, self.positions.get(scfg.path)))
+        for gone in by_path.values():
+            gone.tailer.close()
+            log.info("source removed", extra=kv(path=gone.cfg.path))
+        self.sources = sources
+        if (old.agent.worker, old.aggregate) != (new.agent.worker, new.aggregate):
+            self.aggregator = self._build_aggregator(new)  # empty after the flush above
+        if (old.users, old.agent.public_suffix_list) != (new.users, new.agent.public_suffix_list):
+            self.enricher = self._build_enricher(new)
+            self._unmatched_seen = 0
+        self.shipper.configure(new.collector.url, token, new.collector.request_timeout, new.collector.max_retry_delay)
+        self.spool.max_bytes = new.spool.max_bytes
+        if old.agent.log_level != new.agent.log_level:
+            logfmt.setup(new.agent.log_level)
+        state_dir, listen = old.agent.state_dir, old.agent.metrics_listen
+        self.cfg = new
+        if (state_dir, listen) != (new.agent.state_dir, new.agent.metrics_listen):
+            from dataclasses import replace
+
+            self.cfg = replace(new, agent=replace(new.agent, state_dir=state_dir, metrics_listen=listen))
+        self.metrics.reloads.inc(1, "applied")
+        log.info("config reloaded", extra=kv(path=self.config_path, sources=len(self.sources)))
+        sdnotify.notify(sdnotify.READY)
