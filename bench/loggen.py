@@ -23,9 +23,11 @@ Formats:
 - "jsonl": one JSON object per line with the Webshare proxy activity fields; `timestamp`
   is the start of the request, `bytes` is upload + download.
 
+Lines with the URL "error:transaction-end-before-headers" (a client that connected and
+closed without a request) are written but are not requests: the truth leaves them out.
 What counts as an error in the truth (the proxy failed to serve the request): TCP_DENIED
 (407 auth, 403 forbidden host), 503 with HIER_NONE (DNS failure, connection refused),
-NONE_NONE/000 and NONE_NONE/400 (client gave up / invalid request), *_ABORTED/000 (client
+NONE_NONE/400 (invalid request), *_ABORTED/000 (client
 aborted). A status the target site returned (TCP_MISS/404, TCP_MISS/500 with HIER_DIRECT)
 is not an error.
 """
@@ -142,6 +144,7 @@ class Event:
     domain: str  # registrable domain of host ("" when no target)
     error: str  # "" or a short kind (auth_failed, forbidden_host, dns_failure, ...)
     protocol: str  # HTTP | HTTPS
+    request: bool = True  # False: a connection closed before any request (not a request)
 
 
 def _pick(rnd: random.Random, cum: Sequence[float]) -> int:
@@ -188,7 +191,7 @@ def draw_event(rnd: random.Random, pop: Population, long_tunnels: float = 0.005)
     elif roll < 0.048:  # the client connected and closed without a request
         e.update(result="NONE_NONE", status=0, received=0, elapsed_ms=rnd.randint(0, 2000), method="-",
                  url="error:transaction-end-before-headers", user=NO_USER, hier="HIER_NONE", peer="-", mime="-",
-                 host="", port=0, domain="", protocol="HTTP", error="client_aborted")
+                 host="", port=0, domain="", protocol="HTTP", error="client_aborted", request=False)
     elif roll < 0.050:
         e.update(result="NONE_NONE", status=400, received=rnd.randint(3500, 3700), elapsed_ms=rnd.randint(0, 3),
                  method="-", url="error:invalid-request", user=NO_USER, hier="HIER_NONE", peer="-", mime="text/html",
@@ -269,6 +272,9 @@ class Truth:
     fmt_counts_sent: bool = False  # jsonl logs upload bytes; squid's native format does not
 
     def add(self, ev: Event, start_ms: int, n: int = 1) -> None:
+        self.lines += n
+        if not ev.request:
+            return
         sent = ev.sent if self.fmt_counts_sent else 0
         v = self.per_user.setdefault(ev.user, [0, 0, 0, 0])
         v[0] += n
@@ -282,7 +288,6 @@ class Truth:
             m[1] += ev.received * n
             m[2] += sent * n
             m[3] += n if ev.error else 0
-        self.lines += n
 
     def by_user_id(self, default: tuple[int, int] = (0, 0)) -> dict[tuple[int, int], list[int]]:
         """Totals per (user_id, order_id); unmatched and absent names go to `default`."""
