@@ -1,0 +1,57 @@
+"""Compare what the collector reports with what the client recorded.
+
+Each proxy test supplies `bounds(sent) -> ((sent_lo, sent_hi), (recv_lo, recv_hi))`: the
+bytes the proxy must have logged for that request in each direction, as an exact value
+(lo == hi) where its log is exact and as the README's documented bound where it is not.
+Requests, errors by code and the burst/long-tunnel peaks are always exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.proxies import traffic as T
+from tests.proxies.client import Sent, Truth
+from tests.proxies.stack import Api, user_id_of
+
+Range = tuple[int, int]
+Bounds = Callable[[Sent], tuple[Range, Range]]
+
+
+def check_all(api: Api, truth: Truth, bounds: Bounds, *, per_user: bool = True, burst_user: str = T.BURST,
+              long_user: str = T.LONG, logs: str = "") -> None:
+    failures: list[str] = []
+
+    def expect(cond: bool, what: str) -> None:
+        if not cond:
+            failures.append(what)
+
+    users = sorted({s.user for s in truth.sent}) if per_user else [None]
+    for name in users:
+        sent = truth.sent if name is None else truth.by_user(name)
+        uid = None if name is None else user_id_of(name)
+        count, errors = api.requests(uid)
+        want_errors = sum(1 for s in sent if s.error)
+        expect(count == len(sent), f"user {name!r} (id {uid}): requests {count}, client made {len(sent)}")
+        expect(errors == want_errors, f"user {name!r} (id {uid}): errors {errors}, expected {want_errors}")
+        up, down = api.traffic(uid)
+        b = [bounds(s) for s in sent]
+        up_lo, up_hi = sum(x[0][0] for x in b), sum(x[0][1] for x in b)
+        dn_lo, dn_hi = sum(x[1][0] for x in b), sum(x[1][1] for x in b)
+        expect(up_lo <= up <= up_hi, f"user {name!r}: bytes_sent {up}, expected {up_lo}..{up_hi}")
+        expect(dn_lo <= down <= dn_hi, f"user {name!r}: bytes_received {down}, expected {dn_lo}..{dn_hi}")
+        if uid is not None:
+            peak = api.peak(uid)
+            if name == burst_user:
+                expect(peak == T.BURST_N, f"burst user peak {peak}, expected {T.BURST_N}")
+            elif name == long_user:
+                expect(peak == 1, f"long-tunnel user peak {peak}, expected 1")
+            else:
+                expect(1 <= peak <= len(sent), f"user {name!r}: peak {peak} outside 1..{len(sent)}")
+
+    got_errors = api.errors()
+    expect(got_errors == truth.errors(), f"errors by code {got_errors}, expected {truth.errors()}")
+    if failures:
+        detail = "\n".join(f"  {s}" for s in truth.sent)
+        raise AssertionError("collector disagrees with the client:\n" + "\n".join(failures)
+                             + f"\nclient truth:\n{detail}\n{logs[-6000:]}")

@@ -1,0 +1,171 @@
+"""The local origin the proxies talk to: everything on 127.0.0.1, all in threads.
+
+- HTTP: `GET /size/<n>` answers exactly n body bytes; `GET /slow/<ms>` waits ms
+  milliseconds, then answers a small body. Bodies are known to the byte, so the test
+  knows what a proxy should have logged.
+- TCP echo: sends back everything it reads until the client closes (tunnel target).
+- A closed port: bound once and released without listen(), so connecting is refused.
+- A DNS responder that answers NXDOMAIN to every query, for proxies with their own
+  resolver and a configurable port (so name failures never need the network).
+
+Every thread is a daemon and every server is closed in `Origin.close()`.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+SLOW_BODY = b"slow-ok\n"
+MAX_SIZE = 8 * 1024 * 1024  # refuse anything bigger: every test transfer is bounded
+MAX_SLOW_MS = 10_000
+CHUNK = 64 * 1024
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "origin"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+        parts = self.path.split("?", 1)[0].strip("/").split("/")
+        try:
+            kind, value = parts[0], int(parts[1])
+        except (IndexError, ValueError):
+            self._answer(404, b"not found\n")
+            return
+        if kind == "size" and 0 <= value <= MAX_SIZE:
+            self._answer(200, None, size=value)
+        elif kind == "slow" and 0 <= value <= MAX_SLOW_MS:
+            time.sleep(value / 1000)
+            self._answer(200, SLOW_BODY)
+        else:
+            self._answer(404, b"not found\n")
+
+    def _answer(self, status: int, body: bytes | None, size: int = 0) -> None:
+        length = len(body) if body is not None else size
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(length))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        try:
+            if body is not None:
+                self.wfile.write(body)
+                return
+            block = b"x" * CHUNK
+            left = size
+            while left > 0:
+                n = min(left, CHUNK)
+                self.wfile.write(block[:n])
+                left -= n
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the aborting client: expected
+
+
+class _QuietHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass
+
+
+def _echo_conn(conn: socket.socket) -> None:
+    with conn:
+        conn.settimeout(30)
+        try:
+            while data := conn.recv(CHUNK):
+                conn.sendall(data)
+        except OSError:
+            pass
+
+
+def _echo_loop(sock: socket.socket, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            conn, _ = sock.accept()
+        except OSError:
+            return
+        threading.Thread(target=_echo_conn, args=(conn,), daemon=True).start()
+
+
+def _nxdomain(query: bytes) -> bytes | None:
+    if len(query) < 12:
+        return None
+    qid, flags = struct.unpack("!HH", query[:4])
+    rd = flags & 0x0100
+    # QR=1, opcode copied 0, RD copied, RA=1, RCODE=3 (NXDOMAIN); the question echoed.
+    header = struct.pack("!HHHHHH", qid, 0x8000 | rd | 0x0080 | 3, 1, 0, 0, 0)
+    return header + query[12:]
+
+
+def _dns_loop(sock: socket.socket, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            query, addr = sock.recvfrom(2048)
+        except OSError:
+            return
+        answer = _nxdomain(query)
+        if answer is not None:
+            try:
+                sock.sendto(answer, addr)
+            except OSError:
+                pass
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_port() -> int:
+    return closed_port()
+
+
+class Origin:
+    def __init__(self, *, dns_port: int = 0) -> None:
+        """dns_port: where the NXDOMAIN responder should listen (53 for resolvers that
+        cannot be given a port); when that port cannot be bound, any free port."""
+        self._stop = threading.Event()
+        self.http = _QuietHTTPServer(("127.0.0.1", 0), _Handler)
+        self.http_port: int = self.http.server_address[1]
+        self._echo = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._echo.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._echo.bind(("127.0.0.1", 0))
+        self._echo.listen(64)
+        self.echo_port: int = self._echo.getsockname()[1]
+        self._dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self._dns.bind(("127.0.0.1", dns_port))
+        except OSError:
+            self._dns.bind(("127.0.0.1", 0))
+        self.dns_port: int = self._dns.getsockname()[1]
+        self.closed_port = closed_port()
+        self._threads = [
+            threading.Thread(target=self.http.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True),
+            threading.Thread(target=_echo_loop, args=(self._echo, self._stop), daemon=True),
+            threading.Thread(target=_dns_loop, args=(self._dns, self._stop), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.http.shutdown()
+        self.http.server_close()
+        for s in (self._echo, self._dns):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        for t in self._threads:
+            t.join(timeout=5)

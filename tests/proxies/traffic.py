@@ -1,0 +1,97 @@
+"""The traffic every proxy test drives, and the users it drives it as.
+
+Each user has one role, so the per-user numbers the collector reports can be checked
+one by one, and the concurrency peaks are known exactly:
+- SIZES   GETs of 0 B .. 5 MiB and the proxy-side failures (refused, DNS, ACL);
+- SPACE   a name with a space in it (squid and haproxy log it raw);
+- BURST   8 requests of 2.5 s started at once and nothing else: its peak is 8 in every
+          second they all overlap, whatever the rounding of the proxy's times;
+- TUNNEL  short CONNECT tunnels with payload, and one to a refused port;
+- BADAUTH a known user with a wrong password;
+- LONG    one tunnel held open longer than two agent flush intervals, alone: peak 1;
+- GUEST   a name matching no user pattern (goes to the default user), one normal GET
+          and one download it aborts after 64 KiB.
+The three groups run at the same time (sequential group, burst, long tunnel), so a run
+takes about as long as its longest request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tests.proxies import client as C
+from tests.proxies.origin import Origin
+
+SIZES = "user-101"
+SPACE = "user-102 alt"
+BURST = "user-103"
+TUNNEL = "user-104"
+BADAUTH = "user-105"
+LONG = "user-106"
+GUEST = "guest"
+USERS = (SIZES, SPACE, BURST, TUNNEL, BADAUTH, LONG, GUEST)
+PASSWORDS = {u: f"pw-{i}" for i, u in enumerate(USERS)}
+
+BODY_SIZES = (0, 1, 1000, 65_536, 1024 * 1024, 5 * 1024 * 1024)
+ABORT_SIZE = 5 * 1024 * 1024
+ABORT_AFTER = 64 * 1024
+BURST_N = 8
+SLOW_MS = 2500
+LONG_HOLD_S = 2.6  # > 2 x the agent's 1 s flush interval
+TUNNEL_PAYLOADS = (5_000, 200_000)
+LONG_PAYLOAD = 20_000
+BLOCKED_HOST = "blocked.invalid"  # the proxies' ACL denies it by name, before any DNS
+NOSUCH_HOST = "nosuch.invalid"  # reserved TLD: resolution fails on the local resolver
+
+
+@dataclass(frozen=True)
+class Expect:
+    """The normalised codes the agent must report for this proxy's failures."""
+
+    refused: str = "connection_refused"
+    dns: str = "dns_failure"
+    acl: str = "forbidden_host"
+    auth: str = "auth_failed"
+    aborted: str = "client_aborted"
+
+
+def http_proxy(truth: C.Truth, proxy: tuple[str, int], origin: Origin, *, connect: bool,
+               dns: bool, expect: Expect = Expect()) -> None:
+    """Traffic for an HTTP forward proxy (squid; haproxy in http mode without CONNECT)."""
+    o = f"127.0.0.1:{origin.http_port}"
+
+    def get(user: str, url: str, **kw: object) -> C.Sent:
+        pw = kw.pop("password", PASSWORDS[user])
+        return C.http_get(truth, proxy, url, user=user, password=pw, **kw)  # type: ignore[arg-type]
+
+    def sequential() -> None:
+        for n in BODY_SIZES:
+            get(SIZES, f"http://{o}/size/{n}")
+        get(SIZES, f"http://127.0.0.1:{origin.closed_port}/size/10", error=expect.refused)
+        if dns:
+            get(SIZES, f"http://{NOSUCH_HOST}/size/10", error=expect.dns)
+        get(SIZES, f"http://{BLOCKED_HOST}/size/10", error=expect.acl)
+        get(SPACE, f"http://{o}/size/10")
+        get(SPACE, f"http://{o}/size/2000")
+        get(BADAUTH, f"http://{o}/size/10", password="wrong", error=expect.auth)
+        get(GUEST, f"http://{o}/size/10")
+        get(GUEST, f"http://{o}/size/{ABORT_SIZE}", abort_after=ABORT_AFTER, error=expect.aborted)
+        if connect:
+            for n in TUNNEL_PAYLOADS:
+                C.connect_tunnel(truth, proxy, f"127.0.0.1:{origin.echo_port}", user=TUNNEL,
+                                 password=PASSWORDS[TUNNEL], payload=b"t" * n)
+            C.connect_tunnel(truth, proxy, f"127.0.0.1:{origin.closed_port}", user=TUNNEL,
+                             password=PASSWORDS[TUNNEL], error=expect.refused)
+
+    calls: list[Callable[[], object]] = [sequential]
+    calls += [lambda: get(BURST, f"http://{o}/slow/{SLOW_MS}") for _ in range(BURST_N)]
+    if connect:
+        calls.append(lambda: C.connect_tunnel(truth, proxy, f"127.0.0.1:{origin.echo_port}", user=LONG,
+                                              password=PASSWORDS[LONG], payload=b"l" * LONG_PAYLOAD,
+                                              hold_s=LONG_HOLD_S))
+    else:
+        calls.append(lambda: get(LONG, f"http://{o}/slow/{int(LONG_HOLD_S * 1000)}"))
+    C.parallel(calls, timeout_s=90)
+    bad = [s for s in truth.sent if s.note and s.error != expect.aborted]
+    assert not bad, f"client-side failures: {bad}"
