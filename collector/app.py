@@ -1,0 +1,319 @@
+"""The aiohttp application: thin handlers over params -> plan -> Store -> render.
+
+`create_app(config)` builds the app; the store is opened and closed by a cleanup
+context, so the same factory serves the CLI and the in-process tests. Errors are JSON:
+{"error": {"code": "...", "message": "...", "field": "..." | null}}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from agent.wire.batch import WireError, decode_body
+from agent.wire.logfmt import kv
+from agent.wire.prometheus import CONTENT_TYPE as PROM_CONTENT_TYPE
+from collector import params, plan, render
+from collector.auth import AuthError, Principal, TokenTable, scope_user
+from collector.config import CollectorConfig
+from collector.metrics import CollectorMetrics
+from collector.model import Filter
+from collector.openapi import build_openapi
+from collector.sqlite_store import SQLiteStore
+from collector.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+MAX_IDEMPOTENCY_KEY = 200
+READ_ROLES = ("admin", "user")
+INGEST_ROLES = ("agent",)
+
+
+@dataclass
+class State:
+    config: CollectorConfig
+    tokens: TokenTable
+    metrics: CollectorMetrics
+    clock: Callable[[], float]
+    store: Store | None = None
+    limits: params.Limits = field(default_factory=params.Limits)
+
+    def apply_config(self, config: CollectorConfig) -> None:
+        """Take a re-read config's token list and query limits (SIGHUP)."""
+        self.config = config
+        self.tokens = TokenTable(config.auth.tokens)
+        self.limits = params.Limits(
+            config.query.max_range_days, config.query.target_points, config.query.max_points
+        )
+        self.metrics.tokens.set(len(self.tokens))
+
+
+STATE = web.AppKey("state", State)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None) -> web.Response:
+    body = {"error": {"code": code, "message": message, "field": field}}
+    return web.json_response(body, status=status)
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.field)
+    except AuthError as exc:
+        return error_response(exc.status, exc.code, exc.message)
+    except params.ParamError as exc:
+        return error_response(400, "invalid_parameter", exc.message, exc.field)
+    except StoreError as exc:
+        return error_response(503, "storage_unavailable", str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        return error_response(exc.status, code, exc.reason)
+
+
+def _state(request: web.Request) -> State:
+    return request.app[STATE]
+
+
+def _store(state: State) -> Store:
+    assert state.store is not None, "store not open"
+    return state.store
+
+
+# ---- ingest ---------------------------------------------------------------------------
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "payload_too_large", f"body of {request.content_length} bytes is over the limit of {limit}")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, "payload_too_large", f"body is over the limit of {limit} bytes")
+    return bytes(body)
+
+
+async def ingest(request: web.Request) -> web.Response:
+    state = _state(request)
+    m = state.metrics
+    started = time.perf_counter()
+    try:
+        state.tokens.authenticate(request.headers, INGEST_ROLES)
+    except AuthError as exc:
+        m.rejects.inc(1, exc.code)
+        raise
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        m.rejects.inc(1, "invalid_body")
+        raise ApiError(400, "invalid_header", f"Idempotency-Key must be 1..{MAX_IDEMPOTENCY_KEY} characters", "Idempotency-Key")
+    try:
+        body = await _read_body(request, state.config.server.max_body_bytes)
+    except ApiError:
+        m.rejects.inc(1, "too_large")
+        log.warning("ingest body over the limit", extra=kv(limit=state.config.server.max_body_bytes, remote=request.remote))
+        raise
+    try:
+        batch = decode_body(body, request.headers.get("Content-Type", ""), state.config.server.max_rows)
+    except WireError as exc:
+        m.rejects.inc(1, "invalid_body")
+        log.info("ingest body rejected", extra=kv(field=exc.path, error=exc.message, remote=request.remote))
+        raise ApiError(400, "invalid_body", exc.message, exc.path or None) from None
+    try:
+        applied = await _store(state).ingest(batch, key, int(state.clock()))
+    except StoreError:
+        m.rejects.inc(1, "storage_error")
+        raise
+    if applied:
+        m.batches.inc()
+        m.rows.inc(len(batch.rows))
+        m.profiles.inc(len(batch.profiles))
+        m.bytes.inc(len(body))
+    else:
+        m.duplicates.inc()
+        log.info("duplicate batch skipped", extra=kv(key=key))
+    m.ingest_seconds.observe(time.perf_counter() - started)
+    return web.Response(status=204)
+
+
+# ---- queries --------------------------------------------------------------------------
+
+
+def _reader(request: web.Request) -> Principal:
+    return _state(request).tokens.authenticate(request.headers, READ_ROLES)
+
+
+def _scoped(principal: Principal, filt: Filter) -> Filter:
+    user = scope_user(principal, filt.user_id)
+    return Filter(user_id=user, order_id=filt.order_id, domain=filt.domain)
+
+
+def _timed(endpoint: str, fn: Callable[[web.Request], Awaitable[dict[str, Any]]]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        m = _state(request).metrics
+        started = time.perf_counter()
+        try:
+            body = await fn(request)
+        except (ApiError, AuthError, params.ParamError, StoreError) as exc:
+            status = getattr(exc, "status", 400 if isinstance(exc, params.ParamError) else 503)
+            m.query_errors.inc(1, endpoint, str(status))
+            raise
+        m.query_seconds.observe(time.perf_counter() - started, endpoint)
+        return web.json_response(body, dumps=_dumps)
+
+    return handler
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+async def _chart(request: web.Request, kind: str) -> dict[str, Any]:
+    state = _state(request)
+    principal = _reader(request)
+    p = params.parse_chart(request.query, state.limits)
+    filt = _scoped(principal, p.common.filter)
+    cp = plan.chart_plan(p.common.start, p.common.end, p.step, p.common.tz)
+    buckets = await _store(state).chart(
+        cp, filt, with_latency=kind == "latency", with_peaks=kind == "concurrency"
+    )
+    tz = p.common.tz
+    if kind == "traffic":
+        return render.traffic(cp, buckets, tz)
+    if kind == "requests":
+        return render.requests(cp, buckets, tz)
+    if kind == "concurrency":
+        return render.concurrency(cp, buckets, tz, use_profiles=filt.domain is None)
+    return render.latency(cp, buckets, tz)
+
+
+async def _breakdown(request: web.Request, kind: str) -> dict[str, Any]:
+    state = _state(request)
+    principal = _reader(request)
+    p = params.parse_breakdown(kind, request.query, state.limits)
+    filt = _scoped(principal, p.common.filter)
+    store = _store(state)
+    tz = p.common.tz
+    if kind == "errors":
+        return render.errors(await store.errors(p.common.start, p.common.end, filt), p.limit, tz)
+    totals = await store.domains(p.common.start, p.common.end, filt)
+    if kind == "domains":
+        return render.domains(totals, p.sort_by, p.limit)
+    return render.websites(totals, p.page, p.limit, tz)
+
+
+def _chart_handler(kind: str) -> Callable[[web.Request], Awaitable[dict[str, Any]]]:
+    async def fn(request: web.Request) -> dict[str, Any]:
+        return await _chart(request, kind)
+
+    return fn
+
+
+def _breakdown_handler(kind: str) -> Callable[[web.Request], Awaitable[dict[str, Any]]]:
+    async def fn(request: web.Request) -> dict[str, Any]:
+        return await _breakdown(request, kind)
+
+    return fn
+
+
+# ---- operations -----------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    await _store(_state(request)).ping()
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    state = _state(request)
+    state.metrics.store_size.set(await _store(state).size_bytes())
+    return web.Response(body=state.metrics.render().encode(), headers={"Content-Type": PROM_CONTENT_TYPE})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(build_openapi())
+
+
+# ---- lifecycle ------------------------------------------------------------------------
+
+
+def make_store(config: CollectorConfig) -> Store:
+    s = config.storage
+    return SQLiteStore(
+        s.path,
+        retention_days=s.retention_days,
+        idempotency_days=s.idempotency_days,
+        synchronous=s.synchronous,
+        readers=s.readers,
+        cache_mib=s.cache_mib,
+    )
+
+
+async def _retention_loop(state: State) -> None:
+    while True:
+        await asyncio.sleep(state.config.storage.retention_interval)
+        try:
+            deleted = await _store(state).retention(int(state.clock()))
+            for table, n in deleted.items():
+                state.metrics.retention_deleted.inc(n, table)
+        except StoreError as exc:
+            log.error("retention failed", extra=kv(error=str(exc)))
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    if state.store is None:
+        state.store = make_store(state.config)
+    await state.store.open()
+    task = asyncio.create_task(_retention_loop(state))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await state.store.close()
+
+
+def create_app(
+    config: CollectorConfig, *, store: Store | None = None, clock: Callable[[], float] = time.time
+) -> web.Application:
+    """The collector app; `store` replaces the configured backend (another backend's
+    tests), `clock` supplies "now" for idempotency keys and retention."""
+    app = web.Application(middlewares=[errors_middleware], client_max_size=config.server.max_body_bytes + 1)
+    state = State(config=config, tokens=TokenTable(()), metrics=CollectorMetrics(), clock=clock, store=store)
+    state.apply_config(config)
+    app[STATE] = state
+    app.cleanup_ctx.append(_store_ctx)
+    app.router.add_post("/analytics/ingest", ingest)
+    for kind in params.CHART_ENDPOINTS:
+        app.router.add_get(f"/analytics/{kind}", _timed(kind, _chart_handler(kind)))
+    for kind in params.BREAKDOWN_ENDPOINTS:
+        app.router.add_get(f"/analytics/{kind}", _timed(kind, _breakdown_handler(kind)))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi)
+    return app

@@ -1,0 +1,51 @@
+"""The storage interface every backend implements (SQLite now, ClickHouse later).
+
+A backend answers with merged totals; ordering, limits and the response shapes are done
+by collector.render, so every backend passes the same API tests.
+
+Contract:
+- `ingest` applies a whole batch and records its idempotency key in ONE transaction;
+  it returns False (and changes nothing) when the key was already applied. Rows and
+  profiles are deltas merged into what is stored (see agent.wire.batch).
+- `chart` returns totals per bucket index of the plan (empty buckets absent), with
+  `peak` set (when asked for) from concurrency profiles where any exist for the bucket
+  and the filter has no domain (a bucket with a peak but no rows is present, counters
+  zero), and `latency` filled only when asked for.
+- `domains` returns totals per domain, `errors` per error text (with per-domain error
+  counts for the samples); both over the query's range and filter.
+- Times are UTC epoch seconds; `now` is passed in, a store never reads a clock.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from agent.wire.batch import Batch
+from collector.model import ErrorTotals, Filter, Totals
+from collector.plan import ChartPlan
+
+
+class StoreError(RuntimeError):
+    """The backend failed (disk full, corrupt file...): a 503, not the client's fault."""
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ingest(self, batch: Batch, idempotency_key: str | None, now: int) -> bool: ...
+
+    async def chart(
+        self, plan: ChartPlan, filt: Filter, *, with_latency: bool = False, with_peaks: bool = False
+    ) -> dict[int, Totals]: ...
+
+    async def domains(self, start: int, end: int, filt: Filter) -> dict[str, Totals]: ...
+
+    async def errors(self, start: int, end: int, filt: Filter) -> dict[str, ErrorTotals]: ...
+
+    async def size_bytes(self) -> int: ...
+
+    async def retention(self, now: int) -> dict[str, int]: ...
+
+    async def ping(self) -> None: ...

@@ -1,0 +1,119 @@
+"""Collector fixtures: the real app in-process (aiohttp TestServer) on a real SQLite file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from collector.app import create_app
+from collector.config import CollectorConfig, loads
+
+AGENT = "agent-token-1"
+ADMIN = "admin-token-1"
+USER42 = "user-42-token"
+USER7 = "user-7-token"
+# "now" of the app under test: after every timestamp the tests ingest, inside retention.
+NOW = datetime(2026, 4, 1, tzinfo=timezone.utc).timestamp()
+
+
+def sha(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def config_text(db: Path, extra: str = "") -> str:
+    return f"""
+[server]
+listen = "127.0.0.1:8428"
+{extra}
+[storage]
+backend = "sqlite"
+path = "{db}"
+retention_days = 90
+
+[[auth.tokens]]
+name = "fleet-agents"
+role = "agent"
+sha256 = "{sha(AGENT)}"
+
+[[auth.tokens]]
+name = "ops"
+role = "admin"
+sha256 = "{sha(ADMIN)}"
+
+[[auth.tokens]]
+name = "customer-42"
+role = "user"
+user_id = 42
+sha256 = "{sha(USER42)}"
+
+[[auth.tokens]]
+name = "customer-7"
+role = "user"
+user_id = 7
+sha256 = "{sha(USER7)}"
+"""
+
+
+def make_config(tmp_path: Path, extra: str = "") -> CollectorConfig:
+    return loads(config_text(tmp_path / "collector.db", extra))
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class Api:
+    """A thin test helper over TestClient: ingest and query with tokens."""
+
+    def __init__(self, client: TestClient, db: Path) -> None:
+        self.client = client
+        self.db = db
+        self._seq = 0
+
+    async def ingest(
+        self, body: Any, *, token: str = AGENT, key: str | None = None, expect: int = 204
+    ) -> Any:
+        headers = auth(token) | {"Content-Type": "application/json"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        resp = await self.client.post("/analytics/ingest", data=data, headers=headers)
+        text = await resp.text()
+        assert resp.status == expect, text
+        return json.loads(text) if text else None
+
+    async def get(self, path: str, *, token: str = ADMIN, expect: int = 200, **query: Any) -> Any:
+        resp = await self.client.get(path, params={k: str(v) for k, v in query.items()}, headers=auth(token))
+        text = await resp.text()
+        assert resp.status == expect, text
+        return json.loads(text)
+
+
+@pytest.fixture
+async def make_api(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    clients: list[TestClient] = []
+
+    async def factory(extra: str = "", sub: str = "") -> Api:
+        base = tmp_path / sub if sub else tmp_path
+        base.mkdir(parents=True, exist_ok=True)
+        cfg = make_config(base, extra)
+        client = TestClient(TestServer(create_app(cfg, clock=lambda: NOW), host="127.0.0.1"))
+        await client.start_server()
+        clients.append(client)
+        return Api(client, base / "collector.db")
+
+    yield factory
+    for c in clients:
+        await c.close()
+
+
+@pytest.fixture
+async def api(make_api: Callable[..., Any]) -> Api:
+    return await make_api()

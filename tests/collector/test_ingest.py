@@ -1,0 +1,237 @@
+"""POST /analytics/ingest: the FonProxy body, idempotency, limits and every error path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import msgpack
+
+from tests.collector.conftest import ADMIN, AGENT, USER42, Api, auth
+
+FONPROXY_BODY = """{
+  "logs": [
+    {
+      "ts": "2026-03-15 10:15:00",
+      "user_id": 1,
+      "order_id": 3,
+      "port": 443,
+      "protocol": "HTTPS",
+      "ip_out": "185.199.100.10",
+      "ip_from": "78.100.50.12",
+      "peer_id": "peer-001",
+      "worker": "worker-01",
+      "domain": "google.com",
+      "error": "",
+      "count": 12,
+      "bytes_sent": 10240,
+      "bytes_received": 524800,
+      "error_count": 0,
+      "duration_ms": 15000,
+      "max_concurrency": 5
+    }
+  ]
+}"""
+
+DAY = {"from": "2026-03-15T00:00:00Z", "to": "2026-03-16T00:00:00Z"}
+
+
+def row(ts: str, **fields: object) -> dict[str, object]:
+    return {"ts": ts, **fields}
+
+
+def dump(db: Path) -> list[tuple[object, ...]]:
+    """Every row of every table: the store's whole state, for before/after comparisons."""
+    con = sqlite3.connect(db)
+    try:
+        names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return [(n, *r) for n in names for r in sorted(con.execute(f"SELECT * FROM {n}"), key=repr)]
+    finally:
+        con.close()
+
+
+async def test_fonproxy_example_body_is_accepted_verbatim(api: Api) -> None:
+    resp = await api.client.post(
+        "/analytics/ingest",
+        data=FONPROXY_BODY.encode(),
+        headers=auth(AGENT) | {"Content-Type": "application/json"},
+    )
+    assert resp.status == 204
+    assert await resp.read() == b""
+    traffic = await api.get("/analytics/traffic", **DAY, interval="1h")
+    assert traffic == {
+        "data": [
+            {
+                "bucket": "2026-03-15 10:00:00",
+                "total_bytes_sent": "10240",
+                "total_bytes_received": "524800",
+                "bytes_total": str(10240 + 524800),
+                "total_count": "12",
+            }
+        ]
+    }
+    domains = await api.get("/analytics/domains", **DAY)
+    assert domains == {
+        "data": [
+            {
+                "domain": "google.com",
+                "total_count": "12",
+                "bytes_total": "535040",
+                "total_bytes_sent": "10240",
+                "total_bytes_received": "524800",
+                "total_errors": "0",
+            }
+        ]
+    }
+
+
+async def test_msgpack_body_equals_json_body(make_api) -> None:
+    rows = [row("2026-03-15 10:15:00", domain="a.com", count=3, bytes_sent=7), row("2026-03-15 10:16:30", domain="b.com", count=1)]
+    a = await make_api(sub="json")
+    b = await make_api(sub="msgpack")
+    await a.ingest({"logs": rows})
+    resp = await b.client.post(
+        "/analytics/ingest",
+        data=msgpack.packb({"logs": rows}),
+        headers=auth(AGENT) | {"Content-Type": "application/msgpack"},
+    )
+    assert resp.status == 204
+    ra = await a.get("/analytics/traffic", **DAY, interval="1m")
+    rb = await b.get("/analytics/traffic", **DAY, interval="1m")
+    assert ra == rb
+    assert [d["bucket"] for d in ra["data"]] == ["2026-03-15 10:15:00", "2026-03-15 10:16:00"]
+
+
+async def test_same_idempotency_key_is_applied_once(api: Api) -> None:
+    body = {"logs": [row("2026-03-15 10:00:00", domain="a.com", count=5, bytes_sent=100)]}
+    await api.ingest(body, key="agent-1:1")
+    await api.ingest(body, key="agent-1:1")  # a retry: 204, not applied again
+    await api.ingest(body, key="agent-1:2")  # a new batch with equal content: applied
+    data = (await api.get("/analytics/requests", **DAY, interval="1d"))["data"]
+    assert data == [{"bucket": "2026-03-15 00:00:00", "total_count": "10", "total_errors": "0"}]
+    metrics = await (await api.client.get("/metrics")).text()
+    assert "proxymeter_collector_duplicates_total 1\n" in metrics
+    assert "proxymeter_collector_batches_ingested_total 2\n" in metrics
+
+
+async def test_concurrent_ingests_from_several_clients_all_count(api: Api) -> None:
+    # 8 agents x 5 batches, each batch 20 rows over 3 minutes and 4 domains.
+    expected: dict[str, int] = {}
+    bodies = []
+    for agent in range(8):
+        for seq in range(5):
+            rows = []
+            for n in range(20):
+                domain = f"d{(agent + n) % 4}.com"
+                count = 1 + (agent * 7 + seq * 3 + n) % 5
+                rows.append(row(f"2026-03-15 10:0{n % 3}:00", domain=domain, count=count, worker=f"w{agent}"))
+                expected[domain] = expected.get(domain, 0) + count
+            bodies.append((f"agent-{agent}:{seq}", {"logs": rows}))
+    # Each is sent twice concurrently as well: retries racing their originals.
+    await asyncio.gather(*(api.ingest(b, key=k) for k, b in bodies + bodies))
+    data = (await api.get("/analytics/domains", **DAY, sortBy="count", limit=100))["data"]
+    assert {d["domain"]: int(d["total_count"]) for d in data} == expected
+
+
+async def test_late_rows_merge_into_stored_minutes_and_rollups(api: Api) -> None:
+    await api.ingest({"logs": [row("2026-03-15 10:15:00", domain="a.com", count=2, bytes_sent=10, max_concurrency=3, duration_max_ms=50)]})
+    await api.ingest({"logs": [row("2026-03-15 10:30:00", domain="a.com", count=1, bytes_sent=1)]})
+    # Late delta for the stored 10:15 minute: adds counters, max for the max fields.
+    await api.ingest({"logs": [row("2026-03-15 10:15:40", domain="a.com", count=4, bytes_sent=5, max_concurrency=2, duration_max_ms=90)]})
+    minute = (await api.get("/analytics/traffic", **DAY, interval="1m"))["data"]
+    assert [(d["bucket"], d["total_count"], d["total_bytes_sent"]) for d in minute] == [
+        ("2026-03-15 10:15:00", "6", "15"),
+        ("2026-03-15 10:30:00", "1", "1"),
+    ]
+    # Whole-day query: read from the day rollup.
+    day = (await api.get("/analytics/concurrency", **DAY, interval="1d"))["data"]
+    assert day[0]["max_concurrency"] == "3" and day[0]["total_count"] == "7"
+    hour = (await api.get("/analytics/latency", **DAY, interval="1h"))["data"]
+    assert hour[0]["max"] == "90"
+
+
+BAD_BODIES = [
+    ({"logs": [row("2026-03-15 10:00:00"), row("2026-03-15 10:00:00", bytes_sent=-1)]}, "logs[1].bytes_sent"),
+    ({"logs": [row("2026-03-15 10:00:00"), row("2026-03-15 10:00:00"), row("2026-03-15 10:00:00"), row("x")]}, "logs[3].ts"),
+    ({"logs": [{"user_id": 1}]}, "logs[0].ts"),
+    ({"logs": [row("2026-03-15 10:00:00", colour="red")]}, "logs[0].colour"),
+    ({"logs": [row("2026-03-15 10:00:00", domain=5)]}, "logs[0].domain"),
+    ({"logs": [row("2026-03-15 10:00:00", latency=[[1, 2], [9999, 1]])]}, "logs[0].latency[1]"),
+    ({"logs": [], "concurrency": [{"ts": "2026-03-15 10:00:00", "user_id": 1, "order_id": 1, "worker": "w", "active": [1] * 59}]}, "concurrency[0].active"),
+    ({"rows": []}, "rows"),
+    ({}, "logs"),
+]
+
+
+async def test_bad_bodies_are_400_naming_the_field_and_store_nothing(api: Api) -> None:
+    await api.ingest({"logs": [row("2026-03-15 09:00:00", domain="keep.com", count=1)]}, key="k0")
+    before = dump(api.db)
+    for n, (body, field) in enumerate(BAD_BODIES):
+        # A good first row followed by a bad one: nothing of the body may be stored.
+        err = await api.ingest(body, key=f"bad-{n}", expect=400)
+        assert err["error"]["code"] == "invalid_body"
+        assert err["error"]["field"] == field, err
+        assert isinstance(err["error"]["message"], str) and err["error"]["message"]
+    for raw, ctype in ((b"{not json", "application/json"), (b"\xc1", "application/msgpack"), (b"{}", "text/csv")):
+        resp = await api.client.post("/analytics/ingest", data=raw, headers=auth(AGENT) | {"Content-Type": ctype})
+        assert resp.status == 400
+        assert (await resp.json())["error"]["code"] == "invalid_body"
+    assert dump(api.db) == before
+    # A rejected body did not burn its idempotency key: the fixed body is applied.
+    await api.ingest({"logs": [row("2026-03-15 09:00:00", domain="keep.com", count=2)]}, key="bad-0")
+    data = (await api.get("/analytics/domains", **DAY))["data"]
+    assert data[0]["total_count"] == "3"
+    metrics = await (await api.client.get("/metrics")).text()
+    assert f'proxymeter_collector_ingest_rejects_total{{reason="invalid_body"}} {len(BAD_BODIES) + 3}\n' in metrics
+
+
+async def test_auth_paths(api: Api) -> None:
+    body = json.dumps({"logs": []}).encode()
+    for headers, status in (
+        ({}, 401),
+        ({"Authorization": "Basic abc"}, 401),
+        (auth("wrong-token"), 401),
+        (auth(ADMIN), 403),
+        (auth(USER42), 403),
+        (auth(AGENT), 204),
+    ):
+        resp = await api.client.post("/analytics/ingest", data=body, headers=headers | {"Content-Type": "application/json"})
+        assert resp.status == status
+        if status != 204:
+            err = await resp.json()
+            assert err["error"]["code"] == ("unauthorized" if status == 401 else "forbidden")
+    for headers, status in (({}, 401), (auth("nope"), 401), (auth(AGENT), 403)):
+        resp = await api.client.get("/analytics/traffic", params=DAY, headers=headers)
+        assert resp.status == status
+        assert (await resp.json())["error"]["code"] == ("unauthorized" if status == 401 else "forbidden")
+
+
+async def test_body_over_limit_is_413_and_stores_nothing(make_api) -> None:
+    api = await make_api(extra="max_body_bytes = 2000")
+    await api.ingest({"logs": [row("2026-03-15 09:00:00", domain="keep.com", count=1)]})
+    before = dump(api.db)
+    big = {"logs": [row("2026-03-15 10:00:00", domain=f"d{i}.example.com", count=1) for i in range(60)]}
+    data = json.dumps(big).encode()
+    assert len(data) > 2000
+    resp = await api.client.post("/analytics/ingest", data=data, headers=auth(AGENT) | {"Content-Type": "application/json"})
+    assert resp.status == 413
+    assert (await resp.json())["error"]["code"] == "payload_too_large"
+
+    # Without a Content-Length (chunked), the limit holds while reading.
+    async def chunks():
+        for i in range(0, len(data), 500):
+            yield data[i : i + 500]
+
+    resp = await api.client.post("/analytics/ingest", data=chunks(), headers=auth(AGENT) | {"Content-Type": "application/json"})
+    assert resp.status == 413
+    assert dump(api.db) == before
+    metrics = await (await api.client.get("/metrics")).text()
+    assert 'proxymeter_collector_ingest_rejects_total{reason="too_large"} 2\n' in metrics
+
+
+async def test_too_many_rows_is_400(make_api) -> None:
+    api = await make_api(extra="max_rows = 3")
+    err = await api.ingest({"logs": [row("2026-03-15 10:00:00")] * 4}, expect=400)
+    assert err["error"]["field"] == "logs" and "limit 3" in err["error"]["message"]
