@@ -1,0 +1,131 @@
+"""agent.config and `proxymeter-agent check`: good configs load with their defaults,
+broken ones fail with the full key path and exit status 78."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent import config
+from agent.cli import main
+from agent.wire.tomlschema import EXIT_CONFIG, ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+MINIMAL = """
+[collector]
+url = "http://127.0.0.1:8428"
+token = "t0k"
+
+[[sources]]
+path = "/var/log/squid/access.log"
+format = "squid"
+"""
+
+
+def test_minimal_config_has_documented_defaults() -> None:
+    cfg = config.loads(MINIMAL)
+    assert cfg.agent.worker == socket.gethostname()
+    assert cfg.agent.state_dir == "/var/lib/proxymeter-agent"
+    assert cfg.agent.metrics_listen == "127.0.0.1:9465"
+    assert cfg.agent.log_level == "info"
+    assert cfg.collector.flush_interval == 10.0
+    assert cfg.collector.max_batch_rows == 10_000
+    assert cfg.collector.shutdown_timeout == 20.0
+    assert cfg.spool.max_bytes == 256 * 1024 * 1024
+    src = cfg.sources[0]
+    assert (src.path, src.format, src.timezone, src.read_from, src.max_line_bytes) == (
+        "/var/log/squid/access.log", "squid", "UTC", "end", 65536)
+    assert cfg.aggregate.dimensions == frozenset(
+        ("user_id", "order_id", "port", "protocol", "ip_out", "ip_from", "peer_id", "worker", "domain", "error"))
+    assert config.token_of(cfg) == "t0k"
+
+
+def test_full_config(tmp_path: Path) -> None:
+    token = tmp_path / "tok"
+    token.write_text("  secret-from-file\n")
+    cfg = config.loads(f"""
+[agent]
+worker = "w1"
+state_dir = "{tmp_path}"
+metrics_listen = ""
+[collector]
+url = "https://c.example:8428"
+token_file = "{token}"
+flush_interval = 2.5
+max_batch_rows = 5
+[spool]
+max_bytes = 1048576
+[aggregate]
+drop_dimensions = ["ip_from", "peer_id"]
+[[sources]]
+path = "/var/log/haproxy/*.log"
+format = "haproxy"
+timezone = "Europe/Berlin"
+read_from = "beginning"
+max_line_bytes = 4096
+""")
+    assert cfg.agent.worker == "w1" and cfg.agent.metrics_listen == ""
+    assert config.token_of(cfg) == "secret-from-file"
+    assert cfg.collector.flush_interval == 2.5 and cfg.collector.max_batch_rows == 5
+    assert "ip_from" not in cfg.aggregate.dimensions and "domain" in cfg.aggregate.dimensions
+    assert cfg.sources[0].timezone == "Europe/Berlin"
+
+
+BROKEN = [
+    ("[agent]\nworker = 'w'\n[[sources]]\npath='/a'\nformat='squid'\n", "collector", "required key is missing"),
+    (MINIMAL.replace('token = "t0k"', 'token = "t0k"\ntoken_file = "/x"'), "collector.token",
+     "exactly one of collector.token and collector.token_file"),
+    (MINIMAL.replace('token = "t0k"', ""), "collector.token", "exactly one"),
+    (MINIMAL.replace('format = "squid"', 'format = "sqiud"'), "sources[0].format", "expected one of 'squid'"),
+    (MINIMAL + 'timezone = "Mars/Olympus"\n', "sources[0].timezone", "IANA time zone"),
+    (MINIMAL + 'read_from = "middle"\n', "sources[0].read_from", "expected one of 'end', 'beginning'"),
+    (MINIMAL + "max_line_bytes = 10\n", "sources[0].max_line_bytes", "must be >= 256"),
+    (MINIMAL + "colour = 1\n", "sources[0].colour", "unknown key"),
+    (MINIMAL.replace("http://127.0.0.1:8428", "ftp://x"), "collector.url", "http:// or https://"),
+    (MINIMAL.replace('token = "t0k"', 'token = "t0k"\nflush_interval = 0'), "collector.flush_interval",
+     "must be > 0"),
+    ("[agent]\nmetrics_listen = 'localhost'\n" + MINIMAL, "agent.metrics_listen", "host:port"),
+    ("[agent]\nlog_level = 'loud'\n" + MINIMAL, "agent.log_level", "expected one of 'debug'"),
+    ("[aggregate]\ndrop_dimensions = ['colour']\n" + MINIMAL, "aggregate.drop_dimensions", "unknown dimension"),
+    ("[spool]\nmax_bytes = 10\n" + MINIMAL, "spool.max_bytes", "must be >="),
+    (MINIMAL + '[[sources]]\npath = "/var/log/squid/access.log"\nformat = "nginx"\n', "sources[1].path",
+     "same path as sources[0]"),
+    ('[collector]\nurl = "http://127.0.0.1:1"\ntoken = "t"\n', "sources", "required key is missing"),
+    ('sources = []\n[collector]\nurl = "http://127.0.0.1:1"\ntoken = "t"\n', "sources", "at least one"),
+    (MINIMAL.replace('token = "t0k"', 'token_file = "/nonexistent/tok"'), "collector.token_file", "cannot read"),
+]
+
+
+@pytest.mark.parametrize("text,path,message", BROKEN)
+def test_broken_configs_name_the_key(text: str, path: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        config.loads(text)
+    assert err.value.path == path
+    assert message in err.value.message
+
+
+def test_check_command_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text(MINIMAL)
+    assert main(["check", "--config", str(good)]) == 0
+    assert capsys.readouterr().out.strip() == "config OK"
+    bad = tmp_path / "bad.toml"
+    bad.write_text(MINIMAL.replace('format = "squid"', 'format = "sqiud"'))
+    assert main(["check", "--config", str(bad)]) == EXIT_CONFIG
+    err = capsys.readouterr().err
+    assert "sources[0].format" in err and "sqiud" in err
+    assert main(["check", "--config", str(tmp_path / "missing.toml")]) == EXIT_CONFIG
+
+
+def test_run_with_bad_config_exits_78_as_a_process(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(MINIMAL + "bogus = true\n")
+    proc = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(bad)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 78
+    assert "sources[0].bogus: unknown key" in proc.stderr
