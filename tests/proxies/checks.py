@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.proxies import traffic as T
 from tests.proxies.client import Sent, Truth
 from tests.proxies.stack import Api, user_id_of
 
@@ -18,18 +17,18 @@ Range = tuple[int, int]
 Bounds = Callable[[Sent], tuple[Range, Range]]
 
 
-def check_all(api: Api, truth: Truth, bounds: Bounds, *, per_user: bool = True, burst_user: str = T.BURST,
-              long_user: str = T.LONG, logs: str = "") -> None:
+def check_all(api: Api, truth: Truth, bounds: Bounds, *, peaks: dict[str, int], logs: str = "") -> None:
+    """peaks: user name -> the exact peak concurrency the collector must report; every
+    other user's peak must lie within 1..its number of requests."""
     failures: list[str] = []
 
     def expect(cond: bool, what: str) -> None:
         if not cond:
             failures.append(what)
 
-    users = sorted({s.user for s in truth.sent}) if per_user else [None]
-    for name in users:
-        sent = truth.sent if name is None else truth.by_user(name)
-        uid = None if name is None else user_id_of(name)
+    for name in sorted({s.user for s in truth.sent}):
+        sent = truth.by_user(name)
+        uid = user_id_of(name)
         count, errors = api.requests(uid)
         want_errors = sum(1 for s in sent if s.error)
         expect(count == len(sent), f"user {name!r} (id {uid}): requests {count}, client made {len(sent)}")
@@ -40,14 +39,11 @@ def check_all(api: Api, truth: Truth, bounds: Bounds, *, per_user: bool = True, 
         dn_lo, dn_hi = sum(x[1][0] for x in b), sum(x[1][1] for x in b)
         expect(up_lo <= up <= up_hi, f"user {name!r}: bytes_sent {up}, expected {up_lo}..{up_hi}")
         expect(dn_lo <= down <= dn_hi, f"user {name!r}: bytes_received {down}, expected {dn_lo}..{dn_hi}")
-        if uid is not None:
-            peak = api.peak(uid)
-            if name == burst_user:
-                expect(peak == T.BURST_N, f"burst user peak {peak}, expected {T.BURST_N}")
-            elif name == long_user:
-                expect(peak == 1, f"long-tunnel user peak {peak}, expected 1")
-            else:
-                expect(1 <= peak <= len(sent), f"user {name!r}: peak {peak} outside 1..{len(sent)}")
+        peak = api.peak(uid)
+        if name in peaks:
+            expect(peak == peaks[name], f"user {name!r}: peak concurrency {peak}, expected {peaks[name]}")
+        else:
+            expect(1 <= peak <= len(sent), f"user {name!r}: peak {peak} outside 1..{len(sent)}")
 
     got_errors = api.errors()
     expect(got_errors == truth.errors(), f"errors by code {got_errors}, expected {truth.errors()}")

@@ -34,7 +34,10 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        parts = self.path.split("?", 1)[0].strip("/").split("/")
+        path = self.path.split("?", 1)[0]
+        if "://" in path:  # absolute form, as haproxy forwards a proxy request
+            path = "/" + path.split("://", 1)[1].partition("/")[2]
+        parts = path.strip("/").split("/")
         try:
             kind, value = parts[0], int(parts[1])
         except (IndexError, ValueError):
@@ -71,6 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _QuietHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 64  # the default 5 drops SYNs of a burst: 1 s retransmit delays
 
     def handle_error(self, request: object, client_address: object) -> None:
         pass

@@ -109,9 +109,11 @@ def wait_for(predicate, timeout_s: float, interval_s: float = 0.1) -> bool:  # t
     return bool(predicate())
 
 
-def file_lines(path: Path) -> list[bytes]:
+def file_lines(path: Path, prefix: bytes = b"") -> list[bytes]:
+    """Non-empty lines of path starting with prefix (e.g. a client address, to leave
+    out a proxy's start/stop notices)."""
     try:
-        return [ln for ln in path.read_bytes().split(b"\n") if ln.strip()]
+        return [ln for ln in path.read_bytes().split(b"\n") if ln.strip() and ln.startswith(prefix)]
     except OSError:
         return []
 

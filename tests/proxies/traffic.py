@@ -17,6 +17,7 @@ takes about as long as its longest request.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -94,4 +95,37 @@ def http_proxy(truth: C.Truth, proxy: tuple[str, int], origin: Origin, *, connec
         calls.append(lambda: get(LONG, f"http://{o}/slow/{int(LONG_HOLD_S * 1000)}"))
     C.parallel(calls, timeout_s=90)
     bad = [s for s in truth.sent if s.note and s.error != expect.aborted]
+    assert not bad, f"client-side failures: {bad}"
+
+
+@dataclass(frozen=True)
+class Forwarder:
+    """How to open each kind of session through a proxy without user names (haproxy tcp
+    mode, nginx stream, dante without auth). None: the proxy cannot produce that case."""
+
+    echo: Callable[[bytes, float], C.Sent]  # payload, hold_s -> a session to the echo port
+    refused: Callable[[], C.Sent] | None = None
+    denied: Callable[[], C.Sent] | None = None
+    dns: Callable[[], C.Sent] | None = None
+    abort: Callable[[], C.Sent] | None = None
+
+
+GAP_S = 1.2  # > 1 s between phases: no second of the agent's profile spans two phases
+MAX_SHORT = 6  # short sessions in phase 1: fewer than BURST_N even if all in one second
+
+
+def forwarder(truth: C.Truth, f: Forwarder) -> None:
+    """All sessions belong to one (default) user, so the phases are apart in time: the
+    short sessions, then the burst of BURST_N, then the long tunnel alone. The peak is
+    then exactly BURST_N, whatever second the short ones fall in."""
+    short = [lambda: f.echo(b"t" * TUNNEL_PAYLOADS[0], 0.0), lambda: f.echo(b"t" * TUNNEL_PAYLOADS[1], 0.0)]
+    short += [c for c in (f.refused, f.denied, f.dns, f.abort) if c is not None]
+    assert len(short) <= MAX_SHORT
+    for call in short:
+        call()
+    time.sleep(GAP_S)
+    C.parallel([lambda: f.echo(b"b" * 1000, SLOW_MS / 1000) for _ in range(BURST_N)], timeout_s=60)
+    time.sleep(GAP_S)
+    f.echo(b"l" * LONG_PAYLOAD, LONG_HOLD_S)
+    bad = [s for s in truth.sent if s.note and not s.error]
     assert not bad, f"client-side failures: {bad}"
