@@ -21,7 +21,8 @@ Formats:
   a transaction; the start is the stamp minus the elapsed time. `%<st` is the reply size
   (what the client downloaded); upload bytes are not in this format.
 - "jsonl": one JSON object per line with the Webshare proxy activity fields; `timestamp`
-  is the start of the request, `bytes` is upload + download.
+  is the start of the request, `bytes` is upload + download; plus proxymeter's optional
+  `bytes_sent`/`bytes_received` (the two directions). Only requests are written.
 
 Lines with the URL "error:transaction-end-before-headers" (a client that connected and
 closed without a request) are written but are not requests: the truth leaves them out.
@@ -235,7 +236,7 @@ def jsonl_tail(ev: Event) -> str:
     err = _WEBSHARE_ERRORS.get(ev.error)
     handshake = min(ev.elapsed_ms, 20) / 1000
     obj = {
-        "protocol": "http",
+        "protocol": "https" if ev.method == "CONNECT" else "http",
         "request_duration": ev.elapsed_ms / 1000,
         "handshake_duration": handshake,
         "tunnel_duration": round(ev.elapsed_ms / 1000 - handshake, 3) if ev.method == "CONNECT" and not err else None,
@@ -252,6 +253,9 @@ def jsonl_tail(ev: Event) -> str:
         "proxy_port": None,
         "listen_address": "192.0.2.1",
         "listen_port": 3128,
+        # proxymeter's extensions: the two directions separately (exact per direction).
+        "bytes_sent": ev.sent,
+        "bytes_received": ev.received,
     }
     return '",' + json.dumps(obj, separators=(",", ":"))[1:] + "\n"
 
@@ -317,7 +321,11 @@ class LogGen:
         self.fmt = fmt
         self.population = make_population(seed, users, domains)
         rnd = random.Random(f"pool:{seed}")
-        self.pool = [draw_event(rnd, self.population, long_tunnels) for _ in range(pool_size)]
+        self.pool = []
+        while len(self.pool) < pool_size:
+            ev = draw_event(rnd, self.population, long_tunnels)
+            if ev.request or fmt == "squid":  # a worker writes activity objects for requests only
+                self.pool.append(ev)
         tail = squid_tail if fmt == "squid" else jsonl_tail
         self._tails = [tail(ev) for ev in self.pool]
         self._elapsed = [ev.elapsed_ms for ev in self.pool]

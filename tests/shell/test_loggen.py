@@ -110,10 +110,14 @@ def test_jsonl_lines_carry_webshare_fields(tmp_path: Path) -> None:
     fields = {"timestamp", "protocol", "request_duration", "handshake_duration", "tunnel_duration", "error_reason",
               "error_reason_how_to_fix", "auth_username", "proxy_address", "bytes", "client_address", "ip_address",
               "hostname", "domain", "port", "proxy_port", "listen_address", "listen_port"}
-    assert all(set(o) == fields for o in objs)
-    requests = [o for o in objs if o["hostname"] is not None or o["error_reason"] != "client_disconnected"]
-    assert sum(o["bytes"] for o in requests) == sum(v[1] + v[2] for v in truth.per_user.values())
-    assert sum(1 for o in requests if o["error_reason"]) == truth.totals()[3]
+    assert all(set(o) == fields | {"bytes_sent", "bytes_received"} for o in objs)
+    assert all(o["bytes"] == o["bytes_sent"] + o["bytes_received"] for o in objs)
+    req, received, sent, errors = truth.totals()
+    assert req == len(objs)
+    assert sum(o["bytes_received"] for o in objs) == received
+    assert sum(o["bytes_sent"] for o in objs) == sent
+    assert sum(1 for o in objs if o["error_reason"]) == errors
+    assert {o["protocol"] for o in objs} == {"http", "https"}
     # The timestamp is the request's start: end time (line i at START + 50 ms * i) minus duration.
     from datetime import datetime
 
