@@ -140,3 +140,26 @@ def test_command_line_write(tmp_path: Path) -> None:
     assert summary["requests"] == len(requests)
     assert summary["bytes_received"] == sum(int(r["size"]) for r in requests)
     assert summary["errors"] == sum(_is_error(r) for r in requests)
+
+
+def test_agent_parsers_read_the_lines_as_the_generator_meant() -> None:
+    """Cross-check with the agent's parsers: per-user requests, bytes and errors agree."""
+    from datetime import timezone
+
+    from agent.parsers import make_parser
+
+    for fmt in loggen.FORMATS:
+        gen = loggen.LogGen(3, fmt, pool_size=8000)
+        text = gen.render(loggen.times(START_MS, 200, 10_000))
+        parser = make_parser(fmt, timezone.utc)
+        per_user: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        for line in text.encode().splitlines():
+            rec = parser.parse(line)
+            if rec is None:
+                continue
+            acc = per_user[rec.user or loggen.NO_USER]
+            acc[0] += 1
+            acc[1] += rec.bytes_received
+            acc[2] += rec.bytes_sent
+            acc[3] += rec.error != ""
+        assert dict(per_user) == gen.truth().per_user, fmt
