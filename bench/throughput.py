@@ -1,0 +1,144 @@
+"""Benchmarks 1 and 6: replay throughput against `cat` and GoAccess, and wire bytes.
+
+Per round, on the same file and the same pinned core, interleaved: `cat file >/dev/null`
+(the I/O floor), GoAccess writing its JSON report, our pipeline (bench.replay). The page
+cache is warmed first, so all three read from memory. Ratios are per round, then the
+median. Ratios use whole-process wall time for every side (our interpreter start and
+Public Suffix List load included); lines/s uses the pipeline's own time.
+"""
+
+from __future__ import annotations
+
+import json
+import pstats
+import io
+import shutil
+from pathlib import Path
+
+from bench import corpus
+from bench.measure import MIB, median, pick_core, python, run_child, workdir
+from bench.report import Report, Result
+
+GOACCESS_FORMAT = "%x.%^ %~%L %h %^/%s %b %m %U %e %^/%^ %M"
+TARGET_SQUID = 500_000
+TARGET_JSONL = 150_000
+TARGET_GOACCESS_RATIO = 5.0
+
+
+def goaccess_argv(path: Path, report_json: Path) -> list[str]:
+    return ["goaccess", str(path), f"--log-format={GOACCESS_FORMAT}", "--date-format=%s",
+            "--time-format=%s", "--no-progress", "--no-global-config", "-o", str(report_json)]
+
+
+def replay_argv(fmt: str, path: Path, profile: str = "") -> list[str]:
+    argv = [python(), "-m", "bench.replay", "--format", fmt, "--path", str(path)]
+    return argv + (["--profile", profile] if profile else [])
+
+
+def run(report: Report, quick: bool) -> None:
+    n = 100_000 if quick else 2_000_000
+    rounds = 3
+    wd = workdir("throughput")
+    core = pick_core()
+    files = {fmt: corpus.write_file(wd / f"{fmt}-{n}.log", fmt, n) for fmt in ("squid", "jsonl")}
+    squid = files["squid"]
+    run_child(["cat", str(squid)], stdout_path="/dev/null")  # warm the page cache
+    run_child(["cat", str(files["jsonl"])], stdout_path="/dev/null")
+    have_goaccess = shutil.which("goaccess") is not None
+    if not have_goaccess:
+        report.notes.append("GoAccess is not installed (Debian package goaccess): its comparison was skipped.")
+
+    cat_s: list[float] = []
+    ga_s: list[float] = []
+    ours: dict[str, list[dict]] = {"squid": [], "jsonl": []}
+    ga_general: dict = {}
+    for _ in range(rounds):
+        cat_s.append(run_child(["cat", str(squid)], core=core, stdout_path="/dev/null").wall_s)
+        if have_goaccess:
+            rj = wd / "goaccess-report.json"
+            ga = run_child(goaccess_argv(squid, rj), core=core)
+            ga_s.append(ga.wall_s)
+            ga_general = json.loads(rj.read_text())["general"]
+        for fmt, path in files.items():
+            child = run_child(replay_argv(fmt, path), core=core)
+            res = json.loads(child.stdout)
+            res["wall_s"] = child.wall_s
+            res["cpu_s"] = child.cpu_s
+            res["maxrss_mib"] = child.maxrss_mib
+            ours[fmt].append(res)
+
+    size_mib = squid.stat().st_size / MIB
+    cat_med = median(cat_s)
+    report.add(Result("1 throughput", f"cat squid file ({n:,} lines, {size_mib:.0f} MiB)",
+                      f"{n / cat_med:,.0f} lines/s, {size_mib / cat_med:,.0f} MiB/s", note="I/O floor"))
+    if ga_s:
+        ga_med = median(ga_s)
+        total = ga_general.get("total_requests")
+        ok = total == n
+        report.add(Result("1 throughput", "GoAccess on the squid file (JSON report)",
+                          f"{n / ga_med:,.0f} lines/s, {size_mib / ga_med:,.1f} MiB/s",
+                          note=f"total_requests={total} ({'= line count' if ok else 'MISMATCH'}), "
+                               f"valid={ga_general.get('valid_requests')}, failed={ga_general.get('failed_requests')}"))
+    for fmt, runs in ours.items():
+        size = files[fmt].stat().st_size / MIB
+        lps = median([r["lines"] / r["seconds"] for r in runs])
+        mps = median([r["bytes"] / MIB / r["seconds"] for r in runs])
+        target = TARGET_SQUID if fmt == "squid" else TARGET_JSONL
+        errs = runs[0]["parse_errors"]
+        report.add(Result("1 throughput", f"agent pipeline, {fmt} ({n:,} lines, {size:.0f} MiB, 1 core)",
+                          f"{lps:,.0f} lines/s, {mps:,.1f} MiB/s", f">= {target:,} lines/s", lps >= target,
+                          note=f"parse errors {errs}; process wall {median([r['wall_s'] for r in runs]):.2f} s "
+                               f"incl. {median([r['setup_s'] for r in runs]):.2f} s start-up; "
+                               f"peak RSS {max(r['maxrss_mib'] for r in runs):.0f} MiB"))
+    sq = ours["squid"]
+    if ga_s:
+        ratio = median([g / r["wall_s"] for g, r in zip(ga_s, sq)])
+        report.add(Result("1 throughput", "agent speed / GoAccess speed (squid, same run)", f"{ratio:.2f}x",
+                          f">= {TARGET_GOACCESS_RATIO:.0f}x", ratio >= TARGET_GOACCESS_RATIO,
+                          note="whole-process wall time on both sides"))
+    ratio_cat = median([c / r["wall_s"] for c, r in zip(cat_s, sq)])
+    report.add(Result("1 throughput", "agent speed / cat speed (squid, same run)", f"{ratio_cat:.3f}x"))
+
+    for fmt, runs in ours.items():
+        r = runs[0]
+        per_m = 1_000_000 / max(1, r["lines"])
+        report.add(Result("6 wire", f"msgpack bytes per million {fmt} lines (10 s flushes)",
+                          f"{r['wire_bytes'] * per_m / MIB:,.2f} MiB",
+                          note=f"{r['rows'] * per_m:,.0f} rows + {r['profiles'] * per_m:,.0f} profiles per M lines; "
+                               f"{r['bytes'] / max(1, r['wire_bytes']):,.1f}x smaller than the log; "
+                               f"log rate 2,000 lines/s"))
+
+    for fmt, runs in ours.items():
+        lps = median([r["lines"] / r["seconds"] for r in runs])
+        if lps < (TARGET_SQUID if fmt == "squid" else TARGET_JSONL):
+            report.profiles.append((f"replay of the {fmt} log ({min(n, 300_000):,} lines, cProfile)",
+                                    profile(fmt, wd, min(n, 300_000))))
+
+
+def profile(fmt: str, wd: Path, n: int) -> str:
+    path = corpus.write_file(wd / f"{fmt}-{n}.log", fmt, n)
+    dump = wd / f"replay-{fmt}.prof"
+    run_child(replay_argv(fmt, path, str(dump)), core=pick_core())
+    return top_functions(dump)
+
+
+def top_functions(dump: Path, limit: int = 18) -> str:
+    st = pstats.Stats(str(dump))
+    total = st.total_tt  # type: ignore[attr-defined]
+    rows = []
+    for (file, line, func), (cc, nc, tt, ct, _) in st.stats.items():  # type: ignore[attr-defined]
+        rows.append((tt, ct, nc, f"{_short(file)}:{line}({func})"))
+    rows.sort(reverse=True)
+    out = io.StringIO()
+    out.write(f"total {total:.2f} s (profiled; cProfile roughly doubles the time)\n")
+    out.write(f"{'self %':>7} {'self s':>7} {'cum s':>7} {'calls':>10}  function\n")
+    for tt, ct, nc, name in rows[:limit]:
+        out.write(f"{100 * tt / total:6.1f}% {tt:7.2f} {ct:7.2f} {nc:10d}  {name}\n")
+    return out.getvalue()
+
+
+def _short(file: str) -> str:
+    for marker in ("/agent/", "/collector/", "/bench/"):
+        if marker in file:
+            return file[file.index(marker) + 1:]
+    return file.rsplit("/", 2)[-1] if "/" in file else file
