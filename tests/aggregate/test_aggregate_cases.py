@@ -158,3 +158,24 @@ def test_drain_releases_state_and_the_next_drain_is_empty() -> None:
     assert agg.drain(T0 + 10_000).rows == [] and agg.drain(T0 + 20_000).profiles == []
     assert (agg.records_added, agg.rows_drained, agg.profiles_drained) == (50, len(batch.rows), len(batch.profiles))
     assert (agg.drains, agg.last_drain_ms) == (3, T0 + 20_000)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "peak"),
+    [
+        ((0, 1000), (1000, 1000), 1),  # seconds {0} and {1}: they touch, never overlap
+        ((1000, 1000), (0, 1000), 1),  # same, logged in the other order
+        ((0, 1001), (1000, 10), 2),  # {0, 1} and {1}
+        ((1500, 10), (0, 1600), 2),  # {1} inside {0, 1}
+        ((5000, 0), (5999, 0), 2),  # two zero-length requests in second 5
+        ((5000, 0), (6000, 0), 1),
+        ((0, 30_000), (29_999, 5), 2),
+        ((0, 30_000), (30_000, 5), 1),
+    ],
+)
+def test_row_peak_of_two_connections(first: tuple[int, int], second: tuple[int, int], peak: int) -> None:
+    agg = Aggregator("w1")
+    agg.add(rec(*first))
+    agg.add(rec(*second))
+    (row,) = agg.drain(0).rows
+    assert (row.count, row.max_concurrency) == (2, peak)
