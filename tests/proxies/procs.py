@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -135,16 +136,24 @@ def stable_file(path: Path, timeout_s: float = 5.0, quiet_s: float = 0.5) -> Non
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
 
 
-def find_binary(name: str) -> str:
-    """The proxy binary; when missing, root installs it (scripts/system-deps.sh, as
-    `make test` does) and anyone else skips with the reason."""
-    found = shutil.which(name, path=SBIN_PATH)
+def _installed(name: str, find: Callable[[], str | None]) -> str:
+    """find() or, when it finds nothing, root installs the test packages
+    (scripts/system-deps.sh, as `make test` does) and anyone else skips with the reason."""
+    found = find()
     if found is None and os.geteuid() == 0:
         subprocess.run(["sh", str(REPO / "scripts" / "system-deps.sh"), "test"], check=False, timeout=600)
-        found = shutil.which(name, path=SBIN_PATH)
+        found = find()
         if found is None:
             pytest.fail(f"{name} is missing and scripts/system-deps.sh did not install it")
     if found is None:
         pytest.skip(f"{name} is not installed and installing it needs root: run `make test` as root "
                     "or install the Debian package yourself")
     return found
+
+
+def find_binary(name: str) -> str:
+    return _installed(name, lambda: shutil.which(name, path=SBIN_PATH))
+
+
+def find_file(path: Path) -> Path:
+    return Path(_installed(str(path), lambda: str(path) if path.exists() else None))

@@ -110,7 +110,7 @@ class Forwarder:
     abort: Callable[[], C.Sent] | None = None
 
 
-GAP_S = 1.2  # > 1 s between phases: no second of the agent's profile spans two phases
+GAP_S = 2.1  # between phases: > 1 s plus a proxy's rounding of times to the second
 MAX_SHORT = 6  # short sessions in phase 1: fewer than BURST_N even if all in one second
 
 

@@ -1,0 +1,97 @@
+"""Real nginx (stream module) on loopback: TCP forwarding, refused, denied, DNS failure."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.proxies import client as C
+from tests.proxies import traffic as T
+from tests.proxies.checks import check_all
+from tests.proxies.origin import Origin, free_port
+from tests.proxies.procs import Child, file_lines, find_binary, find_file, stable_file
+from tests.proxies.stack import Stack
+
+pytestmark = pytest.mark.proxies
+
+STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+
+# Exactly the log_format the README (section proxy-setup) recommends.
+LOG_FORMAT = ("log_format proxymeter '$remote_addr [$time_local] $protocol $status $bytes_sent "
+              "$bytes_received $session_time \"$upstream_addr\" $server_port';")
+
+# nginx stream has no authentication: every session goes to the default user.
+ERRORS = {"refused": "connection_refused", "denied": "forbidden_host", "dns": "dns_failure"}
+
+
+def nginx_config(d: Path, ports: dict[str, int], origin: Origin) -> Path:
+    load = f"load_module {STREAM_MODULE};"
+    conf = d / "nginx.conf"
+    conf.write_text(f"""{load}
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log info;
+events {{ worker_connections 256; }}
+stream {{
+  {LOG_FORMAT}
+  access_log {d}/stream.log proxymeter;
+  # names are only resolved by the test's NXDOMAIN responder on loopback
+  resolver 127.0.0.1:{origin.dns_port} valid=1s ipv6=off;
+  resolver_timeout 3s;
+  proxy_connect_timeout 3s;
+  map $server_port $named_target {{ default {T.NOSUCH_HOST}:80; }}
+  server {{ listen 127.0.0.1:{ports["echo"]}; proxy_pass 127.0.0.1:{origin.echo_port}; }}
+  server {{ listen 127.0.0.1:{ports["refused"]}; proxy_pass 127.0.0.1:{origin.closed_port}; }}
+  server {{ listen 127.0.0.1:{ports["denied"]}; deny all; proxy_pass 127.0.0.1:{origin.echo_port}; }}
+  server {{ listen 127.0.0.1:{ports["dns"]}; proxy_pass $named_target; }}
+}}
+""")
+    return conf
+
+
+def nginx_bounds(s: C.Sent) -> tuple[tuple[int, int], tuple[int, int]]:
+    """$bytes_received (from the client) -> bytes_sent, $bytes_sent (to the client) ->
+    bytes_received: exact; after the client's hang-up nginx may have relayed more than
+    the client read, and less than it wrote."""
+    if s.note or s.target == "abort":
+        return (0, s.up), (s.down, s.up)
+    return (s.up, s.up), (s.down, s.down)
+
+
+def test_nginx_stream_totals_match_client(origin: Origin, workdir: Path, stack_factory: list[Stack]) -> None:
+    binary = find_binary("nginx")
+    find_file(STREAM_MODULE)  # Debian's libnginx-mod-stream
+    ports = {k: free_port() for k in ("echo", "refused", "denied", "dns")}
+    log = workdir / "stream.log"
+    stack = Stack(workdir, log, "nginx")
+    stack_factory.append(stack)
+    conf = nginx_config(workdir, ports, origin)
+    proxy = Child("nginx", [binary, "-g", "daemon off;", "-c", str(conf), "-p", str(workdir)], workdir)
+    stack.children.append(proxy)
+    for p in ports.values():
+        proxy.wait_port(p)
+    stack.start()
+
+    truth = C.Truth()
+    lo = "127.0.0.1"
+
+    def session(name: str, **kw: object) -> C.Sent:
+        return C.tcp_echo(truth, (lo, ports[name]), target=name, error=ERRORS.get(name, ""), **kw)  # type: ignore[arg-type]
+
+    T.forwarder(truth, T.Forwarder(
+        echo=lambda payload, hold: session("echo", payload=payload, hold_s=hold),
+        refused=lambda: session("refused"),
+        denied=lambda: session("denied"),
+        dns=lambda: session("dns"),
+        # nginx stream logs a client's hang-up as a normal end (status 200): no error
+        abort=lambda: C.tcp_echo(truth, (lo, ports["echo"]), target="abort", payload=b"a" * 200_000,
+                                 abort_after=1000),
+    ))
+    stable_file(log)
+    proxy.send(signal.SIGQUIT)  # graceful: workers finish and close their logs
+    proxy.wait(15.0)
+    assert len(file_lines(log)) == len(truth.sent), (file_lines(log), truth.sent)
+    stack.finish()
+    check_all(stack.api, truth, nginx_bounds, peaks={"": T.BURST_N}, logs=stack.logs() + log.read_text(errors="replace"))
