@@ -22,6 +22,8 @@ Definitions (what the numbers mean; the README and the collector rely on them):
   the same key from different drains merge by max, which is a lower bound of the true
   peak when a row's connections were split across drains. The exact peak per user/order
   comes from the profiles.
+- Dimension values that would break the wire's limits (a string over 255 characters, an
+  int outside 0..2**63-1) are cut or set to 0 at drain and counted in `values_fixed`.
 - Profile per (minute, user_id, order_id, worker) (same switched-off defaults): for each
   of the 60 seconds, the number of connections active in it. Additive: a tunnel logged
   hours after it started adds +1 to every second it covered, in every earlier minute.
@@ -51,6 +53,8 @@ from agent.wire.histogram import bucket_of
 
 DIMENSIONS: tuple[str, ...] = wire.DIMENSIONS
 
+MAX_INT = wire.MAX_INT
+MAX_STR = wire.MAX_STR
 MINUTE_MS = 60_000
 SECONDS = wire.SECONDS_PER_MINUTE
 # A duration this long is a parse error, not a tunnel: it would create one row and one
@@ -154,6 +158,7 @@ class Aggregator:
         self.rows_drained = 0
         self.profiles_drained = 0
         self.drains = 0
+        self.values_fixed = 0  # dimension values cut or zeroed to fit the wire limits
         self.last_drain_ms = 0
 
     @property
@@ -240,6 +245,22 @@ class Aggregator:
             prof[first] += 1
             prof[last + 1] -= 1
 
+    def _fit(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Make dimension values valid on the wire, so one odd log line can never get a
+        whole batch rejected: an int outside 0..MAX_INT becomes 0 (unknown), a string is
+        cut to MAX_STR characters. Counted in `values_fixed`."""
+        out = []
+        for value in values:
+            if isinstance(value, int):
+                if not 0 <= value <= MAX_INT:
+                    value = 0
+                    self.values_fixed += 1
+            elif len(value) > MAX_STR:
+                value = value[:MAX_STR]
+                self.values_fixed += 1
+            out.append(value)
+        return tuple(out)
+
     def drain(self, now_ms: int) -> Batch:
         """Everything added since the last drain, as deltas; the state is released.
 
@@ -252,11 +273,19 @@ class Aggregator:
         out_rows: list[Row] = []
         append_row = out_rows.append
         for (minute, dims), st in rows_state.items():
+            full = expand(dims, worker)
+            if not (
+                0 <= full[0] <= MAX_INT
+                and 0 <= full[1] <= MAX_INT
+                and 0 <= full[2] <= MAX_INT
+                and max(map(len, full[3:])) <= MAX_STR
+            ):
+                full = self._fit(full)
             # positional, in Row's field order: ts, the 10 dimensions, then the counters
             append_row(
                 Row(
                     minute * SECONDS,
-                    *expand(dims, worker),
+                    *full,
                     st[_COUNT],
                     st[_SENT],
                     st[_RECV],
@@ -275,9 +304,8 @@ class Aggregator:
             if not any(active):
                 continue
             values = dict(zip(prof_names, pdims))
-            out_profiles.append(
-                Profile(minute * SECONDS, values.get("user_id", 0), values.get("order_id", 0), worker, active)
-            )
+            user_id, order_id, worker_fit = self._fit((values.get("user_id", 0), values.get("order_id", 0), worker))
+            out_profiles.append(Profile(minute * SECONDS, user_id, order_id, worker_fit, active))
         self.rows_drained += len(out_rows)
         self.profiles_drained += len(out_profiles)
         self.drains += 1

@@ -6,6 +6,7 @@ import pytest
 
 from agent.aggregate import Aggregator
 from agent.record import Record
+from agent.wire import batch as wire
 from agent.wire.batch import Profile, Row
 
 T0 = 1_700_000_040_000  # 2023-11-14 22:14:00 UTC, a minute boundary
@@ -179,3 +180,18 @@ def test_row_peak_of_two_connections(first: tuple[int, int], second: tuple[int, 
     agg.add(rec(*second))
     (row,) = agg.drain(0).rows
     assert (row.count, row.max_concurrency) == (2, peak)
+
+
+def test_values_over_the_wire_limits_are_fixed_not_fatal() -> None:
+    agg = Aggregator("w1")
+    agg.add(rec(0, 100, domain="a" * 300, port=-1))
+    agg.add(rec(0, 100, user_id=2**64, peer_id="p" * 256))
+    agg.add(rec(0, 100))  # fine as it is
+    batch = agg.drain(0)
+    # every value is now one the collector accepts
+    assert wire.decode_body(wire.encode_msgpack(batch), wire.CONTENT_TYPE_MSGPACK).rows == batch.rows
+    got = sorted((r.user_id, r.port, len(r.domain), len(r.peer_id)) for r in batch.rows)
+    assert got == [(0, 443, 11, 255), (42, 0, 255, 0), (42, 443, 11, 0)]
+    # profiles: user 2**64 became user 0
+    assert sorted((p.user_id, sum(p.active)) for p in batch.profiles) == [(0, 1), (42, 2)]
+    assert agg.values_fixed == 5  # domain, port, user_id and peer_id in rows; user_id in a profile
