@@ -195,7 +195,7 @@ async def test_domains_top_n(loaded: Api, filt: dict[str, Any], sort_by: str) ->
     frm, to = datetime(2026, 3, 27, 13, 3, tzinfo=UTC), datetime(2026, 3, 30, 1, 0, tzinfo=UTC)
     s = sums(select(ROWS, frm, to, **row_filter(filt)), lambda r: r["domain"])
     s.pop("", None)
-    assert len(s) >= 3
+    assert len(s) >= (1 if "domain" in filt else 3)
     by = (lambda d: s[d]["bytes_sent"] + s[d]["bytes_received"]) if sort_by == "bytes" else (lambda d: s[d]["count"])
     order = sorted(s, key=lambda d: -by(d))[:3]
     got = await loaded.get("/analytics/domains", **q(frm, to, sortBy=sort_by, limit=3, **filt))
