@@ -175,6 +175,22 @@ def _echo(sock: socket.socket, payload: bytes, hold_s: float) -> int:
     return got
 
 
+def _abort(sock: socket.socket, payload: bytes, abort_after: int) -> int:
+    """Sends payload, reads abort_after bytes of the echo, then resets the connection
+    (an abrupt hang-up, as a killed client does); returns the bytes read."""
+    sock.sendall(payload)
+    got = 0
+    for _ in range(10_000):
+        if got >= abort_after:
+            break
+        data = sock.recv(min(READ, abort_after - got))
+        if not data:
+            break
+        got += len(data)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    return got
+
+
 def connect_tunnel(
     truth: Truth,
     proxy: tuple[str, int],
@@ -226,6 +242,7 @@ def socks5(
     hold_s: float = 0.0,
     error: str = "",
     log_user: str | None = None,
+    abort_after: int | None = None,
 ) -> Sent:
     """A SOCKS5 CONNECT (RFC 1928), with username/password (RFC 1929) when user is given."""
     s = Sent(user=user or "" if log_user is None else log_user, kind="socks", target=f"{host}:{port}",
@@ -255,7 +272,9 @@ def socks5(
             if rest is None:
                 rest = _recv_exact(sock, 1)[0]
             _recv_exact(sock, rest + 2)
-            if head[1] == 0:
+            if head[1] == 0 and abort_after is not None:
+                s.up, s.down = len(payload), _abort(sock, payload, abort_after)
+            elif head[1] == 0:
                 s.up = len(payload)
                 s.down = _echo(sock, payload, hold_s)
             else:
@@ -293,17 +312,7 @@ def tcp_echo(
     try:
         with _connect(addr) as sock:
             if abort_after is not None:
-                sock.sendall(payload)
-                got = 0
-                for _ in range(10_000):
-                    if got >= abort_after:
-                        break
-                    data = sock.recv(min(READ, abort_after - got))
-                    if not data:
-                        break
-                    got += len(data)
-                s.up, s.down = len(payload), got
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.up, s.down = len(payload), _abort(sock, payload, abort_after)
             else:
                 s.up = len(payload)
                 s.down = _echo(sock, payload, hold_s)
