@@ -25,8 +25,8 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 def _listen(value: str) -> str | None:
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        return "expected host:port, e.g. '127.0.0.1:8428' or '[::1]:8428'"
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        return "expected host:port, e.g. '127.0.0.1:8428' or '[::1]:8428' (port 0: any free port)"
     return None
 
 
