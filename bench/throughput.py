@@ -10,13 +10,12 @@ Public Suffix List load included); lines/s uses the pipeline's own time.
 from __future__ import annotations
 
 import json
-import pstats
-import io
 import shutil
 from pathlib import Path
 
 from bench import corpus
 from bench.measure import MIB, median, pick_core, python, run_child, workdir
+from bench.profiles import top_functions
 from bench.report import Report, Result
 
 GOACCESS_FORMAT = "%x.%^ %~%L %h %^/%s %b %m %U %e %^/%^ %M"
@@ -120,25 +119,3 @@ def profile(fmt: str, wd: Path, n: int) -> str:
     dump = wd / f"replay-{fmt}.prof"
     run_child(replay_argv(fmt, path, str(dump)), core=pick_core())
     return top_functions(dump)
-
-
-def top_functions(dump: Path, limit: int = 18) -> str:
-    st = pstats.Stats(str(dump))
-    total = st.total_tt  # type: ignore[attr-defined]
-    rows = []
-    for (file, line, func), (cc, nc, tt, ct, _) in st.stats.items():  # type: ignore[attr-defined]
-        rows.append((tt, ct, nc, f"{_short(file)}:{line}({func})"))
-    rows.sort(reverse=True)
-    out = io.StringIO()
-    out.write(f"total {total:.2f} s (profiled; cProfile roughly doubles the time)\n")
-    out.write(f"{'self %':>7} {'self s':>7} {'cum s':>7} {'calls':>10}  function\n")
-    for tt, ct, nc, name in rows[:limit]:
-        out.write(f"{100 * tt / total:6.1f}% {tt:7.2f} {ct:7.2f} {nc:10d}  {name}\n")
-    return out.getvalue()
-
-
-def _short(file: str) -> str:
-    for marker in ("/agent/", "/collector/", "/bench/"):
-        if marker in file:
-            return file[file.index(marker) + 1:]
-    return file.rsplit("/", 2)[-1] if "/" in file else file

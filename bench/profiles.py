@@ -1,0 +1,74 @@
+"""cProfile helpers for missed targets: top functions by own time, with percentages.
+
+`profile_ingest` runs in a child (`python -m bench.profiles ingest ...`): it decodes
+msgpack bodies and applies them with the SQLite store's writer *synchronously on the
+main thread*, because cProfile sees only the thread it runs in and the collector does
+its writes on a worker thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import pstats
+import sys
+from pathlib import Path
+
+
+def top_functions(dump: Path, limit: int = 18) -> str:
+    st = pstats.Stats(str(dump))
+    total = st.total_tt  # type: ignore[attr-defined]
+    rows = []
+    for (file, line, func), (_cc, nc, tt, ct, _) in st.stats.items():  # type: ignore[attr-defined]
+        rows.append((tt, ct, nc, f"{_short(file)}:{line}({func})"))
+    rows.sort(reverse=True)
+    out = io.StringIO()
+    out.write(f"total {total:.2f} s of own time (cProfile slows Python code down, roughly 1.5-2x)\n")
+    out.write(f"{'self %':>7} {'self s':>7} {'cum s':>7} {'calls':>10}  function\n")
+    for tt, ct, nc, name in rows[:limit]:
+        out.write(f"{100 * tt / total:6.1f}% {tt:7.2f} {ct:7.2f} {nc:10d}  {name}\n")
+    return out.getvalue()
+
+
+def _short(file: str) -> str:
+    for marker in ("/agent/", "/collector/", "/bench/", "/aiohttp/", "/asyncio/"):
+        if marker in file:
+            return file[file.index(marker) + 1:]
+    return file.rsplit("/", 2)[-1] if "/" in file else file
+
+
+def profile_ingest(db: str, bodies: list[bytes], dump: str) -> None:
+    import asyncio
+    import cProfile
+
+    from agent.wire.batch import decode_body
+    from collector.sqlite_store import SQLiteStore
+
+    store = SQLiteStore(db)
+    asyncio.run(store.open())
+    prof = cProfile.Profile()
+    prof.enable()
+    for i, body in enumerate(bodies):
+        batch = decode_body(body, "application/msgpack")
+        store._ingest(batch, f"profile:{i}", 0)  # noqa: SLF001 - see the module docstring
+    prof.disable()
+    prof.dump_stats(dump)
+    asyncio.run(store.close())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.profiles")
+    ap.add_argument("what", choices=("ingest",))
+    ap.add_argument("--db", required=True)
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--dump", required=True)
+    args = ap.parse_args(argv)
+    from bench.ingest import bodies, make_rows
+
+    profile_ingest(args.db, bodies(make_rows(args.rows, seed=3), 10_000, "msgpack"), args.dump)
+    print(top_functions(Path(args.dump)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
