@@ -1,9 +1,270 @@
-"""The OpenAPI 3 document served at /openapi.json (filled in below)."""
+"""The OpenAPI 3 document served at /openapi.json.
+
+Kept as plain data next to the code it describes; tests check that real responses of
+every endpoint conform to the schemas here (tests/collector/test_openapi.py).
+"""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
+
+from agent.wire import histogram
+from agent.wire.batch import MAX_STR, SECONDS_PER_MINUTE
+
+Schema = dict[str, Any]
+
+COUNT = {"type": "string", "pattern": "^[0-9]+$", "description": "a non-negative integer, as a string"}
+DECIMAL = {"type": "string", "pattern": "^[0-9]+\\.[0-9]{3}$", "description": "a decimal number, as a string"}
+TIME = {
+    "type": "string",
+    "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$",
+    "description": "YYYY-MM-DD HH:MM:SS in the requested tz (default UTC)",
+}
+WIRE_TIME = {"type": "string", "description": "'YYYY-MM-DD HH:MM:SS' in UTC (ISO 8601 with an offset also accepted)"}
+
+
+def _obj(props: dict[str, Schema], required: list[str] | None = None, description: str = "") -> Schema:
+    out: Schema = {
+        "type": "object",
+        "properties": props,
+        "required": list(props) if required is None else required,
+        "additionalProperties": False,
+    }
+    if description:
+        out["description"] = description
+    return out
+
+
+def _data(item: Schema) -> Schema:
+    return _obj({"data": {"type": "array", "items": item}})
+
+
+INT = {"type": "integer", "minimum": 0}
+STR = {"type": "string", "maxLength": MAX_STR}
+
+ROW = _obj(
+    {
+        "ts": WIRE_TIME,
+        "user_id": INT, "order_id": INT, "port": INT,
+        "protocol": STR, "ip_out": STR, "ip_from": STR, "peer_id": STR, "worker": STR,
+        "domain": STR, "error": STR,
+        "count": INT, "bytes_sent": INT, "bytes_received": INT, "error_count": INT, "duration_ms": INT,
+        "max_concurrency": {**INT, "description": "merged by max"},
+        "conn_ms": {**INT, "description": "extension: connection-milliseconds inside this minute (added); "
+                    "avg_concurrency = conn_ms / bucket length"},
+        "duration_max_ms": {**INT, "description": "extension: longest request of the row (merged by max)"},
+        "latency": {
+            "type": "array",
+            "description": "extension: latency histogram as [bucket, count] pairs; bucket 0 < 1 ms, bucket i >= 1 "
+            f"holds [2^((i-1)/8), 2^(i/8)) ms; quantiles within {histogram.RELATIVE_ERROR:.2%} relative error",
+            "items": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 2, "maxItems": 2},
+        },
+    },  # fmt: skip
+    required=["ts"],
+    description="One pre-aggregated row; counters are deltas merged into the stored minute",
+)
+
+PROFILE = _obj(
+    {
+        "ts": WIRE_TIME,
+        "user_id": INT,
+        "order_id": INT,
+        "worker": STR,
+        "active": {
+            "type": "array",
+            "items": INT,
+            "minItems": SECONDS_PER_MINUTE,
+            "maxItems": SECONDS_PER_MINUTE,
+            "description": "connections open during each second of the minute (additive delta)",
+        },
+    },
+    description="Extension: per-second active connections of one worker for one (minute, user, order)",
+)
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": _obj(
+        {
+            "error": _obj(
+                {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "field": {"type": "string", "nullable": True,
+                              "description": "offending parameter or body field, e.g. logs[3].bytes_sent"},
+                }
+            )
+        }
+    ),
+    "IngestBody": _obj(
+        {"logs": {"type": "array", "items": {"$ref": "#/components/schemas/Row"}},
+         "concurrency": {"type": "array", "items": {"$ref": "#/components/schemas/Profile"}}},
+        required=["logs"],
+    ),
+    "Row": ROW,
+    "Profile": PROFILE,
+    "Traffic": _data(
+        _obj({"bucket": TIME, "total_bytes_sent": COUNT, "total_bytes_received": COUNT, "bytes_total": COUNT,
+              "total_count": COUNT})
+    ),
+    "Requests": _data(_obj({"bucket": TIME, "total_count": COUNT, "total_errors": COUNT})),
+    "Concurrency": _data(
+        _obj(
+            {
+                "bucket": TIME,
+                "max_concurrency": {**COUNT, "description": "exact cross-worker peak at 1 s resolution where "
+                                    "profiles exist (and no domain filter), else the rows' max_concurrency"},
+                "total_count": COUNT,
+                "avg_concurrency": {**DECIMAL, "description": "extension: conn_ms / bucket length in ms"},
+            }
+        )
+    ),
+    "Latency": _data(
+        _obj(
+            {
+                "bucket": TIME,
+                "p50": {**DECIMAL, "nullable": True, "description": "ms; null when no histogram"},
+                "p95": {**DECIMAL, "nullable": True},
+                "p99": {**DECIMAL, "nullable": True},
+                "max": {**COUNT, "description": "ms, from duration_max_ms"},
+                "samples": {**COUNT, "description": "observations in the histograms"},
+                "total_count": COUNT,
+            }
+        )
+    ),
+    "Domains": _data(
+        _obj({"domain": {"type": "string"}, "total_count": COUNT, "bytes_total": COUNT, "total_bytes_sent": COUNT,
+              "total_bytes_received": COUNT, "total_errors": COUNT})
+    ),
+    "Errors": _data(
+        _obj({"error": {"type": "string"}, "total_errors": COUNT, "first_seen": TIME, "last_seen": TIME,
+              "sample_domains": {"type": "array", "items": {"type": "string"}, "maxItems": 3}})
+    ),
+    "Websites": _obj(
+        {
+            "data": {"type": "array", "items": _obj({"domain": {"type": "string"}, "total_count": COUNT,
+                                                    "bytes_total": COUNT, "first_visit": TIME, "last_visit": TIME})},
+            "page": {"type": "integer", "minimum": 1},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 100},
+            "total": {"type": "integer", "minimum": 0},
+            "totalPages": {"type": "integer", "minimum": 0},
+        }
+    ),
+    "Health": _obj({"status": {"type": "string", "enum": ["ok"]}}),
+}
+
+
+def _param(name: str, schema: Schema, description: str, required: bool = False) -> Schema:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+FROM = _param("from", {"type": "string"}, "Start (ISO 8601, inclusive); without an offset it is read in tz", True)
+TO = _param("to", {"type": "string"}, "End (ISO 8601, exclusive); after from, at most 62 days (2 months) later", True)
+DOMAIN = _param("domain", {"type": "string", "maxLength": 255}, "Filter by exact domain")
+ORDER = _param("orderId", {"type": "string", "pattern": "^[0-9]+$"}, "Filter by order")
+USER = _param("userId", {"type": "string", "pattern": "^[0-9]+$"},
+              "Extension: filter by user (admin tokens); a user token may only pass its own")
+TZ = _param("tz", {"type": "string"}, "Extension: IANA zone for bucket edges and output times (default UTC)")
+INTERVAL = _param(
+    "interval", {"type": "string", "enum": ["1m", "5m", "15m", "1h", "1d"]},
+    "Extension: bucket size; default the finest giving at most 500 buckets",
+)
+
+
+def _limit(default: int) -> Schema:
+    return _param("limit", {"type": "integer", "minimum": 1, "maximum": 100, "default": default}, "Max results (1-100)")
+
+
+def _json(ref: str) -> Schema:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
+
+
+def _errors(*codes: int) -> dict[str, Schema]:
+    text = {400: "Invalid parameter or body (field names it)", 401: "Missing or unknown token",
+            403: "Token role may not use this endpoint, or userId of another user",
+            413: "Body over server.max_body_bytes", 503: "Storage unavailable"}
+    return {str(c): {"description": text[c], "content": _json("Error")} for c in codes}
+
+
+def _query(summary: str, params: list[Schema], ref: str) -> Schema:
+    return {
+        "get": {
+            "summary": summary,
+            "security": [{"bearer": []}],
+            "parameters": params,
+            "responses": {"200": {"description": "OK; empty buckets are omitted", "content": _json(ref)},
+                          **_errors(400, 401, 403, 503)},
+        }
+    }
+
+
+CHART = [FROM, TO, DOMAIN, ORDER, USER, INTERVAL, TZ]
+
+_DOC: Schema = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "proxymeter collector",
+        "version": "0.1.0",
+        "description": "FonProxy-compatible analytics API with proxymeter extensions. Numbers in query "
+        "results are strings; times are 'YYYY-MM-DD HH:MM:SS' in tz. Errors are {\"error\": {code, message, field}}.",
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                       "description": "roles: agent (ingest), admin (read all), user (own user_id)"}},
+        "schemas": SCHEMAS,
+    },
+    "paths": {
+        "/analytics/ingest": {
+            "post": {
+                "summary": "Ingest pre-aggregated rows (and concurrency profiles); role agent",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "Idempotency-Key", "in": "header", "required": False,
+                     "schema": {"type": "string", "maxLength": 200},
+                     "description": "a body whose key was applied (kept >= 7 days) is answered 204, not re-applied"}
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/IngestBody"}},
+                        "application/msgpack": {"schema": {"$ref": "#/components/schemas/IngestBody"}},
+                    },
+                },
+                "responses": {"204": {"description": "Applied (or a duplicate Idempotency-Key)"},
+                              **_errors(400, 401, 403, 413, 503)},
+            }
+        },
+        "/analytics/traffic": _query("Bytes sent/received per bucket", CHART, "Traffic"),
+        "/analytics/requests": _query("Requests and errors per bucket", CHART, "Requests"),
+        "/analytics/concurrency": _query("Peak and average concurrency per bucket", CHART, "Concurrency"),
+        "/analytics/latency": _query("Extension: p50/p95/p99/max request duration per bucket", CHART, "Latency"),
+        "/analytics/domains": _query(
+            "Top domains by bytes or count; ties by the other measure, then by name",
+            [FROM, TO, DOMAIN, ORDER, USER, TZ,
+             _param("sortBy", {"type": "string", "enum": ["bytes", "count"], "default": "bytes"}, "Sort by"),
+             _limit(30)],
+            "Domains",
+        ),
+        "/analytics/errors": _query(
+            "Errors by type (most first, ties by name)", [FROM, TO, DOMAIN, ORDER, USER, TZ, _limit(50)], "Errors"
+        ),
+        "/analytics/websites": _query(
+            "Distinct domains, most requests first (ties by name), paginated",
+            [FROM, TO, DOMAIN, ORDER, USER, TZ,
+             _param("page", {"type": "integer", "minimum": 1, "default": 1}, "Page number"), _limit(25)],
+            "Websites",
+        ),
+        "/healthz": {"get": {"summary": "Liveness: the store answers",
+                             "responses": {"200": {"description": "OK", "content": _json("Health")},
+                                           **_errors(503)}}},
+        "/metrics": {"get": {"summary": "Prometheus text exposition of the collector's self-metrics",
+                             "responses": {"200": {"description": "OK",
+                                                   "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/openapi.json": {"get": {"summary": "This document",
+                                  "responses": {"200": {"description": "OK",
+                                                        "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+    },
+}
 
 
 def build_openapi() -> dict[str, Any]:
-    return {"openapi": "3.0.3", "info": {"title": "proxymeter collector", "version": "0.1.0"}, "paths": {}}
+    return copy.deepcopy(_DOC)

@@ -1,0 +1,133 @@
+"""Real responses of every endpoint conform to the schemas of /openapi.json.
+
+The schema checker below is deliberately tiny (no third-party validator): it supports
+the subset the document uses: $ref, type, nullable, properties, required,
+additionalProperties: false, items, minItems/maxItems, enum, pattern, minimum/maximum,
+maxLength.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from tests.collector.conftest import ADMIN, AGENT, USER42, Api, auth
+
+TYPES = {"object": dict, "array": list, "string": str, "boolean": bool}
+
+
+def check(doc: dict[str, Any], schema: dict[str, Any], value: Any, path: str = "$") -> None:
+    if "$ref" in schema:
+        name = schema["$ref"].removeprefix("#/components/schemas/")
+        return check(doc, doc["components"]["schemas"][name], value, path)
+    if value is None:
+        assert schema.get("nullable"), f"{path}: null not allowed"
+        return
+    t = schema.get("type")
+    if t == "integer":
+        assert type(value) is int, f"{path}: expected integer, got {value!r}"
+    elif t == "number":
+        assert type(value) in (int, float), f"{path}: expected number"
+    elif t is not None:
+        assert isinstance(value, TYPES[t]) and type(value) is not bool or t == "boolean", f"{path}: expected {t}, got {value!r}"
+    if "enum" in schema:
+        assert value in schema["enum"], f"{path}: {value!r} not in {schema['enum']}"
+    if "pattern" in schema:
+        assert re.search(schema["pattern"], value), f"{path}: {value!r} !~ {schema['pattern']}"
+    if "maxLength" in schema:
+        assert len(value) <= schema["maxLength"], path
+    if "minimum" in schema:
+        assert value >= schema["minimum"], path
+    if "maximum" in schema:
+        assert value <= schema["maximum"], path
+    if t == "object":
+        props = schema.get("properties", {})
+        for key in schema.get("required", []):
+            assert key in value, f"{path}: missing {key}"
+        if schema.get("additionalProperties") is False:
+            extra = set(value) - set(props)
+            assert not extra, f"{path}: undocumented {sorted(extra)}"
+        for key, sub in props.items():
+            if key in value:
+                check(doc, sub, value[key], f"{path}.{key}")
+    if t == "array":
+        assert len(value) >= schema.get("minItems", 0), path
+        assert len(value) <= schema.get("maxItems", 1 << 30), path
+        for i, item in enumerate(value):
+            check(doc, schema.get("items", {}), item, f"{path}[{i}]")
+
+
+def test_checker_rejects_what_it_should() -> None:
+    doc = {"components": {"schemas": {"X": {"type": "object", "properties": {"a": {"type": "string", "pattern": "^[0-9]+$"}},
+                                            "required": ["a"], "additionalProperties": False}}}}
+    ref = {"$ref": "#/components/schemas/X"}
+    check(doc, ref, {"a": "12"})
+    for bad in ({"a": 12}, {}, {"a": "1", "b": 2}, {"a": "x"}, None, [1]):
+        try:
+            check(doc, ref, bad)
+        except AssertionError:
+            continue
+        raise AssertionError(f"accepted {bad!r}")
+
+
+async def test_every_response_conforms(api: Api) -> None:
+    doc = await api.get("/openapi.json")
+    assert doc["openapi"].startswith("3.")
+    documented = set(doc["paths"])
+    routes = {r.resource.canonical for r in api.client.app.router.routes() if r.resource is not None}
+    assert routes == documented
+
+    profile = {"ts": "2026-03-15 10:00:00", "user_id": 42, "order_id": 1, "worker": "w1", "active": [2] * 60}
+    rows = [
+        {"ts": "2026-03-15 10:00:00", "user_id": 42, "order_id": 1, "domain": "a.com", "error": "timeout",
+         "count": 3, "error_count": 1, "bytes_sent": 9, "conn_ms": 1000, "duration_max_ms": 40, "latency": [[30, 3]]},
+        {"ts": "2026-03-15 11:00:00", "user_id": 7, "domain": "b.com", "count": 1},
+    ]
+    body = {"logs": rows, "concurrency": [profile]}
+    check(doc, doc["components"]["schemas"]["IngestBody"], body)
+    await api.ingest(body)
+
+    async def conforms(method: str, path: str, status: int, token: str | None = ADMIN, **kw: Any) -> Any:
+        headers = auth(token) if token else {}
+        resp = await api.client.request(method, path, headers=headers | kw.pop("headers", {}), **kw)
+        assert resp.status == status, await resp.text()
+        spec = doc["paths"][path.split("?")[0]][method.lower()]["responses"][str(status)]
+        if "content" not in spec:
+            assert await resp.read() == b""
+            return None
+        ctype = resp.headers["Content-Type"].split(";")[0]
+        assert ctype in spec["content"]
+        if ctype != "application/json":
+            return await resp.text()
+        value = json.loads(await resp.text())
+        check(doc, spec["content"][ctype]["schema"], value)
+        return value
+
+    day = {"from": "2026-03-15", "to": "2026-03-16"}
+    for endpoint in ("traffic", "requests", "concurrency", "latency", "domains", "errors", "websites"):
+        path = f"/analytics/{endpoint}"
+        ok = await conforms("GET", path, 200, params=day)
+        assert ok["data"], endpoint
+        await conforms("GET", path, 200, token=USER42, params=day)
+        await conforms("GET", path, 400, params={"from": "x", "to": "2026-03-16"})
+        await conforms("GET", path, 401, token=None, params=day)
+        await conforms("GET", path, 403, token=AGENT, params=day)
+        await conforms("GET", path, 403, token=USER42, params=day | {"userId": "7"})
+    ingest = "/analytics/ingest"
+    ctype = {"Content-Type": "application/json"}
+    await conforms("POST", ingest, 204, token=AGENT, data=json.dumps(body), headers=ctype)
+    await conforms("POST", ingest, 400, token=AGENT, data=b'{"logs": [{"ts": 1}]}', headers=ctype)
+    await conforms("POST", ingest, 401, token=None, data=b"{}", headers=ctype)
+    await conforms("POST", ingest, 403, token=ADMIN, data=b"{}", headers=ctype)
+    await conforms("POST", ingest, 413, token=AGENT, data=b" " * (16 * 1024 * 1024 + 1), headers=ctype)
+    assert await conforms("GET", "/healthz", 200, token=None) == {"status": "ok"}
+    metrics = await conforms("GET", "/metrics", 200, token=None)
+    assert "# TYPE proxymeter_collector_query_seconds histogram" in metrics
+    assert re.search(r'proxymeter_collector_query_seconds_count\{endpoint="traffic"\} 2\n', metrics)
+    size = re.search(r"proxymeter_collector_store_size_bytes (\d+)", metrics)
+    assert size and int(size.group(1)) == sum(
+        p.stat().st_size for p in api.db.parent.iterdir() if p.name.startswith("collector.db")
+    )
+    assert "proxymeter_collector_rows_ingested_total 4\n" in metrics
+    assert "proxymeter_collector_profiles_ingested_total 2\n" in metrics
