@@ -1,0 +1,155 @@
+"""HAProxy table tests: real httplog/tcplog lines from haproxy 2.6, read by hand."""
+
+from __future__ import annotations
+
+import calendar
+from datetime import timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from agent.parsers import make_parser
+from agent.record import ParseError, Record
+from parsers_table import fixture_lines, rec
+
+RAW = fixture_lines("haproxy", "stdout-raw.log")
+SYS = fixture_lines("haproxy", "syslog-rfc3164.log")
+O = 41195  # origin port in the capture
+L = "127.0.0.1"
+
+
+def T(h: int, m: int, s: int, ms: int) -> int:
+    """22 Nov 2026 h:m:s.ms, the capture ran with tz=UTC."""
+    return calendar.timegm((2026, 11, 22, h, m, s)) * 1000 + ms
+
+
+TABLE: list[Record] = [
+    rec(T(7, 36, 56, 568), 0, 0, 0, L, "", "", 0, "HTTPS", "client_aborted", "CC 0", 0, "", "closed_tcp/c1", 0),
+    rec(T(7, 36, 56, 569), 1, 0, 1139, L, "", L, O, "HTTP", "", "", 200, "", "origin/o1", 0),
+    rec(T(7, 36, 56, 570), 0, 0, 136, L, "", "", 0, "HTTP", "", "", 200, "", "origin/o1", 0),
+    rec(T(7, 36, 56, 571), 0, 0, 245, L, "", L, O, "HTTP", "", "", 404, "", "origin/o1", 0),
+    rec(T(7, 36, 56, 572), 3, 0, 257, L, "", L, O, "HTTP", "", "", 500, "", "origin/o1", 0),
+    rec(T(7, 36, 56, 576), 2, 0, 338, L, "", L, O, "HTTP", "", "", 200, "", "origin/o1", 0),
+    rec(T(7, 36, 56, 579), 0, 0, 215, L, "", L, O, "HTTP", "auth_failed", "PR-- 407", 407, "", "", 0),
+    rec(T(7, 36, 56, 579), 0, 0, 192, L, "", L, O, "HTTP", "forbidden_host", "PR-- 403", 403, "", "", 0),
+    rec(T(7, 36, 56, 580), 3004, 0, 217, L, "", L, O, "HTTP", "connection_refused", "SC-- 503", 503, "", "closed/c1", 0),
+    rec(T(7, 36, 59, 588), 0, 0, 217, L, "", L, O, "HTTP", "upstream_error", "SC-- 503", 503, "", "", 0),
+    rec(T(7, 36, 59, 588), 1502, 0, 198, L, "", L, O, "HTTP", "timeout", "sH-- 504", 504, "", "origin/o1", 0),
+    rec(T(7, 37, 1, 591), 0, 0, 0, L, "", "", 0, "HTTP", "invalid_request", "PR-- 400", 400, "", "", 0),
+    rec(T(7, 37, 1, 592), 4, 120, 1139, L, "alice", L, O, "HTTP", "", "", 200, L, "origin/o1", 0),
+    # relative URI: the target comes from %si:%sp
+    rec(T(7, 37, 1, 596), 3, 105, 136, L, "user-1001-order-7", L, O, "HTTP", "", "", 200, L, "origin/o1", 0),
+    rec(T(7, 37, 1, 601), 3, 125, 245, L, "bob smith", L, O, "HTTP", "", "", 404, L, "origin/o1", 0),
+    rec(T(7, 37, 1, 605), 2, 121, 257, L, "alice", L, O, "HTTP", "", "", 500, L, "origin/o1", 0),
+    rec(T(7, 37, 1, 609), 3, 3138, 338, L, "alice", L, O, "HTTP", "", "", 200, L, "origin/o1", 0),
+    rec(T(7, 37, 1, 612), 0, 122, 215, L, "alice", L, O, "HTTP", "auth_failed", "PR-- 407", 407, "", "", 0),
+    rec(T(7, 37, 1, 613), 0, 120, 192, L, "alice", L, O, "HTTP", "forbidden_host", "PR-- 403", 403, "", "", 0),
+    # logged after later-starting requests: haproxy stamps the start, logs at the end
+    rec(T(7, 37, 1, 91), 1501, 0, 198, L, "", L, O, "HTTP", "timeout", "sH-- 504", 504, "", "origin/o1", 0),
+    rec(T(7, 37, 1, 613), 3004, 118, 217, L, "alice", L, O, "HTTP", "connection_refused", "SC-- 503", 503, L, "closed/c1", 0),
+    rec(T(7, 37, 4, 619), 0, 117, 217, L, "alice", L, O, "HTTP", "upstream_error", "SC-- 503", 503, "", "", 0),
+    rec(T(7, 37, 4, 619), 1502, 120, 198, L, "alice", L, O, "HTTP", "timeout", "sH-- 504", 504, L, "origin/o1", 0),
+    rec(T(7, 37, 6, 621), 0, 0, 0, L, "", "", 0, "HTTP", "invalid_request", "PR-- 400", 400, "", "", 0),
+    rec(T(7, 37, 6, 621), 302, 0, 5000, L, "", "", 0, "HTTPS", "", "", 0, "", "echo/e1", 0),
+    rec(T(7, 37, 6, 924), 305, 5000, 5000, L, "", L, 52341, "HTTPS", "", "", 0, L, "echo/e1", 0),
+    rec(T(7, 37, 6, 121), 1501, 120, 198, L, "alice", L, O, "HTTP", "timeout", "sH-- 504", 504, L, "origin/o1", 0),
+    rec(T(7, 37, 7, 228), 3005, 0, 0, L, "", "", 0, "HTTPS", "connection_refused", "SC 0", 0, "", "closed_tcp/c1", 0),
+]
+
+
+@pytest.mark.parametrize("idx", range(len(TABLE)))
+def test_real_lines_plain_and_syslog(idx: int) -> None:
+    p = make_parser("haproxy", timezone.utc)
+    exp = TABLE[idx]
+    assert p.parse(RAW[idx]) == exp
+    assert p.parse(SYS[idx]) == exp
+    assert p.parse(RAW[idx] + b"\r") == exp
+    assert p.parse(SYS[idx] + b"\r") == exp
+
+
+def test_lines_in_any_order_give_the_same_records() -> None:
+    p = make_parser("haproxy", timezone.utc)
+    assert [p.parse(x) for x in reversed(RAW)] == list(reversed(TABLE))
+
+
+def test_trailing_extra_fields_on_default_lines_are_ignored() -> None:
+    p = make_parser("haproxy", timezone.utc)
+    assert p.parse(RAW[1] + b" {extra}") == TABLE[1]
+    assert p.parse(RAW[24] + b" x") == TABLE[24]
+
+
+@pytest.mark.parametrize("framing", [
+    b"Nov 22 07:37:06 proxyhost haproxy[13021]: ",  # rsyslog file, no <PRI>
+    b"<134>Nov 22 07:37:06 proxyhost haproxy[13021]: ",  # with host name
+    b"2026-11-22T07:37:06.999+00:00 proxyhost haproxy[13021]: ",  # rsyslog high precision
+    b"<134>Nov  2 07:37:06 haproxy: ",  # no pid
+])
+def test_syslog_framings(framing: bytes) -> None:
+    p = make_parser("haproxy", timezone.utc)
+    assert p.parse(framing + RAW[25]) == TABLE[25]
+
+
+def berlin(line_date: bytes) -> int:
+    line = b"10.0.0.1:5000 [" + line_date + b"] fe be/s1 0/0/0/0/10 200 100 - - ---- 1/1/0/0/0 0/0 \"GET / HTTP/1.1\""
+    r = make_parser("haproxy", ZoneInfo("Europe/Berlin")).parse(line)
+    assert r is not None
+    return r.start_ms
+
+
+def test_local_time_across_dst_boundaries() -> None:
+    # autumn 2026: 03:00 CEST -> 02:00 CET on 25 Oct
+    assert berlin(b"25/Oct/2026:01:59:59.500") == calendar.timegm((2026, 10, 24, 23, 59, 59)) * 1000 + 500
+    assert berlin(b"25/Oct/2026:03:00:00.000") == calendar.timegm((2026, 10, 25, 2, 0, 0)) * 1000
+    # the repeated hour is ambiguous: the first occurrence (CEST) is taken, as documented
+    assert berlin(b"25/Oct/2026:02:30:00.000") == calendar.timegm((2026, 10, 25, 0, 30, 0)) * 1000
+    # spring 2026: 02:00 CET -> 03:00 CEST on 29 Mar
+    assert berlin(b"29/Mar/2026:01:59:59.999") == calendar.timegm((2026, 3, 29, 0, 59, 59)) * 1000 + 999
+    assert berlin(b"29/Mar/2026:03:00:00.000") == calendar.timegm((2026, 3, 29, 1, 0, 0)) * 1000
+    # summer and winter lines of the same parser do not share a cached offset
+    assert berlin(b"01/Jul/2026:12:00:00.000") == calendar.timegm((2026, 7, 1, 10, 0, 0)) * 1000
+
+
+HAND = [
+    # client aborted during data, IPv6 client, logasap "+" values, captured headers
+    (b"2001:db8::1:43000 [22/Nov/2026:10:00:00.000] fe be/s1 5/0/1/10/+250 200 +9000 - - CD-- 1/1/0/0/0 0/0 {www.example.com|Mozilla/5.0 (X11)} \"GET http://www.example.com/a HTTP/1.1\"",
+     rec(T(10, 0, 0, 0), 250, 0, 9000, "2001:db8::1", "", "www.example.com", 80, "HTTP", "client_aborted", "CD-- 200", 200, "", "be/s1", 0)),
+    (b"10.0.0.1:5000 [22/Nov/2026:10:00:00.000] fe be/s1 0/0/1/-1/30001 502 300 - - SH-- 1/1/0/0/0 0/0 \"CONNECT a.example:443 HTTP/1.1\"",
+     rec(T(10, 0, 0, 0), 30001, 0, 300, "10.0.0.1", "", "a.example", 443, "HTTPS", "upstream_error", "SH-- 502", 502, "", "be/s1", 0)),
+    (b"10.0.0.1:5000 [22/Nov/2026:10:00:00.000] fe be/s1 0/-1/3000 0 sC 1/1/0/0/3 0/0",
+     rec(T(10, 0, 0, 0), 3000, 0, 0, "10.0.0.1", "", "", 0, "HTTPS", "timeout", "sC 0", 0, "", "be/s1", 0)),
+    (b"10.0.0.1:5000 [22/Nov/2026:10:00:00.000] fe be/s1 0/0/3000 0 ZZ 1/1/0/0/3 0/0",
+     rec(T(10, 0, 0, 0), 3000, 0, 0, "10.0.0.1", "", "", 0, "HTTPS", "other:ZZ", "ZZ 0", 0, "", "be/s1", 0)),
+    (b"10.0.0.1:5000 [22/Nov/2026:10:00:00.000] fe be/s1 0/0/0/0/5 200 100 - - ---- 1/1/0/0/0 0/0 \"GET /x HTTP/1.1\" 50 - 10.9.9.9:8080 \"j\xc3\xbcrgen \xff\"",
+     rec(T(10, 0, 0, 0), 5, 50, 100, "10.0.0.1", "j\u00fcrgen \ufffd", "10.9.9.9", 8080, "HTTP", "", "", 200, "", "be/s1", 0)),
+]
+
+
+@pytest.mark.parametrize("line,expected", HAND)
+def test_hand_written_lines(line: bytes, expected: Record) -> None:
+    assert make_parser("haproxy", timezone.utc).parse(line) == expected
+
+
+@pytest.mark.parametrize("line", [
+    b"<133>Nov 22 07:36:30 haproxy[13021]: Proxy http_in started.",
+    b"[NOTICE]   (13021) : haproxy version is 2.6.12-1+deb12u4",
+    b"Server origin/o1 is DOWN, reason: Layer4 connection problem.",
+])
+def test_notices_complete_no_request(line: bytes) -> None:
+    assert make_parser("haproxy", timezone.utc).parse(line) is None
+
+
+@pytest.mark.parametrize("line,reason", [
+    (RAW[1][:40], "bad_timestamp"),
+    (RAW[1][:60], "too_few_fields"),
+    (RAW[1][:RAW[1].index(b'"') + 5], "unterminated_request"),
+    (RAW[24][:70], "too_few_fields"),
+    (b"hello world", "not_a_traffic_line"),
+    (RAW[1].replace(b"22/Nov/2026", b"22/Foo/2026"), "bad_timestamp"),
+    (RAW[1].replace(b"0/0/0/1/1", b"0/0/0/1/x"), "bad_number"),
+    (RAW[1].replace(b"0/0/0/1/1", b"0/0/1"), "bad_number"),
+    (RAW[1].replace(b"0/0/0/1/1", b"0/0"), "bad_timers"),
+])
+def test_bad_lines(line: bytes, reason: str) -> None:
+    with pytest.raises(ParseError) as err:
+        make_parser("haproxy", timezone.utc).parse(line)
+    assert err.value.reason == reason
