@@ -11,6 +11,7 @@ time; p50/p99 are per round (nearest rank), the median round is reported.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -20,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 from bench.buildstore import domain_name
-from bench.measure import median, percentile, run_child, workdir
+from bench.measure import REPO, median, percentile, run_child, workdir
 from bench.report import Report, Result
 from bench.services import start_collector
 
@@ -32,9 +33,12 @@ TARGET_LONG_MS = 500.0
 
 
 def store_path(quick: bool) -> tuple[Path, Path, int, int]:
+    """The store's file, named after its size and a hash of the store code that wrote it
+    (a change in the on-disk format must not be benchmarked against a stale file)."""
     wd = workdir("queries")
     days, per_minute = (2, 100) if quick else (30, 463)
-    name = f"store-{days}d-{per_minute}"
+    code = hashlib.sha256((REPO / "collector" / "sqlite_store.py").read_bytes()).hexdigest()[:10]
+    name = f"store-{days}d-{per_minute}-{code}"
     return wd / f"{name}.db", wd / f"{name}.json", days, per_minute
 
 
@@ -42,6 +46,8 @@ def ensure_store(quick: bool) -> dict:
     db, note, days, per_minute = store_path(quick)
     if db.exists() and note.exists():
         return json.loads(note.read_text())
+    for stale in db.parent.glob("store-*"):  # stores written by older store code
+        stale.unlink()
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     end = int(time.time()) // 86400 * 86400

@@ -41,8 +41,13 @@ class Report:
 
     def table(self) -> str:
         head = "| benchmark | case | result | target | met | note |\n|---|---|---|---|---|---|\n"
-        rows = [f"| {r.bench} | {r.case} | {r.value} | {r.target} | {_met(r.met)} | {r.note} |" for r in self.results]
+        rows = [f"| {r.bench} | {_cell(r.case)} | {_cell(r.value)} | {r.target} | {_met(r.met)} | {_cell(r.note)} |"
+                for r in self.results]
         return head + "\n".join(rows) + "\n"
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
 
 
 def _met(met: bool | None) -> str:
