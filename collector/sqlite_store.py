@@ -144,9 +144,14 @@ ON CONFLICT (lvl, user_id, order_id, ts) DO UPDATE SET peak = max(peak, excluded
 """
 
 
+# Packing happens only on the writer thread (ingest and the hist_merge UDF), so one
+# reusable Packer is safe and saves building one per call.
+_packer = msgpack.Packer()
+
+
 def hist_pack(h: histogram.Histogram) -> bytes | None:
     """A histogram as a msgpack map {bucket index: count} (C-speed both ways)."""
-    return msgpack.packb(h) if h else None
+    return _packer.pack(h) if h else None
 
 
 def hist_unpack(blob: bytes | None) -> histogram.Histogram:

@@ -131,3 +131,43 @@ async def test_every_response_conforms(api: Api) -> None:
     )
     assert "proxymeter_collector_rows_ingested_total 4\n" in metrics
     assert "proxymeter_collector_profiles_ingested_total 2\n" in metrics
+
+
+# The example responses of the FonProxy Analytics API doc, verbatim (first item of each).
+DOC_EXAMPLES = {
+    "traffic": {"bucket": "2026-03-15 00:00:00", "total_bytes_sent": "1048576", "total_bytes_received": "52428800",
+                "bytes_total": "53477376", "total_count": "1542"},
+    "requests": {"bucket": "2026-03-15 00:00:00", "total_count": "1542", "total_errors": "23"},
+    "concurrency": {"bucket": "2026-03-15 00:00:00", "max_concurrency": "48", "total_count": "1542"},
+    "domains": {"domain": "google.com", "total_count": "5420", "bytes_total": "268435456", "total_bytes_sent": "5242880",
+                "total_bytes_received": "263192576", "total_errors": "12"},
+    "errors": {"error": "ECONNREFUSED", "total_errors": "142", "first_seen": "2026-02-01 08:15:00",
+               "last_seen": "2026-03-19 22:45:00", "sample_domains": ["google.com", "facebook.com", "github.com"]},
+    "websites": {"domain": "google.com", "total_count": "5420", "bytes_total": "268435456",
+                 "first_visit": "2026-02-01 08:15:00", "last_visit": "2026-03-19 22:45:00"},
+}
+EXTENSIONS = {"concurrency": {"avg_concurrency"}}
+
+
+def shape(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(v) for v in value[:1]]
+    return type(value).__name__
+
+
+async def test_responses_match_the_fonproxy_examples_field_for_field(api: Api) -> None:
+    await api.ingest({"logs": [
+        {"ts": "2026-03-15 10:00:00", "domain": "google.com", "error": "ECONNREFUSED", "count": 3, "error_count": 2},
+    ]})
+    for endpoint, example in DOC_EXAMPLES.items():
+        got = await api.get(f"/analytics/{endpoint}", **{"from": "2026-03-15", "to": "2026-03-16"})
+        item = got["data"][0]
+        for key in EXTENSIONS.get(endpoint, ()):
+            assert isinstance(item.pop(key), str)
+        assert shape(item) == shape(example), endpoint
+        if endpoint == "websites":
+            assert shape({k: v for k, v in got.items() if k != "data"}) == {
+                "page": "int", "limit": "int", "total": "int", "totalPages": "int"
+            }
