@@ -156,7 +156,7 @@ async def ingest(request: web.Request) -> web.Response:
         m.profiles.inc(len(batch.profiles))
         m.bytes.inc(len(body))
     else:
-        m.duplicates.inc()
+        m.duplicate_batches.inc()
         log.info("duplicate batch skipped", extra=kv(key=key))
     m.ingest_seconds.observe(time.perf_counter() - started)
     return web.Response(status=204)

@@ -139,8 +139,7 @@ async def serve(path: str, cfg: config_mod.CollectorConfig) -> int:
         log.error("cannot start", extra=kv(listen=cfg.server.listen, error=str(exc)))
         await runner.cleanup()
         return 1
-    bound = [s.getsockname() for s in (site._server.sockets if site._server else [])]  # type: ignore[union-attr]
-    addresses = " ".join(f"{a[0]}:{a[1]}" for a in bound)
+    addresses = " ".join(f"{a[0]}:{a[1]}" for a in runner.addresses)
     log.info("listening", extra=kv(address=addresses, store=cfg.storage.path))
     sdnotify.notify(sdnotify.READY)
 

@@ -17,8 +17,8 @@ class CollectorMetrics:
             "proxymeter_collector_profiles_ingested_total", "Concurrency profiles applied from ingest bodies"
         )
         self.bytes = r.counter("proxymeter_collector_ingest_bytes_total", "Bytes of ingest bodies applied")
-        self.duplicates = r.counter(
-            "proxymeter_collector_duplicates_total", "Ingest bodies skipped: Idempotency-Key already applied"
+        self.duplicate_batches = r.counter(
+            "proxymeter_collector_duplicate_batches_total", "Ingest bodies skipped: Idempotency-Key already applied"
         )
         self.rejects = r.counter(
             "proxymeter_collector_ingest_rejects_total", "Ingest bodies refused, by reason", ["reason"]

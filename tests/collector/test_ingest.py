@@ -112,7 +112,7 @@ async def test_same_idempotency_key_is_applied_once(api: Api) -> None:
     data = (await api.get("/analytics/requests", **DAY, interval="1d"))["data"]
     assert data == [{"bucket": "2026-03-15 00:00:00", "total_count": "10", "total_errors": "0"}]
     metrics = await (await api.client.get("/metrics")).text()
-    assert "proxymeter_collector_duplicates_total 1\n" in metrics
+    assert "proxymeter_collector_duplicate_batches_total 1\n" in metrics
     assert "proxymeter_collector_batches_ingested_total 2\n" in metrics
 
 
