@@ -1,0 +1,191 @@
+"""Dante (danted 1.4): SOCKS sessions from the connect/disconnect lines.
+
+Recommended danted.conf lines (log to a FILE: its lines carry an exact epoch stamp):
+
+    logoutput: /var/log/danted.log
+    socks pass { from: 0.0.0.0/0 to: 0.0.0.0/0 log: connect disconnect error }
+    socks block { from: 0.0.0.0/0 to: ... log: connect error }   # any ACL denial
+    client pass { from: 0.0.0.0/0 to: 0.0.0.0/0 log: error }
+
+Dante logs a session twice: an open line when the connect succeeds and a close line
+when it ends. The parser is a small stateful pairer (pure: no clock): an open line is
+remembered under its (client address, proxy address) pair and returns None; the close
+line returns the session, starting at the remembered open time (exact). A close line
+whose open line was not seen (the agent started mid-session, or `log: connect` is
+off) starts at end - "Session duration", which dante logs in whole seconds: that start
+can be off by up to about one second. At most `max_open` open sessions are remembered
+(default 65536; the oldest is forgotten first, its close then uses the fallback).
+
+Lines, as danted 1.4.2 writes them (addresses are "ip.port"; with authentication the
+client is "username%alice@10.0.0.1.5000"):
+    Nov 22 07:41:07 (1795333267.348448) danted[17203]: info: pass(2): tcp/connect [: CLIENT PROXY_IN -> PROXY_OUT TARGET
+    ... info: pass(2): tcp/connect ]: A -> CLIENT PROXY_IN -> B, C -> PROXY_OUT TARGET -> D: remote peer closed.  Session duration: 1s
+    ... info: block(1): tcp/connect ]: CLIENT PROXY_IN -> 0.0.0.0.0 TARGET
+    ... info: block(1): tcp/connect ]: CLIENT PROXY_IN: could not resolve hostname "x.invalid": ...
+
+What each part gives:
+    (epoch.micro)     the event time (UTC) -> open line: start_ms; close line: end
+    CLIENT            client_ip, and the user name after "%" and before "@" ("" without
+                      authentication: the default user)
+    PROXY_IN          dante's listening port -> listen_port
+    PROXY_OUT         dante's outgoing address -> ip_out
+    TARGET            host (IP or name as the client asked) and port
+    A                 bytes dante wrote to the client -> bytes_received (exact)
+    B                 bytes dante read from the client -> bytes_sent (exact)
+    Session duration  whole seconds (only used without an open line, see above)
+    reason            "local client closed"/"remote peer closed" -> no error;
+                      "remote peer error (Connection refused)" -> connection_refused;
+                      "(Connection timed out)" -> timeout; "(No route to host)",
+                      "(Network is unreachable)", other remote peer errors ->
+                      upstream_error; "local client error (...)" -> client_aborted;
+                      "could not resolve hostname" -> dns_failure; a block(N) line ->
+                      forbidden_host; "authentication failed"/"password" -> auth_failed;
+                      "i/o timeout" (idle session closed by dante) -> no error.
+All sessions are protocol SOCKS. Only tcp/connect lines are counted: tcp/accept lines
+(the client-rule view of the same session) and udp/bind lines return None, so a
+denial by a `client block` rule is not counted (deny with `socks block` rules).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+from agent import errors as E
+from agent.parsers.common import norm_host, text
+from agent.record import PROTOCOL_SOCKS, ParseError, Record
+
+_DURATION = re.compile(rb"Session duration: (\d+)s")
+_HOSTNAME = re.compile(rb'could not resolve hostname "([^"]*)"')
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
+def _addr(tok: bytes) -> tuple[str, str, int]:
+    """b"username%alice@10.0.0.1.5000" -> ("alice", "10.0.0.1", 5000)."""
+    user = ""
+    if b"@" in tok:
+        cred, _, tok = tok.rpartition(b"@")
+        user = text(cred.partition(b"%")[2])
+        if "\\" in user:  # dante writes unusual bytes with vis(3) octal escapes
+            user = _OCTAL.sub(lambda m: chr(int(m[1], 8)), user)
+    host, dot, port = tok.rpartition(b".")
+    if not dot or not port.isdigit():
+        raise ParseError("bad_address", text(tok))
+    return user, text(host), int(port)
+
+
+def _error(reason: bytes, blocked: bool) -> str:
+    r = reason.lower()
+    if b"authentication failed" in r or b"password" in r:
+        return E.AUTH_FAILED
+    if b"could not resolve" in r:
+        return E.DNS_FAILURE
+    if blocked:
+        return E.FORBIDDEN_HOST
+    if not r or r.startswith(b"local client closed") or r.startswith(b"remote peer closed"):
+        return ""
+    if b"i/o timeout" in r:
+        return ""
+    if b"connection refused" in r:
+        return E.CONNECTION_REFUSED
+    if b"timed out" in r or b"timeout" in r:
+        return E.TIMEOUT
+    if r.startswith(b"local client"):
+        return E.CLIENT_ABORTED
+    if r.startswith(b"remote peer"):
+        return E.UPSTREAM_ERROR
+    return E.unknown_error(text(reason))
+
+
+class DanteParser:
+    """Pairs danted open/close lines; see the module docstring."""
+
+    def __init__(self, tz: datetime.tzinfo | None = None, max_open: int = 65536) -> None:
+        self.max_open = max_open
+        self._open: dict[tuple[bytes, bytes], int] = {}
+        self.forgotten = 0  # open sessions dropped because max_open was reached
+
+    @property
+    def open_sessions(self) -> int:
+        return len(self._open)
+
+    def parse(self, line: bytes) -> Record | None:
+        if line[-1:] == b"\r":
+            line = line[:-1]
+        lp = line.find(b" (")
+        rp = line.find(b")", lp)
+        if lp < 0 or rp < 0:
+            raise ParseError("no_epoch_timestamp")
+        stamp = line[lp + 2:rp]
+        sec, _, frac = stamp.partition(b".")
+        if not sec.isdigit() or not (frac + b"000")[:3].isdigit():
+            raise ParseError("bad_timestamp", text(stamp))
+        t_ms = int(sec) * 1000 + int((frac + b"000")[:3])
+        i = line.find(b"tcp/connect ", rp)
+        if i < 0:
+            return None  # tcp/accept, udp, startup and shutdown notices
+        blocked = line.rfind(b"block(", rp, i) >= 0
+        kind = line[i + 12:i + 15]
+        body = line[i + 15:].strip()
+        if kind == b"[: ":
+            return self._remember(body, t_ms)
+        if kind != b"]: ":
+            raise ParseError("bad_event", text(line[i:i + 15]))
+        return self._close(body, t_ms, blocked)
+
+    def _remember(self, body: bytes, t_ms: int) -> None:
+        parts = body.split()
+        if len(parts) < 2:
+            raise ParseError("too_few_fields", "open line")
+        key = (parts[0], parts[1])
+        if key not in self._open and len(self._open) >= self.max_open:
+            del self._open[next(iter(self._open))]
+            self.forgotten += 1
+        self._open[key] = t_ms
+        return None
+
+    def _close(self, body: bytes, end_ms: int, blocked: bool) -> Record:
+        colon = body.find(b": ")
+        head, reason = (body, b"") if colon < 0 else (body[:colon], body[colon + 2:])
+        reason = reason.strip()
+        p = head.replace(b",", b" ").split()
+        if p and p[0].isdigit():
+            # A -> CLIENT PROXY_IN -> B  C -> PROXY_OUT TARGET -> D
+            if len(p) < 12 or p[1] != b"->" or p[4] != b"->" or p[7] != b"->" or p[10] != b"->":
+                raise ParseError("too_few_fields", "close line")
+            received, sent = int(p[0]), int(p[5])
+            client_tok, in_tok, out_tok, target_tok = p[2], p[3], p[8], p[9]
+        else:
+            # CLIENT PROXY_IN [-> PROXY_OUT TARGET]: a request that was not performed
+            if len(p) < 2:
+                raise ParseError("too_few_fields", "close line")
+            received = sent = 0
+            client_tok, in_tok = p[0], p[1]
+            out_tok, target_tok = (p[3], p[4]) if len(p) >= 5 and p[2] == b"->" else (b"", b"")
+        user, client_ip, _ = _addr(client_tok)
+        _, _, listen_port = _addr(in_tok)
+        ip_out = ""
+        if out_tok:
+            ip_out = _addr(out_tok)[1]
+            if ip_out in ("0.0.0.0", "::"):
+                ip_out = ""
+        host, port = "", 0
+        if target_tok:
+            _, host, port = _addr(target_tok)
+        else:
+            m = _HOSTNAME.search(reason)
+            if m:
+                host = text(m[1])
+        start = self._open.pop((client_tok, in_tok), None)
+        if start is None:
+            m = _DURATION.search(reason)
+            start = end_ms - int(m[1]) * 1000 if m else end_ms
+        reason_text = reason.split(b".  Session duration")[0].rstrip(b".")
+        error = _error(reason_text, blocked)
+        raw = text(reason_text)
+        if blocked:
+            raw = f"block: {raw}" if raw else "block"
+        return Record(
+            start, max(end_ms - start, 0), sent, received, client_ip, user, norm_host(host),
+            port, PROTOCOL_SOCKS, error, raw if error else "", 0, ip_out, "", listen_port,
+        )

@@ -1,0 +1,126 @@
+"""Dante tests: real danted 1.4.2 lines, open/close pairing, fallback start, errors."""
+
+from __future__ import annotations
+
+from datetime import timezone
+
+import pytest
+
+from agent.parsers import make_parser
+from agent.parsers.dante import DanteParser
+from agent.record import ParseError, Record
+from parsers_table import fixture_lines, rec
+
+LINES = fixture_lines("dante", "danted.log")
+L = "127.0.0.1"
+ECHO, HTTP, CLOSED, BLOCKED, LP = 45891, 40043, 58815, 56569, 38119
+
+# expected result of each line when the whole file is fed in order
+TABLE: list[Record | None] = [
+    None,  # "running" notice
+    None,  # tcp/accept of the wait-for-port probe
+    None,  # open 267.348448
+    rec(1795333267348, 1795333267349 - 1795333267348, 5000, 5000, L, "", L, ECHO, "SOCKS", "", "", 0, L, "", LP),
+    None,  # open 267.350147
+    # held ~1.5 s; dante says "1s", the open line gives the exact start
+    rec(1795333267350, 1795333268851 - 1795333267350, 300, 300, L, "", L, ECHO, "SOCKS", "", "", 0, L, "", LP),
+    # refused: no open line was logged; duration 0s
+    rec(1795333268852, 0, 0, 0, L, "", L, CLOSED, "SOCKS", "connection_refused", "remote peer error (Connection refused)", 0, L, "", LP),
+    None,  # tcp/accept view of the same refused session
+    rec(1795333268852, 0, 0, 0, L, "", L, BLOCKED, "SOCKS", "forbidden_host", "block", 0, "", "", LP),
+    rec(1795333268854, 0, 0, 0, L, "", "nosuchhost.invalid", 0, "SOCKS", "dns_failure",
+        'block: could not resolve hostname "nosuchhost.invalid": Name or service not known for IPv4 address', 0, "", "", LP),
+    None,  # tcp/accept view of the DNS failure
+    None,  # open 268.860572
+    # HTTP GET through the tunnel: 27 bytes up, 3140 down
+    rec(1795333268860, 1795333268864 - 1795333268860, 27, 3140, L, "", L, HTTP, "SOCKS", "", "", 0, L, "", LP),
+    None,  # open 268.865004
+    rec(1795333268865, 1795333268868 - 1795333268865, 1000, 1000, L, "", L, ECHO, "SOCKS", "client_aborted", "local client error (Connection reset by peer)", 0, L, "", LP),
+    None,
+    None,  # sigterm notice
+    None,  # shutting down
+]
+
+
+def test_whole_file_in_order() -> None:
+    p = make_parser("dante", timezone.utc)
+    got = [p.parse(x) for x in LINES]
+    assert got == TABLE
+    assert p.open_sessions == 0  # type: ignore[attr-defined]
+
+
+def test_with_carriage_returns() -> None:
+    p = make_parser("dante", timezone.utc)
+    assert [p.parse(x + b"\r") for x in LINES] == TABLE
+
+
+def test_close_without_open_uses_logged_whole_seconds() -> None:
+    p = make_parser("dante", timezone.utc)
+    # the 1.5 s tunnel's close line alone: end 268.851, "Session duration: 1s"
+    r = p.parse(LINES[5])
+    assert r is not None
+    assert (r.start_ms, r.duration_ms) == (1795333268851 - 1000, 1000)
+
+
+def test_interleaved_sessions_pair_by_address() -> None:
+    p = make_parser("dante", timezone.utc)
+    a_open, a_close = LINES[2], LINES[3]
+    b_open, b_close = LINES[4], LINES[5]
+    assert p.parse(a_open) is None and p.parse(b_open) is None
+    rb, ra = p.parse(b_close), p.parse(a_close)
+    assert (rb.start_ms, ra.start_ms) == (1795333267350, 1795333267348)  # type: ignore[union-attr]
+    # the pair was consumed: the same close again falls back to its own duration
+    assert p.parse(a_close).start_ms == 1795333267349  # type: ignore[union-attr]
+
+
+def test_remembered_opens_are_bounded() -> None:
+    p = DanteParser(max_open=1)
+    p.parse(LINES[2])
+    p.parse(LINES[4])  # forgets LINES[2]
+    assert (p.open_sessions, p.forgotten) == (1, 1)
+    assert p.parse(LINES[3]).start_ms == 1795333267349  # type: ignore[union-attr]  # fallback: 0s
+    assert p.parse(LINES[5]).start_ms == 1795333267350  # type: ignore[union-attr]
+
+
+HAND = [
+    # written after dante's documentation: authenticated user, host name target, timeout
+    (b"Nov 22 10:00:05 (1700000005.250000) danted[1]: info: pass(1): tcp/connect ]: 9000 -> username%user-1001-order-7@10.0.0.1.5000 10.0.0.2.1080 -> 700, 700 -> 10.0.0.2.40000 www.Example.com.443 -> 9000: remote peer closed.  Session duration: 5s",
+     rec(1700000000250, 5000, 700, 9000, "10.0.0.1", "user-1001-order-7", "www.example.com", 443, "SOCKS", "", "", 0, "10.0.0.2", "", 1080)),
+    (b"Nov 22 10:00:05 (1700000005.250000) danted[1]: info: pass(1): tcp/connect ]: 0 -> username%bob\\040smith@10.0.0.1.5000 10.0.0.2.1080 -> 0, 0 -> 10.0.0.2.40000 10.9.9.9.22 -> 0: remote peer error (Connection timed out).  Session duration: 30s",
+     rec(1699999975250, 30000, 0, 0, "10.0.0.1", "bob smith", "10.9.9.9", 22, "SOCKS", "timeout", "remote peer error (Connection timed out)", 0, "10.0.0.2", "", 1080)),
+    (b"Nov 22 10:00:05 (1700000005.250000) danted[1]: info: pass(1): tcp/connect ]: 0 -> 10.0.0.1.5000 10.0.0.2.1080 -> 0, 0 -> 10.0.0.2.40000 10.9.9.9.22 -> 0: remote peer error (No route to host).  Session duration: 3s",
+     rec(1700000002250, 3000, 0, 0, "10.0.0.1", "", "10.9.9.9", 22, "SOCKS", "upstream_error", "remote peer error (No route to host)", 0, "10.0.0.2", "", 1080)),
+    (b"Nov 22 10:00:05 (1700000005.250000) danted[1]: info: pass(1): tcp/connect ]: 0 -> 10.0.0.1.5000 10.0.0.2.1080 -> 0, 0 -> 10.0.0.2.40000 10.9.9.9.22 -> 0: something new happened.  Session duration: 0s",
+     rec(1700000005250, 0, 0, 0, "10.0.0.1", "", "10.9.9.9", 22, "SOCKS", "other:something_new_happened", "something new happened", 0, "10.0.0.2", "", 1080)),
+]
+
+
+@pytest.mark.parametrize("line,expected", HAND)
+def test_hand_written_lines(line: bytes, expected: Record) -> None:
+    assert make_parser("dante", timezone.utc).parse(line) == expected
+
+
+@pytest.mark.parametrize("line,reason", [
+    (b"garbage", "no_epoch_timestamp"),
+    (LINES[3][:30], "no_epoch_timestamp"),
+    (LINES[3].replace(b"(1795333267.349814)", b"(17953x3267.349814)"), "bad_timestamp"),
+    (LINES[3][:LINES[3].index(b" -> 5000, ")], "too_few_fields"),
+    (LINES[2][:LINES[2].index(b"[: ") + 5], "too_few_fields"),
+    (LINES[8].replace(b"127.0.0.1.56569", b"127.0.0.1.x"), "bad_address"),
+])
+def test_bad_lines(line: bytes, reason: str) -> None:
+    with pytest.raises(ParseError) as err:
+        make_parser("dante", timezone.utc).parse(line)
+    assert err.value.reason == reason
+
+
+def test_trailing_extra_data_changes_nothing_but_free_text() -> None:
+    p = make_parser("dante", timezone.utc)
+    got = [p.parse(x + b" trailing extra") for x in LINES]
+    for g, exp in zip(got, TABLE):
+        if exp is None:
+            assert g is None
+        else:
+            assert g is not None
+            g.raw_error = exp.raw_error = ""
+            assert g == exp
