@@ -17,8 +17,14 @@ from tests.proxies.stack import Stack
 
 pytestmark = pytest.mark.proxies
 
-# The README's recommended logging: haproxy's default httplog / tcplog, written by
-# haproxy itself to stdout (no syslog framing), captured into the file the agent reads.
+# The README's recommended logging (section proxy-setup): haproxy's own httplog /
+# tcplog strings with the bytes up, the source address, the server and (http) the user
+# appended, written by haproxy to stdout (no syslog framing) into the file the agent reads.
+HTTP_LOG_FORMAT = ('log-format "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS %tsc '
+                   '%ac/%fc/%bc/%sc/%rc %sq/%bq %hr %hs %{+Q}r %U %bi %si:%sp %{+Q}[var(txn.pm_user)]"')
+TCP_LOG_FORMAT = ('log-format "%ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/%sc/%rc %sq/%bq '
+                  '%U %bi %si:%sp"')
+
 GLOBAL = """global
   log stdout format raw local0 info
   maxconn 256
@@ -42,12 +48,12 @@ userlist proxyusers
 {users}
 frontend fe_http
   mode http
-  option httplog
+  {HTTP_LOG_FORMAT}
   bind 127.0.0.1:{port}
   # a forward proxy: haproxy's http_auth reads Authorization, so the client's
-  # Proxy-Authorization is copied there; the user name is logged as the first capture
+  # Proxy-Authorization is copied there; the user is kept for the log before the check
   http-request set-header Authorization %[req.hdr(Proxy-Authorization)] if {{ req.hdr(Proxy-Authorization) -m found }}
-  http-request capture http_auth_user len 64
+  http-request set-var(txn.pm_user) http_auth_user
   http-request auth realm proxymeter unless {{ http_auth(proxyusers) }}
   http-request deny deny_status 403 if {{ req.hdr(host),host_only -m str {T.BLOCKED_HOST} }}
   http-request del-header Authorization
@@ -69,19 +75,19 @@ def tcp_config(d: Path, ports: dict[str, int], origin: Origin) -> Path:
     conf.write_text(GLOBAL + DEFAULTS + f"""
 frontend fe_echo
   mode tcp
-  option tcplog
+  {TCP_LOG_FORMAT}
   bind 127.0.0.1:{ports["echo"]}
   default_backend be_echo
 
 frontend fe_refused
   mode tcp
-  option tcplog
+  {TCP_LOG_FORMAT}
   bind 127.0.0.1:{ports["refused"]}
   default_backend be_closed
 
 frontend fe_denied
   mode tcp
-  option tcplog
+  {TCP_LOG_FORMAT}
   bind 127.0.0.1:{ports["denied"]}
   tcp-request content reject
   default_backend be_echo
@@ -106,19 +112,25 @@ def start_haproxy(binary: str, conf: Path, d: Path, log: Path, ports: list[int])
     return proxy
 
 
+HTTP_U_SLACK = 64  # the documented bound for %U in http mode (README, proxy-setup)
+
+
 def http_bounds(s: C.Sent) -> tuple[tuple[int, int], tuple[int, int]]:
-    """httplog's %B = bytes sent to the client, headers included: exact, except an aborted
-    download (haproxy had sent more than the client read). No upload bytes are logged."""
+    """%B = bytes sent to the client, headers included: exact, except an aborted download
+    (haproxy had sent more than the client read). %U = the request as haproxy parsed it,
+    not the raw bytes: a few bytes per header line less than the client sent."""
+    up = (s.head_up - HTTP_U_SLACK, s.head_up)
     if s.error == "client_aborted":
-        return (0, 0), (s.head_down + s.down, T.ABORT_SIZE + 1024)
-    return (0, 0), (s.head_down + s.down, s.head_down + s.down)
+        return up, (s.head_down + s.down, T.ABORT_SIZE + 1024)
+    return up, (s.head_down + s.down, s.head_down + s.down)
 
 
 def tcp_bounds(s: C.Sent) -> tuple[tuple[int, int], tuple[int, int]]:
-    """tcplog's %B = bytes sent to the client: exact, except after the client's abort."""
+    """%U / %B = bytes from / to the client: exact, except after the client's hang-up
+    (haproxy relayed more than the client read, and at most what it wrote)."""
     if s.error == "client_aborted" or s.note:
-        return (0, 0), (s.down, s.up)
-    return (0, 0), (s.down, s.down)
+        return (0, s.up), (s.down, s.up)
+    return (s.up, s.up), (s.down, s.down)
 
 
 def test_haproxy_http_totals_match_client(origin: Origin, workdir: Path, stack_factory: list[Stack]) -> None:

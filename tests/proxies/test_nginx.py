@@ -19,11 +19,14 @@ pytestmark = pytest.mark.proxies
 STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
 
 # Exactly the log_format the README (section proxy-setup) recommends.
-LOG_FORMAT = ("log_format proxymeter '$remote_addr [$time_local] $protocol $status $bytes_sent "
-              "$bytes_received $session_time \"$upstream_addr\" $server_port';")
+LOG_FORMAT = ("log_format proxymeter '$msec\\t$session_time\\t$remote_addr\\t$server_port\\t$protocol"
+              "\\t$status\\t$bytes_received\\t$bytes_sent\\t$upstream_addr\\t-\\t-';")
 
 # nginx stream has no authentication: every session goes to the default user.
-ERRORS = {"refused": "connection_refused", "denied": "forbidden_host", "dns": "dns_failure"}
+# nginx's access log does not say why a session failed: a refused upstream is logged as
+# 502 (upstream_error), a name that did not resolve as 500 (proxy_error); its error log
+# has the reason.
+ERRORS = {"refused": "upstream_error", "denied": "forbidden_host", "dns": "proxy_error"}
 
 
 def nginx_config(d: Path, ports: dict[str, int], origin: Origin) -> Path:
