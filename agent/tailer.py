@@ -369,6 +369,7 @@ class Tailer:
         for f in list(self._files.values()):
             if f.live and f.key not in seen:
                 f.live = False
+                f.idle = 0  # the writer may not have reopened yet: give it the full grace
                 if f.fd is None:  # parked (open-file limit) and rotated meanwhile: cannot drain
                     self.stats.read_errors += 1
                     log.warning("closed file rotated away, not drained", extra=kv(path=f.path, offset=f.split.offset))
@@ -391,10 +392,6 @@ class Tailer:
             if f.live:
                 bases.setdefault(os.path.dirname(f.path) or ".", set()).add(os.path.basename(f.path))
         matched_set = set(matched)
-        fps: list[Fingerprint] = []
-        if recover:
-            fps = [f.fp for f in self._files.values() if f.fp.length]
-            fps += [d.fp for d in self._done.values() if d.fp.length]
         present: set[FileKey] = set()
         for directory, names in bases.items():
             try:
@@ -424,7 +421,7 @@ class Tailer:
                     else:
                         self._mark_done(entry.path, key, st)
                     continue
-                if self._starts_like_any(entry.path, key, fps):
+                if self._is_copy(entry.path, st):
                     self._mark_done(entry.path, key, st)
                     continue
                 self.stats.siblings_recovered += 1
@@ -442,13 +439,30 @@ class Tailer:
                 return self._orphans.pop(i)
         return None
 
-    def _starts_like_any(self, path: str, key: FileKey, fps: list[Fingerprint]) -> bool:
-        for fp in fps:
-            found = self._open_match(path, key, fp, 0)
-            if found is not None:
-                os.close(found[1])
+    def _is_copy(self, path: str, st: os.stat_result) -> bool:
+        """Does `path` start with the same bytes as a file being read, or a done one?
+
+        Compared over K = min(fingerprint_bytes, its size) bytes, which the other file
+        must have too: a file being read that is still shorter than the candidate (e.g.
+        a fresh log holding a few bytes) is not what the candidate was copied from.
+        """
+        k = min(self.fingerprint_bytes, st.st_size)
+        if k == 0:
+            return False
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            head = read_prefix(fd, k)
+        finally:
+            os.close(fd)
+        if len(head) < k:
+            return False
+        for f in self._files.values():
+            if f.fd is not None and f.size >= k and read_prefix(f.fd, k) == head:
                 return True
-        return False
+        return any(d.fp.length == k and d.fp.matches(head) for d in self._done.values())
 
     def _mark_done(self, path: str, key: FileKey, st: os.stat_result) -> None:
         try:
@@ -472,6 +486,7 @@ class Tailer:
         f.size = st.st_size
         if st.st_nlink == 0 and not f.gone:
             f.gone = True
+            f.idle = 0
             self.stats.deletions += 1
             log.info("file deleted, draining it", extra=kv(path=f.path, offset=f.split.offset, size=f.size))
         if st.st_size == f.checked and st.st_size >= f.split.position:
@@ -585,6 +600,12 @@ class Tailer:
                 break
         f.idle = 0 if total else f.idle + 1
         f.size = max(f.size, f.split.position)
+        if f.fp.length < self.fingerprint_bytes and f.split.position > f.fp.length:
+            # Keep the rule fingerprint length >= min(fingerprint_bytes, offset) that
+            # restore and copy detection rely on; a changed prefix is the next check's job.
+            up = f.fp.upgrade(read_prefix(f.fd, self.fingerprint_bytes), self.fingerprint_bytes)
+            if up is not None:
+                f.fp = up
         if f.split.too_long != too_long:
             n = f.split.too_long - too_long
             self.stats.too_long += n
@@ -600,7 +621,7 @@ class Tailer:
             if f.split.pending:
                 self.stats.partial_dropped += 1
                 log.warning("unfinished last line dropped", extra=kv(path=f.path, bytes=f.split.pending))
-            log.info("rotated file drained, closing", extra=kv(path=f.path, offset=f.split.offset))
+            log.info("rotated file drained, closing", extra=kv(path=f.path, offset=f.split.offset, ino=f.key[1], size=f.size, idle=f.idle))
             if not f.gone:
                 self._done[f.key] = _Done(f.path, f.fp, f.split.position)
             self._forget(f)
