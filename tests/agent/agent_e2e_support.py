@@ -150,7 +150,9 @@ def api_totals(col: Collector, users: list[int], start: int, end: int) -> dict[t
             row = out.setdefault((uid, item["bucket"]), [0, 0, 0, 0])
             row[1] = int(item["total_bytes_sent"])
             row[2] = int(item["total_bytes_received"])
-    return {k: (v[0], v[1], v[2], v[3]) for k, v in out.items()}
+    # A connection open across a minute boundary leaves a row with count 0 in the later
+    # minute (its conn_ms); such buckets carry no requests, bytes or errors.
+    return {k: (v[0], v[1], v[2], v[3]) for k, v in out.items() if any(v)}
 
 
 def minute_str(epoch_s: int) -> str:

@@ -274,3 +274,73 @@ def test_once_with_collector_unreachable_exits_75_and_keeps_spool(tmp_path: Path
         assert _spooled(tmp_path / "state") == 1
     finally:
         stop_process(agent.proc, signal.SIGKILL)
+
+
+def test_sighup_adds_a_source_and_refuses_a_broken_config(tmp_path: Path) -> None:
+    col = Collector(tmp_path / "collector")
+    log_a = tmp_path / "logs" / "a.log"
+    log_b = tmp_path / "logs" / "b.log"
+    writer_a = SquidWriter(log_a, base=_base_minute(10), seed=21, users=(31, 32))
+    writer_b = SquidWriter(log_b, base=_base_minute(10), seed=22, users=(33, 34))
+    port = free_port()
+    cfg = agent_config(tmp_path, col.url, log_a, flush_interval=0.2)
+    text = cfg.read_text().replace('metrics_listen = ""', f'metrics_listen = "127.0.0.1:{port}"')
+    cfg.write_text(text)
+    agent = AgentProc(cfg, tmp_path / "agent.log")
+
+    def delivered(w: SquidWriter) -> bool:
+        return api_totals(col, list(w.users), w.base - 60, w.last_start + 120) == w.totals()
+
+    try:
+        col.start()
+        agent.start()
+        writer_a.write(1_000)
+        writer_b.write(1_000)  # not a source yet
+        wait_until(lambda: delivered(writer_a), 30, "source a delivered")
+        assert agent.proc is not None
+        # a broken config is refused; the agent keeps running on the old one
+        cfg.write_text(text.replace('format = "squid"', 'format = "sqiud"'))
+        os.kill(agent.proc.pid, signal.SIGHUP)
+        wait_until(lambda: _metric(port, 'proxymeter_agent_reloads_total{result="refused"}') == 1, 30, "refusal")
+        assert "sources[0].format" in agent.tail()
+        writer_a.write(500)
+        wait_until(lambda: delivered(writer_a), 30, "source a still delivered after a refused reload")
+        # a good config adding source b (read from its beginning) keeps a's position
+        cfg.write_text(text + f'\n[[sources]]\npath = "{log_b}"\nformat = "squid"\nread_from = "beginning"\n')
+        os.kill(agent.proc.pid, signal.SIGHUP)
+        wait_until(lambda: _metric(port, 'proxymeter_agent_reloads_total{result="applied"}') == 1, 30, "reload")
+        writer_a.write(500)
+        writer_b.write(500)
+        wait_until(lambda: delivered(writer_a) and delivered(writer_b), 30, "both sources delivered")
+        assert agent.stop() == 0
+        assert delivered(writer_a) and delivered(writer_b)  # nothing doubled by the reload flush
+    finally:
+        stop_process(agent.proc, signal.SIGKILL)
+        col.stop()
+
+
+def test_spool_full_pauses_reading_then_resumes(tmp_path: Path) -> None:
+    col = Collector(tmp_path / "collector")
+    log_path = tmp_path / "logs" / "access.log"
+    writer = SquidWriter(log_path, base=_base_minute(40), seed=31, ms_per_line=10.0)
+    port = free_port()
+    cfg = agent_config(tmp_path, col.url, log_path, flush_interval=0.1,
+                       extra="[spool]\nmax_bytes = 65536\n")
+    cfg.write_text(cfg.read_text().replace('metrics_listen = ""', f'metrics_listen = "127.0.0.1:{port}"'))
+    agent = AgentProc(cfg, tmp_path / "agent.log")
+    try:
+        agent.start()  # collector down: the spool fills up
+        for _ in range(20):
+            writer.write(2_000)
+            time.sleep(0.05)
+        wait_until(lambda: _metric(port, "proxymeter_agent_spool_full") == 1, 30, "spool full")
+        read = _metric(port, "proxymeter_agent_lines_read_total")
+        assert read < 40_000  # reading stopped; the rest waits in the proxy's log
+        assert "spool full" in agent.tail()
+        col.start()
+        wait_until(lambda: _delivered(col, writer), 90, "catch-up after the spool drained", step=0.3)
+        assert _metric(port, "proxymeter_agent_spool_full") == 0
+        assert agent.stop() == 0
+    finally:
+        stop_process(agent.proc, signal.SIGKILL)
+        col.stop()
