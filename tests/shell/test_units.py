@@ -89,7 +89,7 @@ def test_units_are_hardened_notify_services() -> None:
     assert collector_example["storage"]["path"].startswith("/var/lib/proxymeter/")
 
 
-_SHOWN = re.compile(r"^#\s?(\[\[?[\w.]+\]\]?\s*|[A-Za-z_]\w* = .*)$")
+_SHOWN = re.compile(r"^#\s?(\[\[?[\w.\" -]+\]\]?\s*|[A-Za-z_]\w* = .*)$")
 
 
 def _shown_keys(text: str) -> dict[str, Any]:
