@@ -131,6 +131,10 @@ class Agent:
             max_retry_delay=cfg.collector.max_retry_delay,
             on_retry=self._on_retry,
         )
+        # A source with no saved position gets one now (an empty batch carrying only read
+        # positions): otherwise a crash before the first flush followed by a rotation would
+        # leave the rotated file outside the glob with nothing pointing at it.
+        self._flush()
         self._update_spool_metrics()
         runner = None
         loop = asyncio.get_running_loop()

@@ -294,8 +294,13 @@ class AgentProc:
         self.config = config
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
+        self.ready_mark = 0
+
+    def _started_count(self) -> int:
+        return self.log.read_text(errors="replace").count('msg="agent started"') if self.log.exists() else 0
 
     def start(self, *args: str) -> subprocess.Popen[bytes]:
+        self.ready_mark = self._started_count() + 1
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "agent", "run", "--config", str(self.config), *args],
@@ -306,7 +311,14 @@ class AgentProc:
     def kill9(self) -> None:
         stop_process(self.proc, signal.SIGKILL)
 
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until this start logged "agent started" (its signal handlers are installed then,
+        as READY=1 is sent; a SIGTERM before that ends the process the default way)."""
+        wait_until(lambda: self._started_count() >= self.ready_mark
+                   or (self.proc is not None and self.proc.poll() is not None), timeout, "agent started")
+
     def stop(self, timeout: float = 30.0) -> int | None:
+        self.wait_ready()
         return stop_process(self.proc, signal.SIGTERM, timeout)
 
     def tail(self) -> str:

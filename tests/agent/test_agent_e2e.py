@@ -63,7 +63,9 @@ def test_million_lines_rotation_kill9_collector_restart(tmp_path: Path) -> None:
     try:
         col.start()
         agent.start()
+        agent.wait_ready()
         chunks = LINES // CHUNK
+        kill_after = set(rng.sample(range(chunks), max(3, chunks // 10)))
         for i in range(chunks):
             writer.write(CHUNK)
             if writer.written % ROTATE_EVERY == 0 and writer.written < LINES:
@@ -73,12 +75,12 @@ def test_million_lines_rotation_kill9_collector_restart(tmp_path: Path) -> None:
                 time.sleep(rng.uniform(0.2, 1.0))
                 col.start()
             time.sleep(rng.uniform(0.0, 0.25))
-            if rng.random() < 0.12:
+            if i in kill_after:
                 agent.kill9()
                 kills += 1
                 assert agent.proc is not None
                 agent.start()
-        assert writer.rotations == LINES // ROTATE_EVERY - 1 and kills >= 3
+        assert writer.rotations == LINES // ROTATE_EVERY - 1 and kills == len(kill_after)
         # the long-running agent: SIGTERM, then a --once run to finish whatever is left.
         assert agent.stop() == 0, agent.tail()
         once = agent.start("--once")
@@ -184,7 +186,7 @@ def test_long_tunnel_logged_minutes_later_raises_earlier_peaks(tmp_path: Path) -
             for start, elapsed in tunnels:
                 f.write(_squid_line(start, elapsed, user, connect=True))
         after = _peaks(short + [(s, s + e) for s, e in tunnels])
-        assert after != before and len(after) > len(before)  # the oracle really moved
+        assert all(after[k] > before[k] for k in before)  # the oracle really moved, in every minute
         wait_until(lambda: concurrency() == after, 30, "peaks raised by the tunnels")
     finally:
         stop_process(agent.proc, signal.SIGKILL)
