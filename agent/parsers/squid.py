@@ -5,7 +5,8 @@ Recommended squid.conf (squid 4/5/6), exact lines:
     logformat proxymeter %ts.%03tu %6tr %>a %Ss/%03>Hs %<st %rm %ru %[un %Sh/%<a %mt %>st %<la %>lp %err_code/%err_detail
     access_log daemon:/var/log/squid/access.log proxymeter
 
-The plain native format also works (`access_log daemon:/var/log/squid/access.log squid`,
+Lines sent through syslog (`access_log syslog:local4.info proxymeter`) parse too: the
+syslog header is skipped, squid's own %ts gives the time. The plain native format also works (`access_log daemon:/var/log/squid/access.log squid`,
 i.e. "%ts.%03tu %6tr %>a %Ss/%03>Hs %<st %rm %ru %[un %Sh/%<a %mt"); the parser tells the
 two apart by the fields after the hierarchy field. The extended one appends four fields
 to the native line, so tools that read the native prefix keep working.
@@ -234,6 +235,14 @@ class SquidParser:
             line = line[:-1]
         parts = line.split()
         n = len(parts)
+        if n and not parts[0][:1].isdigit():
+            # `access_log syslog:...`: drop the syslog header ("<PRI>Mmm dd hh:mm:ss
+            # host squid[pid]: "); squid's own %ts follows and carries the time
+            tag = line.find(b": ")
+            if tag < 0:
+                raise ParseError("bad_number", "line does not start with a timestamp")
+            parts = line[tag + 2:].split()
+            n = len(parts)
         if n < 10:
             raise ParseError("too_few_fields", f"{n} fields")
         # the hierarchy field anchors the variable-width user field from the right

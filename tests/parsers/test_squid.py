@@ -157,3 +157,12 @@ def test_non_utf8_bytes_are_replaced(parser) -> None:  # type: ignore[no-untyped
             b"us\xe9r%ff HIER_DIRECT/192.0.2.1 text/html")
     r = parser.parse(line)
     assert (r.user, r.host) == ("us\ufffdr\ufffd", "a\ufffd.example")
+
+
+@pytest.mark.parametrize("prefix", [
+    b"<166>Nov 22 07:30:19 proxyhost squid[1234]: ",
+    b"Nov 22 07:30:19 proxyhost (squid-1): ",
+])
+def test_syslog_framed_lines(parser, prefix: bytes) -> None:  # type: ignore[no-untyped-def]
+    assert parser.parse(prefix + EXT[16]) == EXT_TABLE[16][1]
+    assert parser.parse(prefix + NAT[5]) == dict(NAT_TABLE)[5]
