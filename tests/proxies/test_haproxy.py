@@ -112,17 +112,19 @@ def start_haproxy(binary: str, conf: Path, d: Path, log: Path, ports: list[int])
     return proxy
 
 
-HTTP_U_SLACK = 64  # the documented bound for %U in http mode (README, proxy-setup)
+HTX_SLACK = 64  # the documented bound for %U and %B in http mode (README, proxy-setup)
 
 
 def http_bounds(s: C.Sent) -> tuple[tuple[int, int], tuple[int, int]]:
-    """%B = bytes sent to the client, headers included: exact, except an aborted download
-    (haproxy had sent more than the client read). %U = the request as haproxy parsed it,
-    not the raw bytes: a few bytes per header line less than the client sent."""
-    up = (s.head_up - HTTP_U_SLACK, s.head_up)
+    """%U / %B = the request / response as haproxy holds them internally (HTX): bodies
+    exact, the header framing not counted as on the wire, so up to HTX_SLACK bytes per
+    message less than the client sent / received. An aborted download: at least what
+    the client read (less the slack), at most the whole response."""
+    up = (s.head_up - HTX_SLACK, s.head_up)
+    got = s.head_down + s.down
     if s.error == "client_aborted":
-        return up, (s.head_down + s.down, T.ABORT_SIZE + 1024)
-    return up, (s.head_down + s.down, s.head_down + s.down)
+        return up, (got - HTX_SLACK, T.ABORT_SIZE + 1024)
+    return up, (got - HTX_SLACK, got)
 
 
 def tcp_bounds(s: C.Sent) -> tuple[tuple[int, int], tuple[int, int]]:
