@@ -102,6 +102,7 @@ class _Done:
     path: str
     fp: Fingerprint
     size: int
+    ctime_ns: int = -1  # when it last proved to be this file; -1: re-check on sight
 
 
 def _is_sibling_name(name: str, base: str) -> bool:
@@ -142,6 +143,9 @@ class Tailer:
         self._files: dict[FileKey, _File] = {}
         self._done: dict[FileKey, _Done] = {}
         self._turn = 0
+        self._bases: dict[str, set[str]] = {}
+        if not globmod.has_magic(pattern):
+            self._bases[os.path.dirname(pattern) or "."] = {os.path.basename(pattern)}
         self._limit_logged: set[str] = set()
         # (fingerprint, offset) of content no file holds any more (saved and not found, or
         # truncated): a copy of it showing up as a sibling is read from that offset.
@@ -238,7 +242,7 @@ class Tailer:
         # ones that were not, so that a copy search never takes a file some entry owns.
         missing = []
         for path, key, fp, offset, done in parsed:
-            if key in self._files or key in self._done:
+            if key in self._files or key in self._done or (done and fp.length == 0):
                 continue
             found = self._find_by_key(path, key, fp, offset)
             if found is None and done:
@@ -265,7 +269,7 @@ class Tailer:
         self._done.pop(key, None)
         if done:
             os.close(fd)
-            self._done[key] = _Done(path, fp, st.st_size)
+            self._done[key] = _Done(path, fp, st.st_size, st.st_ctime_ns)
             return
         self.stats.files_opened += 1
         f = _File(key, path, fd, fp, LineSplitter(self.max_line_bytes, offset), st.st_size)
@@ -352,7 +356,7 @@ class Tailer:
             seen.add(key)
             f = self._files.get(key)
             if f is None:
-                if key in self._done:  # a sibling renamed back under the pattern: follow it
+                if self._still_done(key, path, st):  # a sibling renamed back under the pattern
                     start = self._done.pop(key).size
                 else:
                     start = -1 if start_at_end else 0
@@ -385,12 +389,11 @@ class Tailer:
         later, one starting like a known file is a copy (done: a truncation finds it if
         needed), any other was rotated between two looks (created and renamed away): read it.
         """
-        bases: dict[str, set[str]] = {}
+        # Every name the pattern ever matched, so siblings are still watched while the
+        # live file is missing (deleted, or renamed and not yet recreated).
+        bases = self._bases
         for path in matched:
             bases.setdefault(os.path.dirname(path) or ".", set()).add(os.path.basename(path))
-        for f in self._files.values():
-            if f.live:
-                bases.setdefault(os.path.dirname(f.path) or ".", set()).add(os.path.basename(f.path))
         matched_set = set(matched)
         present: set[FileKey] = set()
         for directory, names in bases.items():
@@ -407,7 +410,7 @@ class Tailer:
                     continue
                 key = key_of(st)
                 present.add(key)
-                if not stat.S_ISREG(st.st_mode) or key in self._files or key in self._done:
+                if not stat.S_ISREG(st.st_mode) or key in self._files or self._still_done(key, entry.path, st):
                     continue
                 if not recover:
                     self._mark_done(entry.path, key, st)
@@ -431,6 +434,27 @@ class Tailer:
         for key in [k for k, d in self._done.items() if k not in present and (os.path.dirname(d.path) or ".") in dirs]:
             del self._done[key]
 
+    def _still_done(self, key: FileKey, path: str, st: os.stat_result) -> bool:
+        """Is the file at `path` still the done file remembered under its inode?
+
+        Inode numbers are reused: an unchanged ctime proves it cheaply; otherwise (renamed,
+        or a new file) its first bytes must still match. A remembered empty file proves
+        nothing and is forgotten (reading an empty file again costs nothing).
+        """
+        d = self._done.get(key)
+        if d is None:
+            return False
+        if d.ctime_ns == st.st_ctime_ns:
+            return True
+        if d.fp.length and st.st_size >= d.size:
+            found = self._open_match(path, key, d.fp, d.size)
+            if found is not None:
+                os.close(found[1])
+                self._done[key] = _Done(d.path, d.fp, d.size, st.st_ctime_ns)
+                return True
+        del self._done[key]
+        return False
+
     def _orphan_of(self, path: str, key: FileKey) -> tuple[Fingerprint, int] | None:
         for i, (fp, offset) in enumerate(self._orphans):
             found = self._open_match(path, key, fp, 0)
@@ -444,7 +468,9 @@ class Tailer:
 
         Compared over K = min(fingerprint_bytes, its size) bytes, which the other file
         must have too: a file being read that is still shorter than the candidate (e.g.
-        a fresh log holding a few bytes) is not what the candidate was copied from.
+        a fresh log holding a few bytes) is not what the candidate was copied from. K
+        must hold a whole line (or be the full fingerprint): two logs' first few bytes
+        are often equal, their first lines are not.
         """
         k = min(self.fingerprint_bytes, st.st_size)
         if k == 0:
@@ -457,8 +483,8 @@ class Tailer:
             head = read_prefix(fd, k)
         finally:
             os.close(fd)
-        if len(head) < k:
-            return False
+        if len(head) < k or (k < self.fingerprint_bytes and b"\n" not in head):
+            return False  # a lone unfinished line tells nothing; reading it again is harmless
         for f in self._files.values():
             if f.fd is not None and f.size >= k and read_prefix(f.fd, k) == head:
                 return True
@@ -470,7 +496,7 @@ class Tailer:
         except OSError:
             return
         try:
-            self._done[key] = _Done(path, Fingerprint.of(read_prefix(fd, self.fingerprint_bytes)), st.st_size)
+            self._done[key] = _Done(path, Fingerprint.of(read_prefix(fd, self.fingerprint_bytes)), st.st_size, st.st_ctime_ns)
         finally:
             os.close(fd)
 
@@ -621,9 +647,13 @@ class Tailer:
             if f.split.pending:
                 self.stats.partial_dropped += 1
                 log.warning("unfinished last line dropped", extra=kv(path=f.path, bytes=f.split.pending))
-            log.info("rotated file drained, closing", extra=kv(path=f.path, offset=f.split.offset, ino=f.key[1], size=f.size, idle=f.idle))
+            log.info("rotated file drained, closing", extra=kv(path=f.path, offset=f.split.offset, ino=f.key[1]))
             if not f.gone:
-                self._done[f.key] = _Done(f.path, f.fp, f.split.position)
+                try:
+                    ctime = os.fstat(f.fd).st_ctime_ns if f.fd is not None else -1
+                except OSError:
+                    ctime = -1
+                self._done[f.key] = _Done(f.path, f.fp, f.split.position, ctime)
             self._forget(f)
 
     def _close_fd(self, f: _File) -> None:

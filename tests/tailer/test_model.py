@@ -60,7 +60,8 @@ class World:
         self.polls_since_rotation = 0
         self.deleted_gens: set[int] = set()
         self.seen_size = 0  # size of the live file when the Tailer last looked at it
-        self.looked_at: set[int] = set()  # inodes the Tailer has seen at the path
+        self.path_file = 0  # which file is at the path (a new number each time one is created)
+        self.looked_at: set[int] = set()  # path_file values the Tailer has seen
         self.rotations = 0
         # Lines present before the Tailer starts: expected only when reading from the beginning.
         for _ in range(rng.randrange(0, 5)):
@@ -123,6 +124,8 @@ class World:
     def reopen(self) -> None:
         self.finish_partial()
         os.close(self.fd)
+        if not self.log.exists():
+            self.path_file += 1
         self.fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         if self.fd_deleted or os.fstat(self.fd).st_size == 0:
             self.gen += 1
@@ -147,6 +150,7 @@ class World:
             return
         os.rename(self.log, self.shift_rotated())
         self.log.touch()  # logrotate `create`
+        self.path_file += 1
         self.gen += 1
         self.seen_size = 0
         self.reopen_pending = True
@@ -168,7 +172,7 @@ class World:
         self.fd_gen = self.gen
 
     def delete(self) -> None:
-        if self.reopen_pending or not self.log.exists() or self.log.stat().st_ino not in self.looked_at:
+        if self.reopen_pending or not self.log.exists() or self.path_file not in self.looked_at:
             return
         os.unlink(self.log)
         self.fd_deleted = True
@@ -189,9 +193,8 @@ class World:
     def look(self) -> None:
         self.seen_size = 0
         if self.log.exists():
-            st = self.log.stat()
-            self.seen_size = st.st_size
-            self.looked_at.add(st.st_ino)
+            self.seen_size = self.log.stat().st_size
+            self.looked_at.add(self.path_file)
 
     def checkpoint(self) -> None:
         self.saved = json.loads(json.dumps(self.tailer.checkpoint()))
