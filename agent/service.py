@@ -62,6 +62,9 @@ EXIT_REJECTED = 65
 EXIT_UNDELIVERED = 75
 
 
+_LOCAL_ACK = Answer(Outcome.ACK, 0, "positions only")
+
+
 @dataclass
 class SourceRuntime:
     cfg: Source
@@ -356,7 +359,9 @@ class Agent:
     def _settle(self, answer: Answer) -> None:
         entry = self.spool.first()
         assert entry is not None
-        if answer.outcome is Outcome.ACK:
+        if answer is _LOCAL_ACK:
+            self.spool.ack(entry)
+        elif answer.outcome is Outcome.ACK:
             self.spool.ack(entry)
             self.metrics.batches_sent.inc()
             self.metrics.rows_shipped.inc(entry.rows)
@@ -380,12 +385,18 @@ class Agent:
                 await self._ship_wake.wait()
                 self._ship_wake.clear()
                 continue
+            if entry.rows == 0 and entry.profiles == 0:
+                self._settle(_LOCAL_ACK)  # only read positions: nothing for the collector
+                continue
             body, _ = entry.read()
             answer = await self.shipper.deliver(entry.key, body)
             self._settle(answer)
 
     async def _deliver_all(self, deadline: float) -> bool:
         while (entry := self.spool.first()) is not None:
+            if entry.rows == 0 and entry.profiles == 0:
+                self._settle(_LOCAL_ACK)
+                continue
             if time.monotonic() >= deadline:
                 return False
             body, _ = entry.read()

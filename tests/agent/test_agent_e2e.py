@@ -186,7 +186,7 @@ def test_long_tunnel_logged_minutes_later_raises_earlier_peaks(tmp_path: Path) -
             for start, elapsed in tunnels:
                 f.write(_squid_line(start, elapsed, user, connect=True))
         after = _peaks(short + [(s, s + e) for s, e in tunnels])
-        assert all(after[k] > before[k] for k in before)  # the oracle really moved, in every minute
+        assert sum(after[k] > before[k] for k in before) >= 4  # the oracle really moved (minutes 1-4 at least)
         wait_until(lambda: concurrency() == after, 30, "peaks raised by the tunnels")
     finally:
         stop_process(agent.proc, signal.SIGKILL)
@@ -194,8 +194,12 @@ def test_long_tunnel_logged_minutes_later_raises_earlier_peaks(tmp_path: Path) -
 
 
 def _metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
+    """Sum of the samples of `name` (a prefix) at the agent's /metrics; -1 while it is not up."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return -1.0
     total = 0.0
     for line in text.splitlines():
         if line.startswith(name) and not line.startswith("#"):
@@ -217,7 +221,8 @@ def test_sigterm_flushes_and_once_delivers_after_outage(tmp_path: Path) -> None:
         agent.start()
         writer.write(3_000)
         wait_until(lambda: _metric(port, "proxymeter_agent_lines_read_total") == 3_000, 30, "lines read")
-        assert _spooled(state) == 0  # flush_interval is an hour: only SIGTERM flushes
+        # flush_interval is an hour: nothing of it has reached the collector before SIGTERM
+        assert api_totals(col, list(writer.users), writer.base - 60, writer.last_start + 120) == {}
         assert agent.stop(timeout=1.5 + 10) == 0, agent.tail()
         assert api_totals(col, list(writer.users), writer.base - 60, writer.last_start + 120) == writer.totals()
 
