@@ -1,12 +1,13 @@
 #!/bin/sh
 # Installs the Debian packages a make target needs, only when one is missing.
-# Usage: system-deps.sh test|bench|demo
+# Usage: system-deps.sh test|bench|demo|venv
 set -eu
 case "${1:-test}" in
   test)  want="squid haproxy nginx libnginx-mod-stream dante-server publicsuffix systemd" ;;
   bench) want="goaccess publicsuffix" ;;
   demo)  want="publicsuffix" ;;
-  *) echo "usage: $0 test|bench|demo" >&2; exit 2 ;;
+  venv)  want="python3-venv" ;;  # Debian's python3 has no ensurepip without it
+  *) echo "usage: $0 test|bench|demo|venv" >&2; exit 2 ;;
 esac
 missing=""
 for p in $want; do
