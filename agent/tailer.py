@@ -147,6 +147,7 @@ class Tailer:
         if not globmod.has_magic(pattern):
             self._bases[os.path.dirname(pattern) or "."] = {os.path.basename(pattern)}
         self._limit_logged: set[str] = set()
+        self._start_at_end: set[str] = set()
         # (fingerprint, offset) of content no file holds any more (saved and not found, or
         # truncated): a copy of it showing up as a sibling is read from that offset.
         self._orphans: list[tuple[Fingerprint, int]] = []
@@ -357,10 +358,16 @@ class Tailer:
             f = self._files.get(key)
             if f is None:
                 if self._still_done(key, path, st):  # a sibling renamed back under the pattern
-                    start = self._done.pop(key).size
+                    if self._open_new(path, self._done[key].size):
+                        del self._done[key]
+                elif start_at_end or path in self._start_at_end:
+                    # present at the very first start: a file kept waiting by the open-file
+                    # limit must still start at its end once it gets its turn
+                    self._start_at_end.add(path)
+                    if self._open_new(path, -1):
+                        self._start_at_end.discard(path)
                 else:
-                    start = -1 if start_at_end else 0
-                self._open_new(path, start)
+                    self._open_new(path, 0)
                 continue
             if f.path != path:
                 self.stats.rotations += 1
@@ -420,7 +427,8 @@ class Tailer:
                     if st.st_size > orphan[1]:
                         self.stats.copies_found += 1
                         log.info("copy of saved file found, draining it", extra=kv(path=entry.path, offset=orphan[1]))
-                        self._open_new(entry.path, orphan[1], live=False)
+                        if not self._open_new(entry.path, orphan[1], live=False):
+                            self._orphans.append(orphan)  # retried next poll
                     else:
                         self._mark_done(entry.path, key, st)
                     continue
@@ -559,26 +567,26 @@ class Tailer:
         self._close_fd(victim)  # parked: position kept, reopened when it changes
         return True
 
-    def _open_new(self, path: str, start: int, *, live: bool = True) -> None:
+    def _open_new(self, path: str, start: int, *, live: bool = True) -> bool:
         """Track a new file; start -1 means "after its last complete line"."""
         if not self._room():
             self.stats.open_limit_hits += 1
             if path not in self._limit_logged:
                 self._limit_logged.add(path)
                 log.warning("open file limit reached, file waits", extra=kv(path=path, max_open_files=self.max_open_files))
-            return
+            return False
         self._limit_logged.discard(path)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
             self.stats.read_errors += 1
             log.warning("cannot open file", extra=kv(path=path, error=e))
-            return
+            return False
         st = os.fstat(fd)
         key = key_of(st)
         if key in self._files:  # replaced between stat and open; the next scan sorts it out
             os.close(fd)
-            return
+            return False
         if start < 0:
             window = min(st.st_size, self.max_line_bytes + 1)
             tail_start = st.st_size - window
@@ -589,6 +597,7 @@ class Tailer:
         self._files[key] = f
         self.stats.files_opened += 1
         log.info("file opened", extra=kv(path=path, ino=key[1], offset=start, size=st.st_size))
+        return True
 
     def _reopen(self, f: _File) -> None:
         if not self._room():

@@ -271,3 +271,31 @@ def test_open_file_limit_parks_idle_files_and_loses_nothing(tmp_path: Path) -> N
     assert t.stats.open_limit_hits == 0 or t.stats.files_closed > 0
     assert t.stats.files_closed > 0  # parked to make room
     t.close()
+
+
+def test_glob_matching_rotated_names_follows_the_inode_not_the_name(tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    log.write_bytes(b"a1\n")
+    t = Tailer(str(tmp_path / "access.log*"), read_from="beginning", max_line_bytes=MAX)
+    assert drain(t, 1) == [b"a1"]
+    os.rename(log, tmp_path / "access.log.1")
+    append(tmp_path / "access.log.1", b"a2\n")
+    log.write_bytes(b"b1\n")
+    assert sorted(drain(t, 2)) == [b"a2", b"b1"]  # a1 not read again under its new name
+    assert t.stats.rotations == 1
+    t.close()
+
+
+def test_open_file_limit_keeps_read_from_end_for_files_that_wait(tmp_path: Path) -> None:
+    for name in "abc":
+        (tmp_path / f"{name}.log").write_bytes(f"{name}-old\n".encode())
+    t = Tailer(str(tmp_path / "*.log"), read_from="end", max_line_bytes=MAX, max_open_files=1)
+    got: list[bytes] = []
+    for _ in range(4):
+        got += drain(t, 2)
+    for name in "abc":
+        append(tmp_path / f"{name}.log", f"{name}-new\n".encode())
+    for _ in range(6):
+        got += drain(t, 2)
+    assert sorted(got) == [b"a-new", b"b-new", b"c-new"]
+    t.close()
