@@ -71,7 +71,8 @@ def test_nginx_stream_totals_match_client(origin: Origin, workdir: Path, stack_f
     stack = Stack(workdir, log, "nginx")
     stack_factory.append(stack)
     conf = nginx_config(workdir, ports, origin)
-    proxy = Child("nginx", [binary, "-g", "daemon off;", "-c", str(conf), "-p", str(workdir)], workdir)
+    proxy = Child("nginx", [binary, "-g", "daemon off;", "-c", str(conf), "-p", str(workdir),
+                                   "-e", str(workdir / "nginx-error.log")], workdir)
     stack.children.append(proxy)
     for p in ports.values():
         proxy.wait_port(p)
