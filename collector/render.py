@@ -89,8 +89,8 @@ def latency(p: ChartPlan, buckets: dict[int, Totals], tz: tzinfo) -> Obj:
     out = []
     for i, t in sorted(buckets.items()):
         samples = sum(t.latency.values())
-        if samples == 0 and t.duration_max_ms == 0:
-            continue
+        if samples == 0 and t.duration_max_ms == 0 and t.count == 0:
+            continue  # rows without histograms still list their bucket, with null quantiles
         qs = [histogram.quantile(t.latency, q) for q in (0.5, 0.95, 0.99)]
         out.append(
             {
