@@ -139,7 +139,7 @@ class Procs:
                     proc.popen.wait(10)
 
 
-def collector_toml(root: Path, port: int, tokens: list[dict[str, Any]], extra: str = "") -> str:
+def collector_toml(root: Path, port: int, tokens: list[dict[str, Any]], storage: str = "") -> str:
     blocks = []
     for tok in tokens:
         lines = [f'name = "{tok["name"]}"', f'role = "{tok["role"]}"', f'sha256 = "{tok["sha256"]}"']
@@ -148,7 +148,7 @@ def collector_toml(root: Path, port: int, tokens: list[dict[str, Any]], extra: s
         blocks.append("[[auth.tokens]]\n" + "\n".join(lines) + "\n")
     return (
         f'[server]\nlisten = "127.0.0.1:{port}"\nshutdown_timeout = 2.0\n\n'
-        f'[storage]\npath = "{root / "collector.db"}"\nsynchronous = "normal"\n\n' + extra + "\n" + "\n".join(blocks)
+        f'[storage]\npath = "{root / "collector.db"}"\nsynchronous = "normal"\n{storage}\n' + "\n".join(blocks)
     )
 
 
@@ -175,14 +175,14 @@ class Collector:
 
 
 def start_collector(procs: Procs, root: Path, extra_tokens: list[dict[str, Any]] = (),  # type: ignore[assignment]
-                    env: dict[str, str] | None = None) -> Collector:
+                    env: dict[str, str] | None = None, storage: str = "") -> Collector:
     port = free_port()
     admin, admin_sha = new_token()
     agent, agent_sha = new_token()
     tokens = [{"name": "admin", "role": "admin", "sha256": admin_sha},
               {"name": "agents", "role": "agent", "sha256": agent_sha}, *extra_tokens]
     config = root / "collector.toml"
-    config.write_text(collector_toml(root, port, tokens))
+    config.write_text(collector_toml(root, port, tokens, storage))
     proc = procs.start("collector", ["-m", "collector", "serve", "--config", str(config)], env)
     base = f"http://127.0.0.1:{port}"
 
