@@ -17,18 +17,24 @@ Strategy (sync I/O; the service calls `poll()` from its loop and decides the int
   A rotated-away file is closed once it was at its end for `rotated_idle_polls` polls in
   a row (a writer that has not reopened yet may still append to it meanwhile).
 - Siblings: files in a watched file's directory named like its rotations
-  (`access.log.1`, `access.log-20240101`; not compressed ones) are remembered as "done"
-  when first seen, so they are never read as new. After a restart, a sibling that is not
-  in the checkpoint was rotated while the agent was not looking (created after the last
-  checkpoint, then renamed away): it is read from the beginning, unless it starts with a
-  saved file's fingerprint (then it is that file's copy, read from the saved offset).
+  (`access.log.1`, `access.log-20240101`; not compressed ones). Those present at the
+  very first start are old: remembered as "done" (kept in the checkpoint, verified by
+  ctime or fingerprint against inode reuse). One that shows up later and is not a file
+  being read is classified: starting with the same first line as a file being read or
+  a done one, it is a copy (done; a truncation finds it if needed); starting with the
+  fingerprint of content no file holds any more (truncated, or saved and not found), it
+  is that content's copy, read from the old offset; otherwise it was created and
+  rotated away between two looks (or while the agent was down): read from 0.
 - `checkpoint()` is pure (no I/O): for every tracked file, the offset after the last line
   returned by poll(). Restoring finds each saved file at its path, else in the same
   directory by dev/inode (+ fingerprint), else by fingerprint alone (a copy); files found
   nowhere are dropped and logged.
 Known limits: copytruncate loses what the writer appends between the copy and the
-truncation (inherent); when the glob itself matches copytruncate copies, a copy is read
-as a new file (point the glob at the live file only).
+truncation (inherent), and a truncation the fingerprint cannot see (the file held fewer
+than `fingerprint_bytes` when last looked at and the new content starts the same) is
+missed; when the glob itself matches copytruncate copies, a copy is read as a new file
+(point the glob at the live file only); a file parked by the open-file limit and
+rotated away before it is reopened is not drained (logged, counted in read_errors).
 """
 
 from __future__ import annotations
