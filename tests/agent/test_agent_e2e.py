@@ -351,3 +351,36 @@ def test_spool_full_pauses_reading_then_resumes(tmp_path: Path) -> None:
     finally:
         stop_process(agent.proc, signal.SIGKILL)
         col.stop()
+
+
+def test_bad_and_too_long_lines_are_counted_and_skipped(tmp_path: Path) -> None:
+    col = Collector(tmp_path / "collector")
+    log_path = tmp_path / "logs" / "access.log"
+    writer = SquidWriter(log_path, base=_base_minute(10), seed=41)
+    port = free_port()
+    cfg = agent_config(tmp_path, col.url, log_path, flush_interval=0.2)
+    cfg.write_text(cfg.read_text()
+                   .replace('metrics_listen = ""', f'metrics_listen = "127.0.0.1:{port}"')
+                   .replace('read_from = "beginning"', 'read_from = "beginning"\nmax_line_bytes = 512'))
+    agent = AgentProc(cfg, tmp_path / "agent.log")
+    try:
+        col.start()
+        good = writer.lines(1_000).splitlines(keepends=True)
+        with open(log_path, "wb") as f:
+            for i, line in enumerate(good):
+                f.write(line)
+                if i % 150 == 0:  # 7 lines that are not squid lines
+                    f.write(b"this is not a squid line\n")
+                if i % 400 == 0:  # 3 lines over max_line_bytes
+                    f.write(b"1795332619.337 43 " + b"x" * 1000 + b"\n")
+        agent.start()
+        wait_until(lambda: _metric(port, "proxymeter_agent_records_total") == 1_000, 30, "records")
+        assert _metric(port, "proxymeter_agent_parse_errors_total") == 7
+        assert _metric(port, "proxymeter_agent_lines_too_long_total") == 3
+        assert _metric(port, "proxymeter_agent_lines_read_total") == 1_007
+        wait_until(lambda: _delivered(col, writer), 30, "the good lines delivered")
+        assert "unparsable lines skipped" in agent.tail()
+        assert agent.stop() == 0
+    finally:
+        stop_process(agent.proc, signal.SIGKILL)
+        col.stop()
