@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.proxies.client import Sent, Truth
+from tests.proxies.client import Sent, Truth, peak as client_peak
 from tests.proxies.stack import Api, user_id_of
 
 Range = tuple[int, int]
@@ -41,6 +41,9 @@ def check_all(api: Api, truth: Truth, bounds: Bounds, *, peaks: dict[str, int], 
         expect(dn_lo <= down <= dn_hi, f"user {name!r}: bytes_received {down}, expected {dn_lo}..{dn_hi}")
         peak = api.peak(uid)
         if name in peaks:
+            # the client's own clock must agree first, or the traffic did not go as planned
+            seen = client_peak([(s.start, s.end) for s in sent])
+            expect(seen == peaks[name], f"user {name!r}: the client itself saw a peak of {seen}, planned {peaks[name]}")
             expect(peak == peaks[name], f"user {name!r}: peak concurrency {peak}, expected {peaks[name]}")
         else:
             expect(1 <= peak <= len(sent), f"user {name!r}: peak {peak} outside 1..{len(sent)}")

@@ -138,7 +138,7 @@ def http_get(
         f"GET {url} HTTP/1.1\r\nHost: {host}\r\n"
         f"{auth_header(user, password, auth_header_name)}User-Agent: proxymeter-test\r\nConnection: close\r\n\r\n"
     ).encode()
-    s = Sent(user=user or "" if log_user is None else log_user, kind="get", target=host, error=error,
+    s = Sent(user=(user or "") if log_user is None else log_user, kind="get", target=host, error=error,
              head_up=len(head), start=time.time())
     try:
         with _connect(proxy) as sock:
@@ -204,7 +204,7 @@ def connect_tunnel(
     log_user: str | None = None,
 ) -> Sent:
     head = (f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth_header(user, password)}\r\n").encode()
-    s = Sent(user=user or "" if log_user is None else log_user, kind="connect", target=target, error=error,
+    s = Sent(user=(user or "") if log_user is None else log_user, kind="connect", target=target, error=error,
              head_up=len(head), start=time.time())
     try:
         with _connect(proxy) as sock:
@@ -245,7 +245,7 @@ def socks5(
     abort_after: int | None = None,
 ) -> Sent:
     """A SOCKS5 CONNECT (RFC 1928), with username/password (RFC 1929) when user is given."""
-    s = Sent(user=user or "" if log_user is None else log_user, kind="socks", target=f"{host}:{port}",
+    s = Sent(user=(user or "") if log_user is None else log_user, kind="socks", target=f"{host}:{port}",
              error=error, start=time.time())
     try:
         with _connect(proxy) as sock:

@@ -98,7 +98,7 @@ def listening_ports() -> set[int]:
     return ports
 
 
-def wait_for(predicate, timeout_s: float, interval_s: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.1) -> bool:
     """Polls predicate() until true or timeout; bounded in time and count."""
     deadline = time.monotonic() + timeout_s
     for _ in range(int(timeout_s / interval_s) + 2):
@@ -130,7 +130,6 @@ def stable_file(path: Path, timeout_s: float = 5.0, quiet_s: float = 0.5) -> Non
         elif time.monotonic() - since >= quiet_s:
             return
         time.sleep(0.1)
-    os.sync()
 
 
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
