@@ -19,6 +19,7 @@ from bench.measure import ProcSampler, median, pick_core, workdir
 from bench.report import Report, Result
 from bench.services import Sink, agent_config, start_agent
 from bench.measure import stop
+from bench.profiles import top_functions
 
 TARGET_CPU = 5.0
 TARGET_RSS = 80.0
@@ -48,8 +49,17 @@ def run(report: Report, quick: bool) -> None:
                           res["rss"] <= TARGET_RSS if target else None))
 
 
-def one(rate: int, keys: int, warm: float, window: float) -> dict:
-    wd = workdir(f"live-{rate}-{keys}")
+    if report.results and any(r.met is False for r in report.results if r.bench == "2 live agent"):
+        dump = workdir("live-profile") / "agent.prof"
+        dump.unlink(missing_ok=True)
+        one(10_000, 100_000, 2.0, 6.0, profile=str(dump))
+        if dump.exists():
+            report.profiles.append(("live agent, 10,000 lines/s, 100,000 keys/min (~20 s, cProfile CPU time of the main thread)",
+                                    top_functions(dump)))
+
+
+def one(rate: int, keys: int, warm: float, window: float, profile: str = "") -> dict:
+    wd = workdir(f"live-{rate}-{keys}" + ("-profile" if profile else ""))
     for old in wd.glob("*"):
         if old.is_file():
             old.unlink()
@@ -58,7 +68,8 @@ def one(rate: int, keys: int, warm: float, window: float) -> dict:
     core = pick_core()
     total_s = warm + 3 * window
     with Sink() as sink:
-        agent = start_agent(wd, agent_config(wd, log, "squid", sink.url, "bench-token"), core=core)
+        agent = start_agent(wd, agent_config(wd, log, "squid", sink.url, "bench-token"), core=core,
+                            profile=profile)
         writer = None
         try:
             time.sleep(1.5)  # let the agent open the file at its end
@@ -88,7 +99,7 @@ def one(rate: int, keys: int, warm: float, window: float) -> dict:
         finally:
             if writer is not None and writer.poll() is None:
                 stop(writer)
-            stop(agent)
+            stop(agent, grace_s=60)
         cpu = [100 * (c1 - c0) / (t1 - t0) for (t0, c0), (t1, c1) in zip(cpu_at, cpu_at[1:])]
         s = sink.stats
         return {"cpu": cpu, "rss": sampler.peak_rss_mib, "written": written, "delivered": s.requests,

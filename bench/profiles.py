@@ -1,6 +1,7 @@
 """cProfile helpers for missed targets: top functions by own time, with percentages.
 
-`profile_ingest` runs in a child (`python -m bench.profiles ingest ...`): it decodes
+`profile_agent` runs `agent.cli.main` (argv after the known options) under cProfile with
+a CPU clock. `profile_ingest` runs in a child (`python -m bench.profiles ingest ...`): it decodes
 msgpack bodies and applies them with the SQLite store's writer *synchronously on the
 main thread*, because cProfile sees only the thread it runs in and the collector does
 its writes on a worker thread.
@@ -56,13 +57,31 @@ def profile_ingest(db: str, bodies: list[bytes], dump: str) -> None:
     asyncio.run(store.close())
 
 
+def profile_agent(dump: str, agent_argv: list[str]) -> int:
+    """The agent's main() under cProfile with a CPU clock, so idle waits cost nothing."""
+    import cProfile
+    import time
+
+    from agent.cli import main as agent_main
+
+    prof = cProfile.Profile(time.process_time)
+    prof.enable()
+    try:
+        return agent_main(agent_argv)
+    finally:
+        prof.disable()
+        prof.dump_stats(dump)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.profiles")
-    ap.add_argument("what", choices=("ingest",))
-    ap.add_argument("--db", required=True)
+    ap.add_argument("what", choices=("ingest", "agent"))
+    ap.add_argument("--db", default="")
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--dump", required=True)
-    args = ap.parse_args(argv)
+    args, rest = ap.parse_known_args(argv)
+    if args.what == "agent":
+        return profile_agent(args.dump, rest)
     from bench.ingest import bodies, make_rows
 
     profile_ingest(args.db, bodies(make_rows(args.rows, seed=3), 10_000, "msgpack"), args.dump)

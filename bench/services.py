@@ -134,11 +134,14 @@ read_from = "end"
 """
 
 
-def start_agent(workdir: Path, config_text: str, core: int | None = None) -> subprocess.Popen:  # type: ignore[type-arg]
+def start_agent(workdir: Path, config_text: str, core: int | None = None,
+                profile: str = "") -> subprocess.Popen:  # type: ignore[type-arg]
+    """`python -m agent run`; with `profile`, under cProfile (dumped when it exits on SIGTERM)."""
     cfg = workdir / "agent.toml"
     cfg.write_text(config_text)
     log = open(workdir / "agent.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--config", str(cfg)], cwd=REPO,
+    prefix = ["-m", "bench.profiles", "agent", "--dump", profile] if profile else ["-m", "agent"]
+    proc = subprocess.Popen([sys.executable, *prefix, "run", "--config", str(cfg)], cwd=REPO,
                             stdout=log, stderr=log, preexec_fn=pin_to(core))
     log.close()
     return proc
