@@ -529,8 +529,10 @@ class Tailer:
             f.idle = 0
             self.stats.deletions += 1
             log.info("file deleted, draining it", extra=kv(path=f.path, offset=f.split.offset, size=f.size))
-        if st.st_size == f.checked and st.st_size >= f.split.position:
-            return
+        if st.st_size == f.checked and f.fp.length == 0:
+            return  # still empty: nothing to compare
+        # The prefix is compared on every poll, even at an unchanged size: copytruncate
+        # followed by writes can bring a file back to the very same size between polls.
         prefix = read_prefix(f.fd, self.fingerprint_bytes)
         up = f.fp.upgrade(prefix, self.fingerprint_bytes) if st.st_size >= f.split.position else None
         if up is None:
