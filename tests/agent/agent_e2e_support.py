@@ -180,24 +180,28 @@ class SquidWriter:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        self._minutes: dict[int, str] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.touch()
 
     def lines(self, n: int) -> bytes:
-        rng = self.rng
+        rnd = self.rng.random
+        users = self.users
+        n_users = len(users)
         out = []
         exp = self.expected
+        minutes = self._minutes
         for _ in range(n):
             i = self.written
             self.written += 1
             start_ms = self.base * 1000 + int(i * self.ms_per_line)
-            uid = self.users[rng.randrange(len(self.users))]
-            oid = uid * 10 + rng.randrange(2)
-            host = f"site{rng.randrange(20)}.example.com"
-            client = f"10.1.0.{rng.randrange(1, 5)}"
-            elapsed = rng.randrange(0, 3000)
-            sent = rng.randrange(100, 5000)
-            kind = rng.randrange(16)
+            uid = users[int(rnd() * n_users)]
+            oid = uid * 10 + int(rnd() * 2)
+            host = f"site{int(rnd() * 20)}.example.com"
+            client = f"10.1.0.{1 + int(rnd() * 4)}"
+            elapsed = int(rnd() * 3000)
+            sent = 100 + int(rnd() * 4900)
+            kind = int(rnd() * 16)
             end_ms = start_ms + elapsed
             stamp = f"{end_ms // 1000}.{end_ms % 1000:03d}"
             user = f"user-{uid}-order-{oid}"
@@ -209,20 +213,24 @@ class SquidWriter:
                     f"HIER_NONE/- text/html {sent} - 3128 ERR_ACCESS_DENIED/-\n"
                 )
             elif kind < 4:
-                recv = rng.randrange(1000, 1_000_000)
+                recv = 1000 + int(rnd() * 999_000)
                 err = 0
                 out.append(
                     f"{stamp} {elapsed:6d} {client} TCP_TUNNEL/200 {recv} CONNECT {host}:443 {user} "
                     f"HIER_DIRECT/203.0.113.7 - {sent} 192.0.2.1 3128 -/-\n"
                 )
             else:
-                recv = rng.randrange(200, 200_000)
+                recv = 200 + int(rnd() * 199_800)
                 err = 0
                 out.append(
                     f"{stamp} {elapsed:6d} {client} TCP_MISS/200 {recv} GET http://{host}/p/{i % 97} {user} "
                     f"HIER_DIRECT/203.0.113.7 text/plain {sent} 192.0.2.1 3128 -/-\n"
                 )
-            key = (uid, minute_str(start_ms // 1000))
+            minute = start_ms // 60_000
+            label = minutes.get(minute)
+            if label is None:
+                label = minutes[minute] = minute_str(minute * 60)
+            key = (uid, label)
             row = exp.get(key)
             if row is None:
                 row = exp[key] = [0, 0, 0, 0]
