@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     logfmt.setup(cfg.agent.log_level)
     _install_uvloop()
     from agent.service import Agent  # the pipeline imports only when running
+    from agent.spool import SpoolError
 
     agent = Agent(cfg, args.config)
     try:
@@ -62,6 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         log.error("config error", extra=kv(error=str(exc)))
         return EXIT_CONFIG
-    except OSError as exc:
+    except (OSError, SpoolError) as exc:
         log.error("agent failed to start", extra=kv(error=f"{type(exc).__name__}: {exc}"))
         return 1

@@ -413,7 +413,9 @@ class Agent:
 
     # -- reload -------------------------------------------------------------------------
     def _reload(self) -> None:
-        assert self.config_path is not None
+        if self.config_path is None:
+            log.warning("SIGHUP ignored: the agent was not started from a config file")
+            return
         sdnotify.notify(sdnotify.RELOADING)
         try:
             new = config_mod.load(self.config_path)
