@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +22,7 @@ import aiohttp
 import msgpack
 import json
 
-from bench.measure import MIB, median, workdir
+from bench.measure import MIB, median, run_child, workdir
 from bench.report import Report, Result
 from bench.services import db_files, dir_size, start_collector
 
@@ -86,7 +87,7 @@ async def send_all(url: str, token: str, payloads: list[bytes], ctype: str) -> f
 
 def run(report: Report, quick: bool) -> None:
     wd = workdir("ingest")
-    n_rows = 40_000 if quick else 400_000
+    n_rows = 40_000 if quick else 200_000
     rows = make_rows(n_rows, seed=3)
     cases = [(enc, size) for enc in ("msgpack", "json") for size in (1000, 10_000)]
     payloads = {c: bodies(rows, c[1], c[0]) for c in cases}
@@ -114,5 +115,17 @@ def run(report: Report, quick: bool) -> None:
         report.add(Result("3 ingest", f"{case[0]}, {case[1]:,} rows/body, {SENDERS} senders",
                           f"{r:,.0f} rows/s", f">= {TARGET:,} rows/s", r >= TARGET,
                           note=f"{n_rows:,} rows per run; body {body / 1024:,.0f} KiB"))
+    if any(median(v) < TARGET for v in rates.values()):
+        db = wd / "profile.db"
+        for p in db_files(db):
+            p.unlink(missing_ok=True)
+        dump = wd / "ingest.prof"
+        child = run_child([sys.executable, "-m", "bench.profiles", "ingest", "--db", str(db), "--rows",
+                           str(min(n_rows, 100_000)), "--dump", str(dump)])
+        report.profiles.append((f"ingest: decode_body + SQLite Store write of {min(n_rows, 100_000):,} rows in "
+                                "msgpack bodies of 10,000 (synchronous, in-process, no HTTP)",
+                                child.stdout.decode()))
+        for p in db_files(db):
+            p.unlink(missing_ok=True)
     report.add(Result("3 ingest", "SQLite store size per million minute-rows", f"{median(sizes):,.0f} MiB",
                       note="file size after the collector stopped, rollups included"))
