@@ -17,6 +17,9 @@ import time
 from datetime import timezone
 
 
+STAGES = ("read", "parse", "enrich", "aggregate", "encode")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.replay")
     ap.add_argument("--format", required=True)
@@ -24,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flush-s", type=float, default=10.0)
     ap.add_argument("--poll-bytes", type=int, default=4 << 20)
     ap.add_argument("--profile", default="")
+    ap.add_argument("--upto", choices=STAGES, default="encode",
+                    help="stop the pipeline after this stage (to see what each stage costs)")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -44,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"lines": 0, "bytes": 0, "parse_errors": 0, "records": 0, "rows": 0, "profiles": 0,
            "batches": 0, "wire_bytes": 0, "setup_s": setup_s}
     flush_ms = int(args.flush_s * 1000)
+    upto = STAGES.index(args.upto)
 
     def pipeline() -> None:
         parse = parser.parse
@@ -57,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
                 break
             for chunk in chunks:
                 lines += len(chunk.lines)
+                if upto == 0:
+                    nbytes += sum(map(len, chunk.lines)) + len(chunk.lines)
+                    continue
                 for line in chunk.lines:
                     nbytes += len(line) + 1
                     try:
@@ -67,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
                     if rec is None:
                         continue
                     records += 1
+                    if upto < 2:
+                        continue
                     enrich(rec)
+                    if upto < 3:
+                        continue
                     add(rec)
                     # log time: squid stamps the end, so end_ms is the clock of the file
                     now = rec.start_ms + rec.duration_ms
@@ -80,12 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         out.update(lines=lines, bytes=nbytes, parse_errors=errors, records=records)
 
     def flush(now_ms: int) -> None:
+        if upto < 3:
+            return
         batch = agg.drain(now_ms)
         if batch.rows or batch.profiles:
             out["batches"] += 1
             out["rows"] += len(batch.rows)
             out["profiles"] += len(batch.profiles)
-            out["wire_bytes"] += len(encode_msgpack(batch))
+            if upto >= 4:
+                out["wire_bytes"] += len(encode_msgpack(batch))
 
     start = time.perf_counter()
     if args.profile:

@@ -16,6 +16,7 @@ from pathlib import Path
 from bench import corpus
 from bench.measure import MIB, median, pick_core, python, run_child, workdir
 from bench.profiles import top_functions
+from bench.replay import STAGES
 from bench.report import Report, Result
 
 GOACCESS_FORMAT = "%x.%^ %~%L %h %^/%s %b %m %U %e %^/%^ %M"
@@ -29,8 +30,8 @@ def goaccess_argv(path: Path, report_json: Path) -> list[str]:
             "--time-format=%s", "--no-progress", "--no-global-config", "-o", str(report_json)]
 
 
-def replay_argv(fmt: str, path: Path, profile: str = "") -> list[str]:
-    argv = [python(), "-m", "bench.replay", "--format", fmt, "--path", str(path)]
+def replay_argv(fmt: str, path: Path, profile: str = "", upto: str = "encode") -> list[str]:
+    argv = [python(), "-m", "bench.replay", "--format", fmt, "--path", str(path), "--upto", upto]
     return argv + (["--profile", profile] if profile else [])
 
 
@@ -107,11 +108,30 @@ def run(report: Report, quick: bool) -> None:
                                f"{r['bytes'] / max(1, r['wire_bytes']):,.1f}x smaller than the log; "
                                f"log rate 2,000 lines/s"))
 
+    stages(report, files, core)
     for fmt, runs in ours.items():
         lps = median([r["lines"] / r["seconds"] for r in runs])
         if lps < (TARGET_SQUID if fmt == "squid" else TARGET_JSONL):
             report.profiles.append((f"replay of the {fmt} log ({min(n, 300_000):,} lines, cProfile)",
                                     profile(fmt, wd, min(n, 300_000))))
+
+
+def stages(report: Report, files: dict[str, Path], core: int | None) -> None:
+    """Microseconds per line of each stage: the pipeline cut after each stage, 3 runs each,
+    interleaved; a stage's cost is the difference from the previous cut."""
+    for fmt, path in files.items():
+        per_line: dict[str, list[float]] = {s: [] for s in STAGES}
+        for _ in range(3):
+            for stage in STAGES:
+                res = json.loads(run_child(replay_argv(fmt, path, upto=stage), core=core).stdout)
+                per_line[stage].append(res["seconds"] / res["lines"] * 1e6)
+        med = {s: median(v) for s, v in per_line.items()}
+        parts, prev = [], 0.0
+        for s in STAGES:
+            parts.append(f"{s} {med[s] - prev:.2f}")
+            prev = med[s]
+        report.add(Result("1 throughput", f"where the time goes, {fmt} (us per line)", f"total {med['encode']:.2f} us",
+                          note="; ".join(parts) + " (each stage = cut after it minus cut before it)"))
 
 
 def profile(fmt: str, wd: Path, n: int) -> str:
