@@ -98,15 +98,19 @@ def test_collector_down_then_back_catches_up_exactly(tmp_path: Path) -> None:
     col = Collector(tmp_path / "collector")
     log_path = tmp_path / "logs" / "access.log"
     writer = SquidWriter(log_path, base=_base_minute(30), seed=7, ms_per_line=20.0)
+    port = free_port()
     cfg = agent_config(tmp_path, col.url, log_path, flush_interval=0.2)
+    cfg.write_text(cfg.read_text().replace('metrics_listen = ""', f'metrics_listen = "127.0.0.1:{port}"'))
     agent = AgentProc(cfg, tmp_path / "agent.log")
     state = tmp_path / "state"
     try:
         agent.start()  # collector not started yet
         writer.write(20_000)
+        wait_until(lambda: _metric(port, "proxymeter_agent_lines_read_total") == 20_000, 30, "lines read")
         wait_until(lambda: _spooled(state) >= 1, 30, "batches in the spool while the collector is down")
         writer.write(10_000)
         wait_until(lambda: _spooled(state) >= 2, 30, "more batches spooled")
+        assert _metric(port, "proxymeter_agent_batches_retried_total") >= 1
         col.start()
         wait_until(lambda: _delivered(col, writer), 60, "the agent to catch up", step=0.3)
         wait_until(lambda: _spooled(state) == 0, 30, "an empty spool")
