@@ -108,7 +108,8 @@ def run(report: Report, quick: bool) -> None:
                                f"{r['bytes'] / max(1, r['wire_bytes']):,.1f}x smaller than the log; "
                                f"log rate 2,000 lines/s"))
 
-    stages(report, files, core)
+    small = min(n, 200_000)
+    stages(report, {fmt: corpus.write_file(wd / f"{fmt}-{small}.log", fmt, small) for fmt in files}, core)
     for fmt, runs in ours.items():
         lps = median([r["lines"] / r["seconds"] for r in runs])
         if lps < (TARGET_SQUID if fmt == "squid" else TARGET_JSONL):
@@ -120,6 +121,7 @@ def stages(report: Report, files: dict[str, Path], core: int | None) -> None:
     """Microseconds per line of each stage: the pipeline cut after each stage, 3 runs each,
     interleaved; a stage's cost is the difference from the previous cut."""
     for fmt, path in files.items():
+        small = sum(1 for _ in open(path, "rb"))
         per_line: dict[str, list[float]] = {s: [] for s in STAGES}
         for _ in range(3):
             for stage in STAGES:
@@ -130,7 +132,7 @@ def stages(report: Report, files: dict[str, Path], core: int | None) -> None:
         for s in STAGES:
             parts.append(f"{s} {med[s] - prev:.2f}")
             prev = med[s]
-        report.add(Result("1 throughput", f"where the time goes, {fmt} (us per line)", f"total {med['encode']:.2f} us",
+        report.add(Result("1 throughput", f"where the time goes, {fmt} (us per line, {small:,}-line file)", f"total {med['encode']:.2f} us",
                           note="; ".join(parts) + " (each stage = cut after it minus cut before it)"))
 
 
