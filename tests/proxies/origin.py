@@ -1,7 +1,9 @@
 """The local origin the proxies talk to: everything on 127.0.0.1, all in threads.
 
 - HTTP: `GET /size/<n>` answers exactly n body bytes; `GET /slow/<ms>` waits ms
-  milliseconds, then answers a small body. Bodies are known to the byte, so the test
+  milliseconds, then answers a small body; `GET /stall/<n>` announces n body bytes,
+  sends STALL_PREFIX of them and then stalls (up to STALL_S) before the rest, so a client
+  that hangs up early always does so mid-transfer, whatever the socket buffers hold. Bodies are known to the byte, so the test
   knows what a proxy should have logged.
 - TCP echo: sends back everything it reads until the client closes (tunnel target).
 - A closed port: bound once and released without listen(), so connecting is refused.
@@ -23,6 +25,8 @@ SLOW_BODY = b"slow-ok\n"
 MAX_SIZE = 8 * 1024 * 1024  # refuse anything bigger: every test transfer is bounded
 MAX_SLOW_MS = 10_000
 CHUNK = 64 * 1024
+STALL_PREFIX = 128 * 1024
+STALL_S = 8.0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -45,13 +49,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if kind == "size" and 0 <= value <= MAX_SIZE:
             self._answer(200, None, size=value)
+        elif kind == "stall" and STALL_PREFIX <= value <= MAX_SIZE:
+            self._answer(200, None, size=value, stall_after=STALL_PREFIX)
         elif kind == "slow" and 0 <= value <= MAX_SLOW_MS:
             time.sleep(value / 1000)
             self._answer(200, SLOW_BODY)
         else:
             self._answer(404, b"not found\n")
 
-    def _answer(self, status: int, body: bytes | None, size: int = 0) -> None:
+    def _answer(self, status: int, body: bytes | None, size: int = 0, stall_after: int | None = None) -> None:
         length = len(body) if body is not None else size
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
@@ -68,6 +74,10 @@ class _Handler(BaseHTTPRequestHandler):
                 n = min(left, CHUNK)
                 self.wfile.write(block[:n])
                 left -= n
+                if stall_after is not None and size - left >= stall_after:
+                    self.wfile.flush()
+                    time.sleep(STALL_S)  # bounded; the proxy has usually hung up by now
+                    stall_after = None
         except (BrokenPipeError, ConnectionResetError):
             pass  # the aborting client: expected
 

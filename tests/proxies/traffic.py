@@ -10,7 +10,8 @@ one by one, and the concurrency peaks are known exactly:
 - BADAUTH a known user with a wrong password;
 - LONG    one tunnel held open longer than two agent flush intervals, alone: peak 1;
 - GUEST   a name matching no user pattern (goes to the default user), one normal GET
-          and one download it aborts after 64 KiB.
+          and one download it aborts after 64 KiB (from the origin's stalling endpoint, so
+          the hang-up always comes while the proxy is still waiting for the body).
 The three groups run at the same time (sequential group, burst, long tunnel), so a run
 takes about as long as its longest request.
 """
@@ -77,7 +78,7 @@ def http_proxy(truth: C.Truth, proxy: tuple[str, int], origin: Origin, *, connec
         get(SPACE, f"http://{o}/size/2000")
         get(BADAUTH, f"http://{o}/size/10", password="wrong", error=expect.auth)
         get(GUEST, f"http://{o}/size/10")
-        get(GUEST, f"http://{o}/size/{ABORT_SIZE}", abort_after=ABORT_AFTER, error=expect.aborted)
+        get(GUEST, f"http://{o}/stall/{ABORT_SIZE}", abort_after=ABORT_AFTER, error=expect.aborted)
         if connect:
             for n in TUNNEL_PAYLOADS:
                 C.connect_tunnel(truth, proxy, f"127.0.0.1:{origin.echo_port}", user=TUNNEL,
