@@ -72,7 +72,7 @@ def stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM
 class Collector:
     """`python -m collector serve` on a SQLite file in `root`; restartable on the same port/db."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, max_body_bytes: int | None = None) -> None:
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -85,6 +85,7 @@ class Collector:
 [server]
 listen = "127.0.0.1:{self.port}"
 log_level = "warning"
+{f"max_body_bytes = {max_body_bytes}" if max_body_bytes else ""}
 
 [storage]
 backend = "sqlite"

@@ -250,12 +250,44 @@ def test_sigterm_flushes_and_once_delivers_after_outage(tmp_path: Path) -> None:
         col.stop()
 
 
-def test_once_with_rejected_token_dead_letters_and_exits_65(tmp_path: Path) -> None:
+def test_wrong_token_is_retried_not_dead_lettered_then_delivered_once_fixed(tmp_path: Path) -> None:
+    """401 is the operator's mistake, not the batch's: --once keeps retrying until
+    once_timeout, exits 75 with the batch still spooled, and the next run with the right
+    token delivers it exactly once."""
     col = Collector(tmp_path / "collector")
     log_path = tmp_path / "logs" / "access.log"
     writer = SquidWriter(log_path, base=_base_minute(5), seed=5)
-    cfg = agent_config(tmp_path, col.url, log_path)
+    cfg = agent_config(tmp_path, col.url, log_path, once_timeout=2.0)
+    good_token = (tmp_path / "agent.token").read_text()
     (tmp_path / "agent.token").write_text("not-a-valid-token\n")
+    agent = AgentProc(cfg, tmp_path / "agent.log")
+    dead_dir = tmp_path / "state" / "spool" / "dead-letter"
+    try:
+        col.start()
+        writer.write(500)
+        proc = agent.start("--once")
+        assert proc.wait(60) == 75, agent.tail()
+        assert _spooled(tmp_path / "state") == 1
+        assert not list(dead_dir.glob("*.batch"))
+        assert "refused the agent's token or URL" in agent.tail() and "status=401" in agent.tail()
+        assert api_totals(col, list(writer.users), writer.base - 60, writer.last_start + 120) == {}
+
+        (tmp_path / "agent.token").write_text(good_token)
+        proc = agent.start("--once")
+        assert proc.wait(60) == 0, agent.tail()
+        assert _spooled(tmp_path / "state") == 0
+        assert api_totals(col, list(writer.users), writer.base - 60, writer.last_start + 120) == writer.totals()
+    finally:
+        stop_process(agent.proc, signal.SIGKILL)
+        col.stop()
+
+
+def test_once_with_batch_over_collector_body_limit_dead_letters_and_exits_65(tmp_path: Path) -> None:
+    """413 is about the batch itself: it is set aside with the reason, never resent."""
+    col = Collector(tmp_path / "collector", max_body_bytes=1024)
+    log_path = tmp_path / "logs" / "access.log"
+    writer = SquidWriter(log_path, base=_base_minute(5), seed=5)
+    cfg = agent_config(tmp_path, col.url, log_path)
     agent = AgentProc(cfg, tmp_path / "agent.log")
     try:
         col.start()
@@ -265,8 +297,9 @@ def test_once_with_rejected_token_dead_letters_and_exits_65(tmp_path: Path) -> N
         dead = list((tmp_path / "state" / "spool" / "dead-letter").glob("*.batch"))
         reasons = list((tmp_path / "state" / "spool" / "dead-letter").glob("*.reason"))
         assert len(dead) == 1 and len(reasons) == 1
-        assert '"status": 401' in reasons[0].read_text()
+        assert '"status": 413' in reasons[0].read_text()
         assert "collector rejected batch" in agent.tail()
+        assert _spooled(tmp_path / "state") == 0
         assert api_totals(col, list(writer.users), writer.base - 60, writer.last_start + 120) == {}
     finally:
         stop_process(agent.proc, signal.SIGKILL)
