@@ -1,10 +1,11 @@
-"""proxymeter-agent: `run --config PATH [--once]` and `check --config PATH`.
+"""proxymeter-agent: `run --config PATH [--once]`, `check --config PATH` and
+`redeliver --config PATH` (resend the batches in spool/dead-letter; see agent.redeliver).
 
 Exit statuses: 0 ok; 78 config error (tomlschema.EXIT_CONFIG, also at `run` start, so
 systemd's RestartPreventExitStatus=78 stops a crash loop); for `run --once` 65 when the
 collector rejected a batch (set aside in spool/dead-letter) and 75 when batches were still
 unacknowledged after collector.once_timeout (they stay spooled and are resent next time);
-1 for other start-up failures (state_dir not writable, metrics address in use).
+`redeliver` uses the same 0/65/75; 1 for other start-up failures (state_dir not writable, metrics address in use).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the agent")
     run.add_argument("--config", required=True, help="path to agent.toml")
     run.add_argument("--once", action="store_true", help="read every source to its end, deliver, wait for the ack, exit")
+    red = sub.add_parser("redeliver", help="resend the batches in spool/dead-letter (after fixing the cause)")
+    red.add_argument("--config", required=True, help="path to agent.toml")
     chk = sub.add_parser("check", help="validate the config and exit (0 ok, 78 error)")
     chk.add_argument("--config", required=True, help="path to agent.toml")
     return p
@@ -54,8 +57,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logfmt.setup(cfg.agent.log_level)
     _install_uvloop()
-    from agent.service import Agent  # the pipeline imports only when running
     from agent.spool import SpoolError
+
+    if args.command == "redeliver":
+        from agent.redeliver import redeliver
+
+        try:
+            return asyncio.run(redeliver(cfg)).exit_status
+        except (OSError, SpoolError) as exc:
+            log.error("redeliver failed", extra=kv(error=f"{type(exc).__name__}: {exc}"))
+            return 1
+    from agent.service import Agent  # the pipeline imports only when running
 
     agent = Agent(cfg, args.config)
     try:

@@ -4,12 +4,10 @@ One attempt (`send`) maps the collector's answer to an Outcome:
     204 / 2xx                          -> ACK
     5xx, 408, 429, connection errors,
     timeouts                           -> RETRY (with the Retry-After it sent, if any)
-    401, 403, 404                      -> RETRY, logged as errors: a wrong token, role or
-                                          URL is the operator's to fix (SIGHUP reloads them),
-                                          and the batch itself is fine, so it must not be
-                                          set aside where nobody would resend it
-    any other 4xx (400, 413, ...)      -> REJECT (with the collector's reason): the batch
-                                          itself is unacceptable, resending cannot help
+    any other 4xx (400, 401, 403, 413) -> REJECT (with the collector's reason); the batch
+                                          is set aside in spool/dead-letter, and
+                                          `proxymeter-agent redeliver` resends it once
+                                          the cause (a wrong token, say) is fixed
 `deliver` repeats `send` until ACK or REJECT, sleeping per agent.backoff between
 attempts; it never gives up on a retriable error unless a deadline is passed (used by
 `run --once`, which must end).
@@ -36,7 +34,6 @@ log = logging.getLogger(__name__)
 
 INGEST_PATH = "/analytics/ingest"
 USER_AGENT = "proxymeter-agent"
-CONFIG_ERRORS = frozenset({401, 403, 404})  # retried: see the module docstring
 
 
 class Outcome(Enum):
@@ -60,8 +57,6 @@ def classify(status: int, body: bytes, retry_after: str | None, now: float) -> A
     reason = _reason(body)
     if status >= 500 or status in (408, 429):
         return Answer(Outcome.RETRY, status, reason, backoff.parse_retry_after(retry_after, now))
-    if status in CONFIG_ERRORS:
-        return Answer(Outcome.RETRY, status, reason)
     return Answer(Outcome.REJECT, status, reason)
 
 
@@ -145,10 +140,8 @@ class Shipper:
                 return answer
             wait = backoff.delay(attempt, self.rand(), cap=self.max_retry_delay, retry_after=answer.retry_after)
             if attempt == 0 or attempt % 10 == 0:
-                log.log(
-                    logging.ERROR if answer.status in CONFIG_ERRORS else logging.WARNING,
-                    "collector refused the agent's token or URL, will retry (check collector.url and the token)"
-                    if answer.status in CONFIG_ERRORS else "collector not accepting batch, will retry",
+                log.warning(
+                    "collector not accepting batch, will retry",
                     extra=kv(key=key, status=answer.status, reason=answer.reason, attempt=attempt + 1, wait_s=round(wait, 2)),
                 )
             if self.on_retry is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from agent_e2e_support import (
+    REPO,
     AgentProc,
     Collector,
     SquidWriter,
@@ -25,6 +28,7 @@ from agent_e2e_support import (
     free_port,
     iso,
     minute_str,
+    _env,
     stop_process,
     wait_until,
 )
@@ -250,14 +254,17 @@ def test_sigterm_flushes_and_once_delivers_after_outage(tmp_path: Path) -> None:
         col.stop()
 
 
-def test_wrong_token_is_retried_not_dead_lettered_then_delivered_once_fixed(tmp_path: Path) -> None:
-    """401 is the operator's mistake, not the batch's: --once keeps retrying until
-    once_timeout, exits 75 with the batch still spooled, and the next run with the right
-    token delivers it exactly once."""
+def _redeliver(cfg: Path, log: Path) -> int:
+    with open(log, "ab") as logf:
+        return subprocess.run([sys.executable, "-m", "agent", "redeliver", "--config", str(cfg)], cwd=REPO,
+                              env=_env(), stdout=logf, stderr=subprocess.STDOUT, timeout=60).returncode
+
+
+def test_rejected_token_dead_letters_exits_65_and_redeliver_applies_it_once(tmp_path: Path) -> None:
     col = Collector(tmp_path / "collector")
     log_path = tmp_path / "logs" / "access.log"
     writer = SquidWriter(log_path, base=_base_minute(5), seed=5)
-    cfg = agent_config(tmp_path, col.url, log_path, once_timeout=2.0)
+    cfg = agent_config(tmp_path, col.url, log_path)
     good_token = (tmp_path / "agent.token").read_text()
     (tmp_path / "agent.token").write_text("not-a-valid-token\n")
     agent = AgentProc(cfg, tmp_path / "agent.log")
@@ -266,16 +273,29 @@ def test_wrong_token_is_retried_not_dead_lettered_then_delivered_once_fixed(tmp_
         col.start()
         writer.write(500)
         proc = agent.start("--once")
-        assert proc.wait(60) == 75, agent.tail()
-        assert _spooled(tmp_path / "state") == 1
-        assert not list(dead_dir.glob("*.batch"))
-        assert "refused the agent's token or URL" in agent.tail() and "status=401" in agent.tail()
+        assert proc.wait(60) == 65, agent.tail()
+        dead = list(dead_dir.glob("*.batch"))
+        reasons = list(dead_dir.glob("*.reason"))
+        assert len(dead) == 1 and len(reasons) == 1
+        assert '"status": 401' in reasons[0].read_text()
+        assert "collector rejected batch" in agent.tail()
         assert api_totals(col, list(writer.users), writer.base - 60, writer.last_start + 120) == {}
 
+        # still the wrong token: rejected again, kept, reason rewritten
+        reasons[0].write_text("{}")
+        assert _redeliver(cfg, tmp_path / "redeliver.log") == 65
+        assert list(dead_dir.glob("*.batch")) == dead and '"status": 401' in reasons[0].read_text()
+        saved = dead[0].read_bytes()
+        # the token fixed: applied, files gone; a second run finds nothing and changes nothing
         (tmp_path / "agent.token").write_text(good_token)
-        proc = agent.start("--once")
-        assert proc.wait(60) == 0, agent.tail()
-        assert _spooled(tmp_path / "state") == 0
+        assert _redeliver(cfg, tmp_path / "redeliver.log") == 0, (tmp_path / "redeliver.log").read_text()
+        assert list(dead_dir.iterdir()) == []
+        assert api_totals(col, list(writer.users), writer.base - 60, writer.last_start + 120) == writer.totals()
+        # the same batch once more (as after a crash between the ack and the delete): its
+        # original key makes the collector answer 204 without applying it again
+        dead[0].write_bytes(saved)
+        assert _redeliver(cfg, tmp_path / "redeliver.log") == 0
+        assert list(dead_dir.iterdir()) == []
         assert api_totals(col, list(writer.users), writer.base - 60, writer.last_start + 120) == writer.totals()
     finally:
         stop_process(agent.proc, signal.SIGKILL)
@@ -283,7 +303,7 @@ def test_wrong_token_is_retried_not_dead_lettered_then_delivered_once_fixed(tmp_
 
 
 def test_once_with_batch_over_collector_body_limit_dead_letters_and_exits_65(tmp_path: Path) -> None:
-    """413 is about the batch itself: it is set aside with the reason, never resent."""
+    """413: set aside with the collector's reason, counted, never resent by `run`."""
     col = Collector(tmp_path / "collector", max_body_bytes=1024)
     log_path = tmp_path / "logs" / "access.log"
     writer = SquidWriter(log_path, base=_base_minute(5), seed=5)
@@ -298,7 +318,6 @@ def test_once_with_batch_over_collector_body_limit_dead_letters_and_exits_65(tmp
         reasons = list((tmp_path / "state" / "spool" / "dead-letter").glob("*.reason"))
         assert len(dead) == 1 and len(reasons) == 1
         assert '"status": 413' in reasons[0].read_text()
-        assert "collector rejected batch" in agent.tail()
         assert _spooled(tmp_path / "state") == 0
         assert api_totals(col, list(writer.users), writer.base - 60, writer.last_start + 120) == {}
     finally:

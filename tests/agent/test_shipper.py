@@ -115,8 +115,8 @@ async def test_connection_refused_retries_until_deadline() -> None:
 
 @pytest.mark.parametrize(
     "status,outcome",
-    [(200, Outcome.ACK), (204, Outcome.ACK), (400, Outcome.REJECT), (401, Outcome.RETRY), (403, Outcome.RETRY),
-     (413, Outcome.REJECT), (404, Outcome.RETRY), (422, Outcome.REJECT), (408, Outcome.RETRY), (429, Outcome.RETRY),
+    [(200, Outcome.ACK), (204, Outcome.ACK), (400, Outcome.REJECT), (401, Outcome.REJECT), (403, Outcome.REJECT),
+     (413, Outcome.REJECT), (404, Outcome.REJECT), (408, Outcome.RETRY), (429, Outcome.RETRY),
      (500, Outcome.RETRY), (502, Outcome.RETRY), (503, Outcome.RETRY)],
 )
 def test_classify(status: int, outcome: Outcome) -> None:
