@@ -9,12 +9,29 @@ Strategy
   `strings` dictionary table; the FonProxy dimensions no query filters on (port,
   protocol, ip_out, ip_from, peer_id, worker) are coded together as one `rests` tuple id.
   Id 0 is the empty string. Ids never change, so both sides cache them in memory.
-- Tables: `m` one row per (minute, user, order, domain, error, rest); rollups `h` (UTC
-  hour) and `d` (UTC day) per (start, user, order, domain, error) with first/last minute
-  seen. All are WITHOUT ROWID tables whose primary key leads with time. Every ingest
-  upserts the minute rows AND the rollups in the same transaction as its idempotency
-  key, pre-merging the batch in memory first, so the rollups always equal the minute
-  rows they summarise (a test checks this) and long ranges never read minute rows.
+- `m` holds one row per (minute, user, order, domain, error, rest). Every other row
+  table is a rollup of `m`, kept equal to it in the same transaction as each ingest (a
+  test checks every one against sums computed from `m`), at three levels (suffix or
+  name: minute, UTC hour, UTC day) so a long range reads few rows:
+    h, d        per (order, start, user, domain, error), primary key led by the order
+                (order-filtered breakdowns read one contiguous range), index on user;
+    t_*         per start: the no-filter charts;
+    o_*         per (order, start): orderId charts;
+    n_*         per (start, domain), index (domain, start): domain charts and the
+                domains/websites breakdowns without a user/order filter;
+    e_*         per (start, error, domain) for error rows: the errors breakdown.
+  A query with no filter, only orderId or only domain reads t/o/n/e; any other filter
+  combination reads h/d (or `m` for minute spans). Hour/day rollups carry the first
+  and last minute seen (websites' first/last visit).
+- Ingest is set-based: the batch's rows are bound once into an in-memory temp table and
+  every rollup is derived from it (or from a smaller temp delta derived from it) with
+  INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE, so the per-row work runs in
+  SQLite's C code; latency histograms (msgpack maps) are merged by the `hist_sum`
+  aggregate and the `hist_merge` scalar function.
+- Concurrent ingests are group-committed: the writer takes every batch waiting for it and
+  applies them in one transaction, each inside its own SAVEPOINT (a batch that fails
+  rolls back alone and its caller gets the error); each caller is answered only after
+  the COMMIT, so an acknowledged batch is on disk as far as `synchronous` promises.
 - Concurrency profiles: per (minute, level, user, order) the per-second active counts
   summed over workers (`conc_m.secs`, 60 int64 little-endian) and their peak, at four
   filter levels: 0 all, 1 user, 2 order, 3 user+order. A delta adds to the seconds and
@@ -34,6 +51,7 @@ import threading
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,13 +67,141 @@ from collector.store import StoreError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_COUNTERS = "count, bytes_sent, bytes_received, error_count, duration_ms, conn_ms, max_concurrency, duration_max_ms"
+_SUMS = ("count", "bytes_sent", "bytes_received", "error_count", "duration_ms", "conn_ms")
+_MAXES = ("max_concurrency", "duration_max_ms")
+_COUNTERS = ", ".join(_SUMS + _MAXES)
 _COUNTER_COLS = """count INTEGER NOT NULL, bytes_sent INTEGER NOT NULL, bytes_received INTEGER NOT NULL,
     error_count INTEGER NOT NULL, duration_ms INTEGER NOT NULL, conn_ms INTEGER NOT NULL,
     max_concurrency INTEGER NOT NULL, duration_max_ms INTEGER NOT NULL"""
 
 
-def _rollup_ddl(name: str) -> str:
+@dataclass(frozen=True)
+class Table:
+    """A row table: its key columns (the primary key, in order), its time level, and
+    whether it keeps first/last minute seen (hour/day levels) and latency histograms."""
+
+    name: str
+    level: int
+    keys: tuple[str, ...]
+    index: tuple[str, ...] = ()
+    latency: bool = True
+
+    @property
+    def spans(self) -> bool:
+        return self.level != MINUTE
+
+    def columns(self) -> list[str]:
+        cols = [*self.keys, *_SUMS, *_MAXES]
+        if self.spans:
+            cols += ["first_ts", "last_ts"]
+        if self.latency:
+            cols.append("latency")
+        return cols
+
+    def ddl(self, temp: bool = False) -> str:
+        defs = [f"{c} INTEGER NOT NULL" for c in self.keys] + [_COUNTER_COLS]
+        if self.spans:
+            defs.append("first_ts INTEGER NOT NULL, last_ts INTEGER NOT NULL")
+        if self.latency:
+            defs.append("latency BLOB")
+        if temp:
+            return f"CREATE TEMP TABLE {self.name} ({', '.join(defs)})"
+        out = f"CREATE TABLE {self.name} ({', '.join(defs)}, PRIMARY KEY ({', '.join(self.keys)})) WITHOUT ROWID"
+        if self.index:
+            out += f";\nCREATE INDEX {self.name}_{self.index[0]} ON {self.name}({', '.join(self.index)})"
+        return out
+
+
+_LEVEL_SUFFIX = {MINUTE: "m", HOUR: "h", DAY: "d"}
+_FULL_KEYS = ("order_id", "ts", "user_id", "domain", "error")
+M = Table("m", MINUTE, ("ts", "user_id", "order_id", "domain", "error", "rest"))
+BASE = {MINUTE: M, HOUR: Table("h", HOUR, _FULL_KEYS, ("user_id", "ts")), DAY: Table("d", DAY, _FULL_KEYS, ("user_id", "ts"))}
+# Families of narrow rollups, one table per level: "t" no filter, "o" orderId,
+# "n" domain (and the domain breakdowns), "e" the errors breakdown.
+FAMILY_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
+    "t": (("ts",), (), True),
+    "o": (("order_id", "ts"), (), True),
+    "n": (("ts", "domain"), ("domain", "ts"), True),
+    "e": (("ts", "error", "domain"), ("domain", "ts"), False),
+}
+FAMILIES: dict[tuple[str, int], Table] = {
+    (fam, level): Table(f"{fam}_{sfx}", level, keys, index, lat)
+    for fam, (keys, index, lat) in FAMILY_KEYS.items()
+    for level, sfx in _LEVEL_SUFFIX.items()
+}
+ROLLUPS: tuple[Table, ...] = (BASE[HOUR], BASE[DAY], *FAMILIES.values())
+
+# In-memory deltas of one ingest: the bound rows, and the smaller deltas most rollups
+# are derived from (fewer rows through the histogram aggregate).
+_B = Table("b", MINUTE, M.keys)
+_XH = Table("xh", HOUR, _FULL_KEYS)
+_XO = Table("xo", MINUTE, ("order_id", "ts"))
+_XN = Table("xn", MINUTE, ("ts", "domain"))
+_TEMPS = (_B, _XH, _XO, _XN)
+
+
+def derive_sql(target: Table, src: Table, *, grouped: bool, where: str = "1", upsert: bool = True) -> str:
+    """INSERT INTO target the rows of src rolled up to target's keys and level."""
+    keys = [f"ts - ts % {target.level}" if k == "ts" and target.level > src.level else k for k in target.keys]
+    first, last = ("first_ts", "last_ts") if src.spans else ("ts", "ts")
+    if grouped:
+        vals = [f"sum({c})" for c in _SUMS] + [f"max({c})" for c in _MAXES]
+        if target.spans:
+            vals += [f"min({first})", f"max({last})"]
+        if target.latency:
+            vals.append("hist_sum(latency)")
+    else:
+        vals = [*_SUMS, *_MAXES]
+        if target.spans:
+            vals += [first, last]
+        if target.latency:
+            vals.append("latency")
+    sql = f"INSERT INTO {target.name} ({', '.join(target.columns())}) SELECT {', '.join(keys + vals)} FROM {src.name} WHERE {where}"
+    if grouped:
+        sql += f" GROUP BY {', '.join(keys)}"
+    if upsert:
+        sets = [f"{c} = {c} + excluded.{c}" for c in _SUMS] + [f"{c} = max({c}, excluded.{c})" for c in _MAXES]
+        if target.spans:
+            sets += ["first_ts = min(first_ts, excluded.first_ts)", "last_ts = max(last_ts, excluded.last_ts)"]
+        if target.latency:
+            sets.append("latency = hist_merge(latency, excluded.latency)")
+        sql += f" ON CONFLICT ({', '.join(target.keys)}) DO UPDATE SET {', '.join(sets)}"
+    return sql
+
+
+def _fam(fam: str, level: int) -> Table:
+    return FAMILIES[(fam, level)]
+
+
+# Statements applying the batch in temp table b to every row table, in order.
+INGEST_SQL: tuple[str, ...] = (
+    derive_sql(M, _B, grouped=False),
+    derive_sql(_XH, _B, grouped=True, upsert=False),
+    derive_sql(BASE[HOUR], _XH, grouped=False),
+    derive_sql(BASE[DAY], _XH, grouped=True),
+    derive_sql(_XO, _B, grouped=True, upsert=False),
+    derive_sql(_fam("o", MINUTE), _XO, grouped=False),
+    *(derive_sql(_fam(f, lvl), _XO, grouped=True) for f in ("t", "o") for lvl in (MINUTE, HOUR, DAY) if (f, lvl) != ("o", MINUTE)),
+    derive_sql(_XN, _B, grouped=True, upsert=False),
+    derive_sql(_fam("n", MINUTE), _XN, grouped=False),
+    derive_sql(_fam("n", HOUR), _XN, grouped=True),
+    derive_sql(_fam("n", DAY), _XN, grouped=True),
+    *(derive_sql(_fam("e", lvl), _B, grouped=True, where="error != 0") for lvl in (MINUTE, HOUR, DAY)),
+)
+_B_INSERT = f"INSERT INTO b ({', '.join(_B.columns())}) VALUES ({','.join('?' * len(_B.columns()))})"
+
+
+def _conc_ddl(name: str, secs: bool) -> str:
+    return f"""
+CREATE TABLE {name} (
+    lvl INTEGER NOT NULL, user_id INTEGER NOT NULL, order_id INTEGER NOT NULL, ts INTEGER NOT NULL,
+    {"secs BLOB NOT NULL," if secs else ""} peak INTEGER NOT NULL,
+    PRIMARY KEY (lvl, user_id, order_id, ts)
+) WITHOUT ROWID;
+"""
+
+
+def _rollup_ddl_v1(name: str) -> str:
     return f"""
 CREATE TABLE {name} (
     ts INTEGER NOT NULL, user_id INTEGER NOT NULL, order_id INTEGER NOT NULL,
@@ -68,14 +214,17 @@ CREATE INDEX {name}_user ON {name}(user_id, ts);
 """
 
 
-def _conc_ddl(name: str, secs: bool) -> str:
-    return f"""
-CREATE TABLE {name} (
-    lvl INTEGER NOT NULL, user_id INTEGER NOT NULL, order_id INTEGER NOT NULL, ts INTEGER NOT NULL,
-    {"secs BLOB NOT NULL," if secs else ""} peak INTEGER NOT NULL,
-    PRIMARY KEY (lvl, user_id, order_id, ts)
-) WITHOUT ROWID;
-"""
+def _migration_2() -> str:
+    """h/d re-keyed by order first; the t/o/n/e families built from the stored minutes."""
+    parts = ["DROP INDEX h_user", "DROP INDEX d_user", "ALTER TABLE h RENAME TO h_v1", "ALTER TABLE d RENAME TO d_v1"]
+    parts += [t.ddl() for t in ROLLUPS]
+    for old, new in (("h_v1", BASE[HOUR]), ("d_v1", BASE[DAY])):
+        cols = ", ".join(new.columns())
+        parts.append(f"INSERT INTO {new.name} ({cols}) SELECT {cols} FROM {old}")
+        parts.append(f"DROP TABLE {old}")
+    for (fam, _level), table in FAMILIES.items():
+        parts.append(derive_sql(table, M, grouped=True, where="error != 0" if fam == "e" else "1", upsert=False))
+    return ";\n".join(parts) + ";\n"
 
 
 MIGRATIONS: tuple[str, ...] = (
@@ -93,48 +242,19 @@ CREATE TABLE m (
     {_COUNTER_COLS}, latency BLOB,
     PRIMARY KEY (ts, user_id, order_id, domain, error, rest)
 ) WITHOUT ROWID;
-{_rollup_ddl("h")}
-{_rollup_ddl("d")}
+{_rollup_ddl_v1("h")}
+{_rollup_ddl_v1("d")}
 {_conc_ddl("conc_m", True)}
 {_conc_ddl("conc_h", False)}
 {_conc_ddl("conc_d", False)}
 CREATE TABLE idem (key TEXT PRIMARY KEY, applied_at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX idem_time ON idem(applied_at);
 """,
+    _migration_2(),
 )
 
-ROW_TABLES = {MINUTE: "m", HOUR: "h", DAY: "d"}
 CONC_TABLES = {MINUTE: "conc_m", HOUR: "conc_h", DAY: "conc_d"}
 _SECS = struct.Struct(f"<{SECONDS_PER_MINUTE}q")
-
-_M_UPSERT = f"""
-INSERT INTO m (ts, user_id, order_id, domain, error, rest, {_COUNTERS}, latency)
-VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
-ON CONFLICT (ts, user_id, order_id, domain, error, rest) DO UPDATE SET
-    count = count + excluded.count, bytes_sent = bytes_sent + excluded.bytes_sent,
-    bytes_received = bytes_received + excluded.bytes_received,
-    error_count = error_count + excluded.error_count, duration_ms = duration_ms + excluded.duration_ms,
-    conn_ms = conn_ms + excluded.conn_ms,
-    max_concurrency = max(max_concurrency, excluded.max_concurrency),
-    duration_max_ms = max(duration_max_ms, excluded.duration_max_ms),
-    latency = hist_merge(latency, excluded.latency)
-"""
-
-
-def _rollup_upsert(table: str) -> str:
-    return f"""
-INSERT INTO {table} (ts, user_id, order_id, domain, error, {_COUNTERS}, first_ts, last_ts, latency)
-VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
-ON CONFLICT (ts, user_id, order_id, domain, error) DO UPDATE SET
-    count = count + excluded.count, bytes_sent = bytes_sent + excluded.bytes_sent,
-    bytes_received = bytes_received + excluded.bytes_received,
-    error_count = error_count + excluded.error_count, duration_ms = duration_ms + excluded.duration_ms,
-    conn_ms = conn_ms + excluded.conn_ms,
-    max_concurrency = max(max_concurrency, excluded.max_concurrency),
-    duration_max_ms = max(duration_max_ms, excluded.duration_max_ms),
-    first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts),
-    latency = hist_merge(latency, excluded.latency)
-"""
 
 
 def _peak_upsert(table: str) -> str:
@@ -167,6 +287,31 @@ def _hist_merge(a: bytes | None, b: bytes | None) -> bytes | None:
     if not b:
         return a
     return hist_pack(histogram.add(hist_unpack(a), hist_unpack(b)))
+
+
+class _HistSum:
+    """SQL aggregate hist_sum(latency): the merged histogram of a group's blobs. A group
+    of one (the common case) returns its blob unchanged, without unpacking it."""
+
+    def __init__(self) -> None:
+        self.blobs: list[bytes] = []
+
+    def step(self, blob: bytes | None) -> None:
+        if blob:
+            self.blobs.append(blob)
+
+    def finalize(self) -> bytes | None:
+        blobs = self.blobs
+        if not blobs:
+            return None
+        if len(blobs) == 1:
+            return blobs[0]
+        acc: histogram.Histogram = {}
+        get = acc.get
+        for blob in blobs:
+            for k, v in msgpack.unpackb(blob, strict_map_key=False).items():
+                acc[k] = get(k, 0) + v
+        return hist_pack(acc)
 
 
 def peak_level(filt: Filter) -> tuple[int, int, int]:
@@ -204,6 +349,9 @@ class SQLiteStore:
         self._readers_lock = threading.Lock()
         self._strings: dict[str, int] = {}
         self._rests: dict[tuple[int, str, str, str, str, str], int] = {}
+        self._pending: list[tuple[Batch, str | None, int, asyncio.Future[bool]]] = []
+        self._pending_lock = threading.Lock()
+        self._drain_scheduled = False
 
     # ---- plumbing -----------------------------------------------------------------
 
@@ -256,8 +404,12 @@ class SQLiteStore:
         con.execute(f"PRAGMA cache_size = -{self.cache_kib}")
         con.execute("PRAGMA journal_size_limit = 67108864")
         con.execute("PRAGMA busy_timeout = 5000")
+        con.execute("PRAGMA temp_store = MEMORY")
         con.create_function("hist_merge", 2, _hist_merge, deterministic=True)
+        con.create_aggregate("hist_sum", 1, _HistSum)  # type: ignore[arg-type]
         self._migrate(con)
+        for t in _TEMPS:
+            con.execute(t.ddl(temp=True))
         self._strings = {s: i for i, s in con.execute("SELECT id, s FROM strings")}
         names = {i: s for s, i in self._strings.items()}
         self._rests = {
@@ -319,32 +471,85 @@ class SQLiteStore:
     # ---- ingest -------------------------------------------------------------------
 
     async def ingest(self, batch: Batch, idempotency_key: str | None, now: int) -> bool:
-        return await self._write(self._ingest, batch, idempotency_key, now)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        with self._pending_lock:
+            self._pending.append((batch, idempotency_key, now, fut))
+            schedule = not self._drain_scheduled
+            self._drain_scheduled = True
+        if schedule:
+            # Batches arriving while the writer is busy wait for one drain: group commit.
+            loop.run_in_executor(self._writer_pool, self._drain, loop)
+        return await fut
 
-    def _ingest(self, batch: Batch, key: str | None, now: int) -> bool:
+    def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._pending_lock:
+            items, self._pending = self._pending, []
+            self._drain_scheduled = False
+        if not items:
+            return
+        try:
+            results = self._ingest_group([(b, k, n) for b, k, n, _ in items])
+        except BaseException as exc:  # the COMMIT itself failed: nothing was stored
+            results = [exc] * len(items)
+        for (_b, _k, _n, fut), res in zip(items, results):
+            if isinstance(res, sqlite3.Error):
+                log.error("sqlite failed", extra=kv(error=str(res), path=self.path))
+                res = StoreError(f"storage error: {res}")
+            loop.call_soon_threadsafe(_settle, fut, res)
+
+    def _ingest_group(self, items: list[tuple[Batch, str | None, int]]) -> list[bool | BaseException]:
+        """Apply batches in one transaction, each in its own savepoint."""
         con = self._w
-        assert con is not None
+        if con is None:
+            raise StoreError("store is not open")
+        results: list[bool | BaseException] = []
         new_strings: list[str] = []
         new_rests: list[tuple[int, str, str, str, str, str]] = []
         con.execute("BEGIN IMMEDIATE")
         try:
-            if key is not None:
-                cur = con.execute("INSERT OR IGNORE INTO idem (key, applied_at) VALUES (?, ?)", (key, now))
-                if cur.rowcount == 0:
-                    con.execute("ROLLBACK")
-                    return False
-            self._ingest_rows(con, batch, new_strings, new_rests)
-            self._ingest_profiles(con, batch)
+            for batch, key, now in items:
+                mark_s, mark_r = len(new_strings), len(new_rests)
+                con.execute("SAVEPOINT batch")
+                try:
+                    results.append(self._ingest_one(con, batch, key, now, new_strings, new_rests))
+                    con.execute("RELEASE batch")
+                except Exception as exc:
+                    con.execute("ROLLBACK TO batch")
+                    con.execute("RELEASE batch")
+                    self._forget(new_strings[mark_s:], new_rests[mark_r:])
+                    del new_strings[mark_s:], new_rests[mark_r:]
+                    results.append(exc)
             con.execute("COMMIT")
         except BaseException:
             if con.in_transaction:
                 con.execute("ROLLBACK")
-            # Ids handed out inside the rolled-back transaction do not exist on disk.
-            for s in new_strings:
-                self._strings.pop(s, None)
-            for r in new_rests:
-                self._rests.pop(r, None)
+            self._forget(new_strings, new_rests)
             raise
+        return results
+
+    def _forget(self, strings: list[str], rests: list[tuple[int, str, str, str, str, str]]) -> None:
+        # Ids handed out inside a rolled-back transaction do not exist on disk.
+        for s in strings:
+            self._strings.pop(s, None)
+        for r in rests:
+            self._rests.pop(r, None)
+
+    def _ingest_one(
+        self,
+        con: sqlite3.Connection,
+        batch: Batch,
+        key: str | None,
+        now: int,
+        new_strings: list[str],
+        new_rests: list[tuple[int, str, str, str, str, str]],
+    ) -> bool:
+        if key is not None:
+            cur = con.execute("INSERT OR IGNORE INTO idem (key, applied_at) VALUES (?, ?)", (key, now))
+            if cur.rowcount == 0:
+                return False
+        self._ingest_rows(con, batch, new_strings, new_rests)
+        self._ingest_profiles(con, batch)
         return True
 
     def _sid(self, con: sqlite3.Connection, s: str, new: list[str]) -> int:
@@ -356,6 +561,19 @@ class SQLiteStore:
             new.append(s)
         return i
 
+    def _rest_id(
+        self, con: sqlite3.Connection, rk: tuple[int, str, str, str, str, str], new_strings: list[str],
+        new_rests: list[tuple[int, str, str, str, str, str]],
+    ) -> int:
+        ids = [self._sid(con, s, new_strings) for s in rk[1:]]
+        rest = con.execute(
+            "INSERT INTO rests (port, protocol, ip_out, ip_from, peer_id, worker) VALUES (?,?,?,?,?,?)", (rk[0], *ids)
+        ).lastrowid
+        assert rest is not None
+        self._rests[rk] = rest
+        new_rests.append(rk)
+        return rest
+
     def _ingest_rows(
         self,
         con: sqlite3.Connection,
@@ -365,8 +583,9 @@ class SQLiteStore:
     ) -> None:
         if not batch.rows:
             return
-        strings, rests = self._strings, self._rests
-        minutes: dict[tuple[int, int, int, int, int, int], list[Any]] = {}
+        strings, rests, pack = self._strings, self._rests, _packer.pack
+        params: list[tuple[Any, ...]] = []
+        append = params.append
         for r in batch.rows:
             d = strings.get(r.domain)
             if d is None:
@@ -377,71 +596,17 @@ class SQLiteStore:
             rk = (r.port, r.protocol, r.ip_out, r.ip_from, r.peer_id, r.worker)
             rest = rests.get(rk)
             if rest is None:
-                ids = [self._sid(con, s, new_strings) for s in rk[1:]]
-                rest = con.execute(
-                    "INSERT INTO rests (port, protocol, ip_out, ip_from, peer_id, worker) VALUES (?,?,?,?,?,?)",
-                    (r.port, *ids),
-                ).lastrowid
-                assert rest is not None
-                rests[rk] = rest
-                new_rests.append(rk)
-            key = (r.ts, r.user_id, r.order_id, d, e, rest)
-            acc = minutes.get(key)
-            if acc is None:
-                minutes[key] = [
-                    r.count, r.bytes_sent, r.bytes_received, r.error_count, r.duration_ms, r.conn_ms,
-                    r.max_concurrency, r.duration_max_ms, dict(r.latency) if r.latency else None,
-                ]  # fmt: skip
-            else:
-                acc[0] += r.count
-                acc[1] += r.bytes_sent
-                acc[2] += r.bytes_received
-                acc[3] += r.error_count
-                acc[4] += r.duration_ms
-                acc[5] += r.conn_ms
-                if r.max_concurrency > acc[6]:
-                    acc[6] = r.max_concurrency
-                if r.duration_max_ms > acc[7]:
-                    acc[7] = r.duration_max_ms
-                if r.latency:
-                    acc[8] = histogram.add(acc[8] or {}, r.latency)
-        con.executemany(_M_UPSERT, [(*k, *v[:8], hist_pack(v[8]) if v[8] else None) for k, v in minutes.items()])
-        hours = self._roll(minutes, HOUR)
-        con.executemany(_rollup_upsert("h"), self._rollup_params(hours))
-        days = self._roll_rollup(hours, DAY)
-        con.executemany(_rollup_upsert("d"), self._rollup_params(days))
-
-    @staticmethod
-    def _roll(
-        minutes: dict[tuple[int, int, int, int, int, int], list[Any]], step: int
-    ) -> dict[tuple[int, int, int, int, int], list[Any]]:
-        out: dict[tuple[int, int, int, int, int], list[Any]] = {}
-        for (ts, u, o, d, e, _rest), v in minutes.items():
-            key = (ts - ts % step, u, o, d, e)
-            acc = out.get(key)
-            if acc is None:
-                out[key] = [*v[:8], ts, ts, dict(v[8]) if v[8] else None]
-            else:
-                _merge_acc(acc, v, ts, ts)
-        return out
-
-    @staticmethod
-    def _roll_rollup(
-        rows: dict[tuple[int, int, int, int, int], list[Any]], step: int
-    ) -> dict[tuple[int, int, int, int, int], list[Any]]:
-        out: dict[tuple[int, int, int, int, int], list[Any]] = {}
-        for (ts, u, o, d, e), v in rows.items():
-            key = (ts - ts % step, u, o, d, e)
-            acc = out.get(key)
-            if acc is None:
-                out[key] = [*v[:10], dict(v[10]) if v[10] else None]
-            else:
-                _merge_acc(acc, v[:8] + [v[10]], v[8], v[9])
-        return out
-
-    @staticmethod
-    def _rollup_params(rows: dict[tuple[int, int, int, int, int], list[Any]]) -> list[tuple[Any, ...]]:
-        return [(*k, *v[:10], hist_pack(v[10]) if v[10] else None) for k, v in rows.items()]
+                rest = self._rest_id(con, rk, new_strings, new_rests)
+            lat = r.latency
+            append((
+                r.ts, r.user_id, r.order_id, d, e, rest, r.count, r.bytes_sent, r.bytes_received, r.error_count,
+                r.duration_ms, r.conn_ms, r.max_concurrency, r.duration_max_ms, pack(lat) if lat else None,
+            ))  # fmt: skip
+        for t in _TEMPS:
+            con.execute(f"DELETE FROM temp.{t.name}")
+        con.executemany(_B_INSERT, params)
+        for sql in INGEST_SQL:
+            con.execute(sql)
 
     def _ingest_profiles(self, con: sqlite3.Connection, batch: Batch) -> None:
         if not batch.profiles:
@@ -478,43 +643,67 @@ class SQLiteStore:
     async def retention(self, now: int) -> dict[str, int]:
         cutoff = floor_to(now - self.retention_days * DAY, MINUTE)
         deleted: dict[str, int] = {}
-        jobs: list[tuple[str, str, int]] = [
-            ("m", "ts", cutoff),
-            ("h", "ts", floor_to(cutoff, HOUR)),
-            ("d", "ts", floor_to(cutoff, DAY)),
-            ("conc_m", "ts", cutoff),
-            ("conc_h", "ts", floor_to(cutoff, HOUR)),
-            ("conc_d", "ts", floor_to(cutoff, DAY)),
-            ("idem", "applied_at", now - max(self.idempotency_days, 7) * DAY),
+        jobs: list[tuple[str, str, int, int]] = [(t.name, "ts", floor_to(cutoff, t.level), max(t.level, HOUR)) for t in (M, *ROLLUPS)]
+        jobs += [
+            ("conc_m", "ts", cutoff, 0),
+            ("conc_h", "ts", floor_to(cutoff, HOUR), 0),
+            ("conc_d", "ts", floor_to(cutoff, DAY), 0),
+            ("idem", "applied_at", now - max(self.idempotency_days, 7) * DAY, 0),
         ]
-        for table, column, before in jobs:
-            # One hour per transaction for time-led tables, so ingests interleave.
+        order_led = {t.name for t in (M, *ROLLUPS) if t.keys[0] == "order_id"}
+        for table, column, before, step in jobs:
+            # Small transactions (an hour or a day of a time-led table, a few orders of
+            # an order-led one), so ingests interleave.
             total = 0
-            while True:
-                n, more = await self._write(self._delete_chunk, table, column, before)
+            after: int | None = -1
+            while after is not None:
+                if table in order_led:
+                    n, after = await self._write(self._delete_orders, table, before, after)
+                else:
+                    n, more = await self._write(self._delete_chunk, table, column, before, step)
+                    after = 0 if more else None
                 total += n
-                if not more:
-                    break
             deleted[table] = total
         if any(deleted.values()):
             log.info("retention applied", extra=kv(**deleted))
         return deleted
 
-    def _delete_chunk(self, table: str, column: str, before: int) -> tuple[int, bool]:
+    def _in_write_tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        con = self._w
+        assert con is not None
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            out = fn(con)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return out
+
+    def _delete_chunk(self, table: str, column: str, before: int, step: int) -> tuple[int, bool]:
         con = self._w
         assert con is not None
         oldest = con.execute(f"SELECT min({column}) FROM {table}").fetchone()[0]
         if oldest is None or oldest >= before:
             return 0, False
-        limit = min(before, oldest + HOUR) if table in ("m", "h", "d") else before
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            n = con.execute(f"DELETE FROM {table} WHERE {column} < ?", (limit,)).rowcount
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+        limit = min(before, oldest + step) if step else before
+        n = self._in_write_tx(lambda c: c.execute(f"DELETE FROM {table} WHERE {column} < ?", (limit,)).rowcount)
         return n, limit < before
+
+    def _delete_orders(self, table: str, before: int, after: int) -> tuple[int, int | None]:
+        """Delete rows before `before` of up to 64 orders above `after` (each a seek)."""
+
+        def run(con: sqlite3.Connection) -> tuple[int, int | None]:
+            n, last = 0, after
+            for _ in range(64):
+                nxt = con.execute(f"SELECT min(order_id) FROM {table} WHERE order_id > ?", (last,)).fetchone()[0]
+                if nxt is None:
+                    return n, None
+                n += con.execute(f"DELETE FROM {table} WHERE order_id = ? AND ts < ?", (nxt, before)).rowcount
+                last = nxt
+            return n, last
+
+        return self._in_write_tx(run)
 
     # ---- queries ------------------------------------------------------------------
 
@@ -550,8 +739,19 @@ class SQLiteStore:
         return names
 
     @staticmethod
-    def _span_cols(level: int) -> str:
-        return "min(ts), max(ts)" if level == MINUTE else "min(first_ts), max(last_ts)"
+    def _family(filt: Filter) -> str | None:
+        """The narrow rollup family answering this filter, None: the full-key tables."""
+        if filt.user_id is not None:
+            return None
+        if filt.order_id is not None:
+            return "o" if filt.domain is None else None
+        return "t" if filt.domain is None else "n"
+
+    @staticmethod
+    def _span_cols(table: Table, grouped: bool) -> str:
+        if not table.spans:
+            return "min(ts), max(ts)" if grouped else "ts, ts"
+        return "min(first_ts), max(last_ts)" if grouped else "first_ts, last_ts"
 
     async def chart(
         self, plan: ChartPlan, filt: Filter, *, with_latency: bool = False, with_peaks: bool = False
@@ -564,7 +764,9 @@ class SQLiteStore:
         if not ok:
             return buckets
         where, args = self._where(filt, domain_id)
+        fam = self._family(filt)
         edges = plan.edges
+        unpack = msgpack.unpackb
 
         def bucket(ts: int) -> Totals:
             i = bisect_right(edges, ts) - 1
@@ -574,18 +776,32 @@ class SQLiteStore:
             return t
 
         for seg in plan.segments:
-            table = ROW_TABLES[seg.level]
-            sql = (
-                f"SELECT ts, sum(count), sum(bytes_sent), sum(bytes_received), sum(error_count), "
-                f"sum(duration_ms), sum(conn_ms), max(max_concurrency), max(duration_max_ms), "
-                f"{self._span_cols(seg.level)} FROM {table} WHERE ts >= ? AND ts < ?{where} GROUP BY ts"
-            )
-            for row in con.execute(sql, (seg.start, seg.end, *args)):
-                bucket(row[0]).add_sums(*row[1:])
-            if with_latency:
-                sql = f"SELECT ts, latency FROM {table} WHERE ts >= ? AND ts < ?{where} AND latency IS NOT NULL"
-                for ts, blob in con.execute(sql, (seg.start, seg.end, *args)):
-                    histogram.add(bucket(ts).latency, hist_unpack(blob))
+            if fam is not None:
+                # One row per minute/hour/day start: no GROUP BY, histograms read in place.
+                table = FAMILIES[(fam, seg.level)]
+                lat = ", latency" if with_latency else ""
+                sql = (
+                    f"SELECT ts, {_COUNTERS}, {self._span_cols(table, False)}{lat} FROM {table.name} "
+                    f"WHERE ts >= ? AND ts < ?{where}"
+                )
+                for row in con.execute(sql, (seg.start, seg.end, *args)):
+                    t = bucket(row[0])
+                    t.add_sums(*row[1:11])
+                    if with_latency and row[11]:
+                        histogram.add(t.latency, unpack(row[11], strict_map_key=False))
+            else:
+                table = BASE[seg.level]
+                sql = (
+                    f"SELECT ts, sum(count), sum(bytes_sent), sum(bytes_received), sum(error_count), "
+                    f"sum(duration_ms), sum(conn_ms), max(max_concurrency), max(duration_max_ms), "
+                    f"{self._span_cols(table, True)} FROM {table.name} WHERE ts >= ? AND ts < ?{where} GROUP BY ts"
+                )
+                for row in con.execute(sql, (seg.start, seg.end, *args)):
+                    bucket(row[0]).add_sums(*row[1:])
+                if with_latency:
+                    sql = f"SELECT ts, latency FROM {table.name} WHERE ts >= ? AND ts < ?{where} AND latency IS NOT NULL"
+                    for ts, blob in con.execute(sql, (seg.start, seg.end, *args)):
+                        histogram.add(bucket(ts).latency, unpack(blob, strict_map_key=False))
             if with_peaks and filt.domain is None:
                 lvl, u, o = peak_level(filt)
                 sql = (
@@ -605,11 +821,13 @@ class SQLiteStore:
         if not ok:
             return {}
         where, args = self._where(filt, domain_id)
+        narrow = self._family(filt) in ("t", "n")
         for seg in breakdown_cover(start, end):
+            table = FAMILIES[("n", seg.level)] if narrow else BASE[seg.level]
             sql = (
                 f"SELECT domain, sum(count), sum(bytes_sent), sum(bytes_received), sum(error_count), "
                 f"sum(duration_ms), sum(conn_ms), max(max_concurrency), max(duration_max_ms), "
-                f"{self._span_cols(seg.level)} FROM {ROW_TABLES[seg.level]} "
+                f"{self._span_cols(table, True)} FROM {table.name} "
                 f"WHERE ts >= ? AND ts < ?{where} AND domain != 0 GROUP BY domain"
             )
             for row in con.execute(sql, (seg.start, seg.end, *args)):
@@ -628,11 +846,13 @@ class SQLiteStore:
         if not ok:
             return {}
         where, args = self._where(filt, domain_id)
+        narrow = self._family(filt) in ("t", "n")
         rows: list[tuple[int, int, int, int, int]] = []
         for seg in breakdown_cover(start, end):
+            table = FAMILIES[("e", seg.level)] if narrow else BASE[seg.level]
             sql = (
-                f"SELECT error, domain, sum(error_count), {self._span_cols(seg.level)} "
-                f"FROM {ROW_TABLES[seg.level]} WHERE ts >= ? AND ts < ?{where} AND error != 0 GROUP BY error, domain"
+                f"SELECT error, domain, sum(error_count), {self._span_cols(table, True)} "
+                f"FROM {table.name} WHERE ts >= ? AND ts < ?{where} AND error != 0 GROUP BY error, domain"
             )
             rows.extend(con.execute(sql, (seg.start, seg.end, *args)))
         names = self._names(con, [r[0] for r in rows] + [r[1] for r in rows])
@@ -645,21 +865,10 @@ class SQLiteStore:
         return out
 
 
-def _merge_acc(acc: list[Any], v: list[Any], first: int, last: int) -> None:
-    """Merge counters v[0:8] and histogram v[8] into a rollup accumulator."""
-    acc[0] += v[0]
-    acc[1] += v[1]
-    acc[2] += v[2]
-    acc[3] += v[3]
-    acc[4] += v[4]
-    acc[5] += v[5]
-    if v[6] > acc[6]:
-        acc[6] = v[6]
-    if v[7] > acc[7]:
-        acc[7] = v[7]
-    if first < acc[8]:
-        acc[8] = first
-    if last > acc[9]:
-        acc[9] = last
-    if v[8]:
-        acc[10] = histogram.add(acc[10] or {}, v[8])
+def _settle(fut: "asyncio.Future[bool]", res: bool | BaseException) -> None:
+    if fut.done():  # the caller went away (client disconnected)
+        return
+    if isinstance(res, BaseException):
+        fut.set_exception(res)
+    else:
+        fut.set_result(res)
