@@ -30,12 +30,18 @@ Definitions (what the numbers mean; the README and the collector rely on them):
 
 Strategy: a profile is a 61-slot difference array over the seconds of its minute (+1 at
 the first covered second, -1 after the last), so add() costs O(1) per covered minute
-whatever the connection's length; drain() turns it into counts with a prefix sum. Rows
-are far more numerous (often one record each), so a row only keeps the list of its
-covered-second intervals (packed as first * 64 + last) and drain() sweeps them; a row
-with one interval has peak 1 without any work. Keys are (minute, dimension-values)
+whatever the connection's length; drain() turns it into counts with a prefix sum.
+Profiles are keyed by flat (minute, user_id, order_id) tuples.
+
+Rows are far more numerous (about one per log line: most rows hold a single request), so
+a row's state is built once, when its key first appears, as a list laid out exactly
+like `Row`'s fields (ts, the 10 dimensions with the worker in place, the counters,
+latency), already fitted to the wire's limits; drain() is then `Row(*state)`. While
+aggregating, the max_concurrency slot holds the row's covered-second intervals (packed as
+first * 64 + last): one int for a row with one interval (its peak is 1 without any work),
+a list once a second one arrives, swept by drain(). Keys are (minute, dimension-values)
 tuples built by one operator.attrgetter call; the worker is constant per aggregator and
-is put in at drain.
+is put into the state, never into the key.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from typing import Any
 from agent.record import Record
 from agent.wire import batch as wire
 from agent.wire.batch import Batch, Profile, Row
-from agent.wire.histogram import bucket_of
+from agent.wire.histogram import SMALL_MS_BUCKETS, bucket_of
 
 DIMENSIONS: tuple[str, ...] = wire.DIMENSIONS
 
@@ -75,8 +81,16 @@ _ROW_ORDER = ("ts",) + DIMENSIONS + (
 if tuple(f.name for f in fields(Row)) != _ROW_ORDER:
     raise ImportError("agent.wire.batch.Row changed its field order; update agent.aggregate.drain")
 
-# Slots of a row's state list.
-_COUNT, _SENT, _RECV, _ERRS, _DUR, _DMAX, _CONN, _HIST, _ACT = range(9)
+# Slots of a row's state list: Row's field order (checked above).
+_TS = 0
+_COUNT, _SENT, _RECV, _ERRS, _DUR, _CONN, _ACT, _DMAX, _HIST = range(11, 20)
+_WORKER_AT = 1 + DIMENSIONS.index("worker")
+_INT_SLOTS = tuple(1 + DIMENSIONS.index(d) for d in wire.INT_DIMENSIONS)
+if _INT_SLOTS != (1, 2, 3) or _WORKER_AT != 8:
+    raise ImportError("agent.wire.batch.DIMENSIONS changed its order; update agent.aggregate")
+
+_BUCKETS = SMALL_MS_BUCKETS
+_BUCKETS_LIMIT = len(SMALL_MS_BUCKETS)
 
 
 def _getter(attrs: list[str]) -> Callable[[Any], tuple[Any, ...]]:
@@ -89,15 +103,11 @@ def _getter(attrs: list[str]) -> Callable[[Any], tuple[Any, ...]]:
     return attrgetter(*attrs)
 
 
-def _new_row() -> list[Any]:
-    return [0, 0, 0, 0, 0, 0, 0, {}, []]
-
-
-def _peak(intervals: list[int]) -> int:
+def _peak(intervals: int | list[int]) -> int:
     """Largest number of packed intervals (first * 64 + last) covering one second."""
-    n = len(intervals)
-    if n == 1:
+    if intervals.__class__ is int:
         return 1
+    n = len(intervals)
     if n == 2:  # common in high-cardinality rows; skips the 61-slot sweep
         a, b = intervals
         return 2 if a >> 6 <= b & 63 and b >> 6 <= a & 63 else 1
@@ -147,11 +157,17 @@ class Aggregator:
         self._worker_out = worker if "worker" in dims else ""
         self._row_names = tuple(d for d in _KEY_DIMENSIONS if d in dims)
         self._row_get = _getter([_ATTR[d] for d in self._row_names])
+        self._all_dims = self._row_names == _KEY_DIMENSIONS
         self._expand = _expander(self._row_names)
         self._prof_names = tuple(d for d in _PROFILE_DIMENSIONS if d in dims)
+        self._prof_both = self._prof_names == _PROFILE_DIMENSIONS
         self._prof_get = _getter(list(self._prof_names))
+        self._prof_user = "user_id" in dims
+        self._prof_order = "order_id" in dims
+        # row key -> state list in Row's field order (see the module docstring)
         self._rows: dict[tuple[int, tuple[Any, ...]], list[Any]] = {}
-        self._profiles: dict[tuple[int, tuple[Any, ...]], list[int]] = {}
+        # (minute, user_id, order_id) -> difference array
+        self._profiles: dict[tuple[int, int, int], list[int]] = {}
         # counters for metrics
         self.records_added = 0
         self.records_rejected = 0
@@ -169,6 +185,23 @@ class Aggregator:
     def pending_profiles(self) -> int:
         return len(self._profiles)
 
+    def _new_row(self, minute: int, dims: tuple[Any, ...]) -> list[Any]:
+        """A zeroed row state for a key seen for the first time, fitted to the wire."""
+        if self._all_dims:
+            row = [minute * SECONDS, *dims, 0, 0, 0, 0, 0, 0, [], 0, {}]
+            row.insert(_WORKER_AT, self._worker_out)
+        else:
+            row = [minute * SECONDS, *self._expand(dims, self._worker_out), 0, 0, 0, 0, 0, 0, [], 0, {}]
+        self._check(row)
+        return row
+
+    def _check(self, row: list[Any]) -> None:
+        """Fit a new row's dimensions to the wire's limits (see _fit)."""
+        # x | y is negative iff one of them is, and < 2**63 iff both are (ints >= 0);
+        # the joined length bounds every string's length from above
+        if not (0 <= row[1] | row[2] | row[3] <= MAX_INT and len("".join(row[4:11])) <= MAX_STR):
+            row[1:11] = self._fit(tuple(row[1:11]))
+
     def add(self, rec: Record) -> None:
         """Fold one enriched record in. Raises ValueError (naming the field) for a
         negative duration or one over max_duration_ms; nothing is changed then."""
@@ -180,10 +213,60 @@ class Aggregator:
         self.records_added += 1
         minute = start // MINUTE_MS
         dims = self._row_get(rec)
+        lo = start // 1000 - minute * SECONDS
+        hi = (start + dur - 1) // 1000 - minute * SECONDS if dur else lo
+        if self._prof_both:
+            pkey = (minute, rec.user_id, rec.order_id)
+        else:
+            pkey = (minute, rec.user_id if self._prof_user else 0, rec.order_id if self._prof_order else 0)
+        b = _BUCKETS[dur] if dur < _BUCKETS_LIMIT else bucket_of(dur)
         rows = self._rows
-        row = rows.get((minute, dims))
+        key = (minute, dims)
+        row = rows.get(key)
+        if hi < SECONDS:  # the usual case: the connection ends inside its start minute
+            if row is None:
+                # a new row with this one request (the common case), built in one go
+                if self._all_dims:
+                    row = [minute * SECONDS, *dims, 1, rec.bytes_sent, rec.bytes_received,
+                           1 if rec.error else 0, dur, dur, lo << 6 | hi, dur, {b: 1}]  # fmt: skip
+                    row.insert(_WORKER_AT, self._worker_out)
+                    self._check(row)
+                    rows[key] = row
+                else:
+                    row = rows[key] = self._new_row(minute, dims)
+                    row[_COUNT] = 1
+                    row[_SENT] = rec.bytes_sent
+                    row[_RECV] = rec.bytes_received
+                    row[_ERRS] = 1 if rec.error else 0
+                    row[_DUR] = row[_CONN] = row[_DMAX] = dur
+                    row[_ACT] = lo << 6 | hi
+                    row[_HIST] = {b: 1}
+            else:
+                row[_COUNT] += 1
+                row[_SENT] += rec.bytes_sent
+                row[_RECV] += rec.bytes_received
+                if rec.error:
+                    row[_ERRS] += 1
+                row[_DUR] += dur
+                row[_CONN] += dur
+                if dur > row[_DMAX]:
+                    row[_DMAX] = dur
+                hist = row[_HIST]
+                hist[b] = hist.get(b, 0) + 1
+                act = row[_ACT]
+                if act.__class__ is int:
+                    row[_ACT] = [act, lo << 6 | hi]
+                else:
+                    act.append(lo << 6 | hi)
+            profiles = self._profiles
+            prof = profiles.get(pkey)
+            if prof is None:
+                prof = profiles[pkey] = [0] * (SECONDS + 1)
+            prof[lo] += 1
+            prof[hi + 1] -= 1
+            return
         if row is None:
-            row = rows[(minute, dims)] = _new_row()
+            row = rows[key] = self._new_row(minute, dims)
         row[_COUNT] += 1
         row[_SENT] += rec.bytes_sent
         row[_RECV] += rec.bytes_received
@@ -193,29 +276,14 @@ class Aggregator:
         if dur > row[_DMAX]:
             row[_DMAX] = dur
         hist = row[_HIST]
-        b = bucket_of(dur)
         hist[b] = hist.get(b, 0) + 1
-
-        base = minute * SECONDS
-        lo = start // 1000 - base
-        hi = (start + dur - 1) // 1000 - base if dur else lo
-        pdims = self._prof_get(rec)
-        if hi < SECONDS:  # the usual case: the connection ends inside its start minute
-            row[_CONN] += dur
-            row[_ACT].append(lo << 6 | hi)
-            prof = self._profiles.get((minute, pdims))
-            if prof is None:
-                prof = self._profiles[(minute, pdims)] = [0] * (SECONDS + 1)
-            prof[lo] += 1
-            prof[hi + 1] -= 1
-            return
-        self._spread(row, dims, pdims, minute, start, start + dur, lo, hi)
+        self._spread(row, dims, pkey, minute, start, start + dur, lo, hi)
 
     def _spread(
         self,
         first_row: list[Any],
         dims: tuple[Any, ...],
-        pdims: tuple[Any, ...],
+        pkey: tuple[int, int, int],
         minute: int,
         start: int,
         end: int,
@@ -226,6 +294,7 @@ class Aggregator:
         covered second counted from the start of `minute`."""
         rows = self._rows
         profiles = self._profiles
+        _, user_id, order_id = pkey
         last_minute = minute + hi // SECONDS
         for m in range(minute, last_minute + 1):
             if m == minute:
@@ -234,14 +303,18 @@ class Aggregator:
             else:
                 row = rows.get((m, dims))
                 if row is None:
-                    row = rows[(m, dims)] = _new_row()
+                    row = rows[(m, dims)] = self._new_row(m, dims)
                 first = 0
             last = hi - (m - minute) * SECONDS if m == last_minute else SECONDS - 1
             row[_CONN] += min(end, (m + 1) * MINUTE_MS) - max(start, m * MINUTE_MS)
-            row[_ACT].append(first << 6 | last)
-            prof = profiles.get((m, pdims))
+            act = row[_ACT]
+            if act.__class__ is int:
+                row[_ACT] = [act, first << 6 | last]
+            else:
+                act.append(first << 6 | last)
+            prof = profiles.get((m, user_id, order_id))
             if prof is None:
-                prof = profiles[(m, pdims)] = [0] * (SECONDS + 1)
+                prof = profiles[(m, user_id, order_id)] = [0] * (SECONDS + 1)
             prof[first] += 1
             prof[last + 1] -= 1
 
@@ -268,43 +341,19 @@ class Aggregator:
         depend on the time."""
         rows_state, self._rows = self._rows, {}
         profiles_state, self._profiles = self._profiles, {}
-        worker = self._worker_out
-        expand = self._expand
         out_rows: list[Row] = []
         append_row = out_rows.append
-        for (minute, dims), st in rows_state.items():
-            full = expand(dims, worker)
-            if not (
-                0 <= full[0] <= MAX_INT
-                and 0 <= full[1] <= MAX_INT
-                and 0 <= full[2] <= MAX_INT
-                and max(map(len, full[3:])) <= MAX_STR
-            ):
-                full = self._fit(full)
-            # positional, in Row's field order: ts, the 10 dimensions, then the counters
-            append_row(
-                Row(
-                    minute * SECONDS,
-                    *full,
-                    st[_COUNT],
-                    st[_SENT],
-                    st[_RECV],
-                    st[_ERRS],
-                    st[_DUR],
-                    st[_CONN],
-                    _peak(st[_ACT]),
-                    st[_DMAX],
-                    st[_HIST],
-                )
-            )
-        prof_names = self._prof_names
+        for st in rows_state.values():
+            act = st[_ACT]
+            st[_ACT] = 1 if act.__class__ is int else _peak(act)
+            append_row(Row(*st))
+        worker = self._worker_out
         out_profiles: list[Profile] = []
-        for (minute, pdims), diff in profiles_state.items():
+        for (minute, user_id, order_id), diff in profiles_state.items():
             active = list(islice(accumulate(diff), SECONDS))
             if not any(active):
                 continue
-            values = dict(zip(prof_names, pdims))
-            user_id, order_id, worker_fit = self._fit((values.get("user_id", 0), values.get("order_id", 0), worker))
+            user_id, order_id, worker_fit = self._fit((user_id, order_id, worker))
             out_profiles.append(Profile(minute * SECONDS, user_id, order_id, worker_fit, active))
         self.rows_drained += len(out_rows)
         self.profiles_drained += len(out_profiles)
