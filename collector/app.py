@@ -18,10 +18,11 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.wire.batch import WireError, decode_body
+from agent.wire.batch import WireError
 from agent.wire.logfmt import kv
 from agent.wire.prometheus import CONTENT_TYPE as PROM_CONTENT_TYPE
 from collector import params, plan, render
+from collector.fastdecode import decode as decode_body
 from collector.auth import AuthError, Principal, TokenTable, scope_user
 from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics

@@ -26,8 +26,8 @@ Strategy
 - Ingest is set-based: the batch's rows are bound once into an in-memory temp table and
   every rollup is derived from it (or from a smaller temp delta derived from it) with
   INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE, so the per-row work runs in
-  SQLite's C code; latency histograms (msgpack maps) are merged by the `hist_sum`
-  aggregate and the `hist_merge` scalar function.
+  SQLite's C code; latency histograms (msgpack maps) are merged by the HIST_SUM
+  expression and the `hist_merge` scalar function.
 - Concurrent ingests are group-committed: the writer takes every batch waiting for it and
   applies them in one transaction, each inside its own SAVEPOINT (a batch that fails
   rolls back alone and its caller gets the error); each caller is answered only after
@@ -60,6 +60,7 @@ import msgpack
 from agent.wire import histogram
 from agent.wire.batch import SECONDS_PER_MINUTE, Batch
 from agent.wire.logfmt import kv
+from collector.fastdecode import gc_paused
 from collector.model import ErrorTotals, Filter, Totals
 from collector.plan import DAY, HOUR, MINUTE, ChartPlan, breakdown_cover, floor_to
 from collector.store import StoreError
@@ -140,6 +141,11 @@ _XN = Table("xn", MINUTE, ("ts", "domain"))
 _TEMPS = (_B, _XH, _XO, _XN)
 
 
+# The merged histogram of a group, in C for the common group of at most one histogram;
+# larger groups hand their blobs (hex, comma-separated) to one Python call per group.
+HIST_SUM = "CASE WHEN count(latency) <= 1 THEN max(latency) ELSE hist_join(group_concat(hex(latency))) END"
+
+
 def derive_sql(target: Table, src: Table, *, grouped: bool, where: str = "1", upsert: bool = True) -> str:
     """INSERT INTO target the rows of src rolled up to target's keys and level."""
     keys = [f"ts - ts % {target.level}" if k == "ts" and target.level > src.level else k for k in target.keys]
@@ -149,7 +155,7 @@ def derive_sql(target: Table, src: Table, *, grouped: bool, where: str = "1", up
         if target.spans:
             vals += [f"min({first})", f"max({last})"]
         if target.latency:
-            vals.append("hist_sum(latency)")
+            vals.append(HIST_SUM)
     else:
         vals = [*_SUMS, *_MAXES]
         if target.spans:
@@ -173,12 +179,12 @@ def _fam(fam: str, level: int) -> Table:
     return FAMILIES[(fam, level)]
 
 
-# Statements applying the batch in temp table b to every row table, in order.
-INGEST_SQL: tuple[str, ...] = (
-    derive_sql(M, _B, grouped=False),
-    derive_sql(_XH, _B, grouped=True, upsert=False),
-    derive_sql(BASE[HOUR], _XH, grouped=False),
-    derive_sql(BASE[DAY], _XH, grouped=True),
+# Statements applying the batch in temp table b to every row table, in order. Rows with
+# the same hour/day key within a batch are either merged by the upsert's conflict path
+# (a Python histogram merge per duplicate) or first grouped into the delta xh (a sort of
+# the whole batch): the first is cheaper when duplicates are rare, as in an agent's
+# one-minute flush; the second when they are common (a backlog of many minutes).
+_COMMON_SQL: tuple[str, ...] = (
     derive_sql(_XO, _B, grouped=True, upsert=False),
     derive_sql(_fam("o", MINUTE), _XO, grouped=False),
     *(derive_sql(_fam(f, lvl), _XO, grouped=True) for f in ("t", "o") for lvl in (MINUTE, HOUR, DAY) if (f, lvl) != ("o", MINUTE)),
@@ -188,6 +194,21 @@ INGEST_SQL: tuple[str, ...] = (
     derive_sql(_fam("n", DAY), _XN, grouped=True),
     *(derive_sql(_fam("e", lvl), _B, grouped=True, where="error != 0") for lvl in (MINUTE, HOUR, DAY)),
 )
+INGEST_SQL_FEW_DUPLICATES: tuple[str, ...] = (
+    derive_sql(M, _B, grouped=False),
+    derive_sql(BASE[HOUR], _B, grouped=False),
+    derive_sql(BASE[DAY], _B, grouped=False),
+    *_COMMON_SQL,
+)
+INGEST_SQL_MANY_DUPLICATES: tuple[str, ...] = (
+    derive_sql(M, _B, grouped=False),
+    derive_sql(_XH, _B, grouped=True, upsert=False),
+    derive_sql(BASE[HOUR], _XH, grouped=False),
+    derive_sql(BASE[DAY], _XH, grouped=True),
+    *_COMMON_SQL,
+)
+# Group first when more than this share of a batch's rows repeat an hour key.
+GROUP_DUPLICATES_ABOVE = 0.2
 _B_INSERT = f"INSERT INTO b ({', '.join(_B.columns())}) VALUES ({','.join('?' * len(_B.columns()))})"
 
 
@@ -289,29 +310,16 @@ def _hist_merge(a: bytes | None, b: bytes | None) -> bytes | None:
     return hist_pack(histogram.add(hist_unpack(a), hist_unpack(b)))
 
 
-class _HistSum:
-    """SQL aggregate hist_sum(latency): the merged histogram of a group's blobs. A group
-    of one (the common case) returns its blob unchanged, without unpacking it."""
-
-    def __init__(self) -> None:
-        self.blobs: list[bytes] = []
-
-    def step(self, blob: bytes | None) -> None:
-        if blob:
-            self.blobs.append(blob)
-
-    def finalize(self) -> bytes | None:
-        blobs = self.blobs
-        if not blobs:
-            return None
-        if len(blobs) == 1:
-            return blobs[0]
-        acc: histogram.Histogram = {}
-        get = acc.get
-        for blob in blobs:
-            for k, v in msgpack.unpackb(blob, strict_map_key=False).items():
-                acc[k] = get(k, 0) + v
-        return hist_pack(acc)
+def _hist_join(hexes: str) -> bytes | None:
+    """hist_join(group_concat(hex(latency))): the sum of a group's histograms."""
+    acc: histogram.Histogram = {}
+    get = acc.get
+    for h in hexes.split(","):
+        if not h:  # hex(NULL) is '', not NULL, so group_concat keeps it
+            continue
+        for k, v in msgpack.unpackb(bytes.fromhex(h), strict_map_key=False).items():
+            acc[k] = get(k, 0) + v
+    return hist_pack(acc)
 
 
 def peak_level(filt: Filter) -> tuple[int, int, int]:
@@ -406,7 +414,7 @@ class SQLiteStore:
         con.execute("PRAGMA busy_timeout = 5000")
         con.execute("PRAGMA temp_store = MEMORY")
         con.create_function("hist_merge", 2, _hist_merge, deterministic=True)
-        con.create_aggregate("hist_sum", 1, _HistSum)  # type: ignore[arg-type]
+        con.create_function("hist_join", 1, _hist_join, deterministic=True)
         self._migrate(con)
         for t in _TEMPS:
             con.execute(t.ddl(temp=True))
@@ -489,7 +497,8 @@ class SQLiteStore:
         if not items:
             return
         try:
-            results = self._ingest_group([(b, k, n) for b, k, n, _ in items])
+            with gc_paused():
+                results = self._ingest_group([(b, k, n) for b, k, n, _ in items])
         except BaseException as exc:  # the COMMIT itself failed: nothing was stored
             results = [exc] * len(items)
         for (_b, _k, _n, fut), res in zip(items, results):
@@ -497,6 +506,13 @@ class SQLiteStore:
                 log.error("sqlite failed", extra=kv(error=str(res), path=self.path))
                 res = StoreError(f"storage error: {res}")
             loop.call_soon_threadsafe(_settle, fut, res)
+
+    def _ingest(self, batch: Batch, key: str | None, now: int) -> bool:
+        """One batch in its own transaction, on the calling (writer) thread."""
+        res = self._ingest_group([(batch, key, now)])[0]
+        if isinstance(res, BaseException):
+            raise res
+        return res
 
     def _ingest_group(self, items: list[tuple[Batch, str | None, int]]) -> list[bool | BaseException]:
         """Apply batches in one transaction, each in its own savepoint."""
@@ -586,6 +602,8 @@ class SQLiteStore:
         strings, rests, pack = self._strings, self._rests, _packer.pack
         params: list[tuple[Any, ...]] = []
         append = params.append
+        hour_keys: set[tuple[int, int, int, int, int]] = set()
+        add_key = hour_keys.add
         for r in batch.rows:
             d = strings.get(r.domain)
             if d is None:
@@ -598,6 +616,7 @@ class SQLiteStore:
             if rest is None:
                 rest = self._rest_id(con, rk, new_strings, new_rests)
             lat = r.latency
+            add_key((r.ts // HOUR, r.order_id, r.user_id, d, e))
             append((
                 r.ts, r.user_id, r.order_id, d, e, rest, r.count, r.bytes_sent, r.bytes_received, r.error_count,
                 r.duration_ms, r.conn_ms, r.max_concurrency, r.duration_max_ms, pack(lat) if lat else None,
@@ -605,7 +624,8 @@ class SQLiteStore:
         for t in _TEMPS:
             con.execute(f"DELETE FROM temp.{t.name}")
         con.executemany(_B_INSERT, params)
-        for sql in INGEST_SQL:
+        many = len(hour_keys) < (1 - GROUP_DUPLICATES_ABOVE) * len(params)
+        for sql in INGEST_SQL_MANY_DUPLICATES if many else INGEST_SQL_FEW_DUPLICATES:
             con.execute(sql)
 
     def _ingest_profiles(self, con: sqlite3.Connection, batch: Batch) -> None:

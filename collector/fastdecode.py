@@ -1,0 +1,163 @@
+"""Ingest body decoding at C speed for the common shape, same answers as decode_body.
+
+Strategy
+- `agent.wire.batch.decode_body` is the reference: it validates field by field in Python
+  (~15 us per row). Agents send every row with ts and all 18 other fields (+ latency when non-empty),
+  so here each row is read with one `itemgetter` and the whole body is validated column by
+  column with C-level builtins (`map(type, ...)`, `min`, `max`, `len`), timestamps are
+  parsed once per distinct string, and histograms are built with `dict(pairs)`.
+- Rule: any doubt means "ask the reference". A body that is not exactly the common shape
+  (missing or unknown fields, a bad type or range anywhere, a histogram with a repeated
+  bucket, ...) is decoded again by decode_body, which either accepts it (the same Batch)
+  or raises the WireError naming the field. So this module can only be faster, never
+  more or less permissive, and a whole body is still validated before anything is stored.
+Pure: bytes in, Batch out.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from operator import itemgetter
+from typing import Any
+
+import msgpack
+
+from agent.wire import histogram
+from agent.wire.batch import (
+    CONTENT_TYPE_JSON,
+    CONTENT_TYPE_MSGPACK,
+    MAX_INT,
+    MAX_STR,
+    Batch,
+    Profile,
+    Row,
+    WireError,
+    decode_body,
+    parse_ts,
+    profile_from_obj,
+)
+
+# Row fields after ts, in Row's positional order.
+_FIELDS = (
+    "user_id", "order_id", "port", "protocol", "ip_out", "ip_from", "peer_id", "worker", "domain", "error",
+    "count", "bytes_sent", "bytes_received", "error_count", "duration_ms", "conn_ms", "max_concurrency",
+    "duration_max_ms",
+)  # fmt: skip
+_STR_POS = range(3, 10)
+_INT_POS = (0, 1, 2, *range(10, 18))
+_ALL = frozenset(("ts", *_FIELDS, "latency"))
+_get = itemgetter(*_FIELDS)
+_MSGPACK_TYPES = (CONTENT_TYPE_MSGPACK, "application/x-msgpack", "application/vnd.msgpack")
+
+
+class _Slow(Exception):
+    """The body is not the common shape: let the reference decoder answer."""
+
+
+def decode(body: bytes, content_type: str, max_rows: int | None = None) -> Batch:
+    """decode_body's answer for every body; fast for the agents' common shape."""
+    with gc_paused():
+        return _decode(body, content_type, max_rows)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic-GC passes while a body's objects are built. A 10,000-row body makes
+    ~300,000 objects, none in a cycle; with the default thresholds the collector would
+    scan every live object dozens of times meanwhile (measured: 2-3x slower decoding).
+    Reference counting still frees everything; only cycle collection waits. Threads
+    may overlap: whoever found GC enabled re-enables it, so it always ends enabled."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _decode(body: bytes, content_type: str, max_rows: int | None) -> Batch:
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    try:
+        if ctype in _MSGPACK_TYPES:
+            obj = msgpack.unpackb(body, raw=False, strict_map_key=False)
+        elif ctype in (CONTENT_TYPE_JSON, ""):
+            obj = json.loads(body)
+        else:
+            raise _Slow
+        return _fast(obj, max_rows)
+    except Exception:  # _Slow, or anything the parsers raise: the reference decides
+        return decode_body(body, content_type, max_rows)
+
+
+def _fast(obj: Any, max_rows: int | None) -> Batch:
+    if type(obj) is not dict or not obj.keys() <= {"logs", "concurrency"}:
+        raise _Slow
+    logs = obj.get("logs")
+    profiles_in = obj.get("concurrency", [])
+    if type(logs) is not list or type(profiles_in) is not list:
+        raise _Slow
+    if max_rows is not None and len(logs) + len(profiles_in) > max_rows:
+        raise _Slow
+    values: list[tuple[Any, ...]] = []
+    stamps: list[Any] = []
+    lats: list[histogram.Histogram] = []
+    lat_keys: list[Any] = []
+    lat_counts: list[Any] = []
+    add_value, add_stamp, add_lat = values.append, stamps.append, lats.append
+    for r in logs:
+        if type(r) is not dict:
+            raise _Slow
+        n = len(r)
+        if n == 20:
+            pairs = r["latency"]
+            if type(pairs) is not list:
+                raise _Slow
+            lat = dict(pairs)
+            if len(lat) != len(pairs):
+                raise _Slow  # a repeated bucket (summed by the reference) or a bad pair
+            lat_keys.extend(lat)
+            lat_counts.extend(lat.values())
+        elif n == 19 and "latency" not in r:
+            lat = {}
+        else:
+            raise _Slow
+        if not r.keys() <= _ALL:
+            raise _Slow
+        add_value(_get(r))
+        add_stamp(r["ts"])
+        add_lat(lat)
+    if values:
+        columns = list(zip(*values))
+        for i in _INT_POS:
+            col = columns[i]
+            if set(map(type, col)) != {int} or min(col) < 0 or max(col) > MAX_INT:
+                raise _Slow
+        for i in _STR_POS:
+            col = columns[i]
+            if set(map(type, col)) != {str} or max(map(len, col)) > MAX_STR:
+                raise _Slow
+    if lat_keys:
+        if set(map(type, lat_keys)) != {int} or set(map(type, lat_counts)) != {int}:
+            raise _Slow
+        if min(lat_keys) < 0 or max(lat_keys) > histogram.MAX_INDEX or min(lat_counts) < 0:
+            raise _Slow
+    minutes: dict[Any, int] = {}
+    for s in set(stamps) if stamps else ():
+        if type(s) is not str:
+            raise _Slow
+        try:
+            minutes[s] = parse_ts(s, "ts")
+        except WireError:
+            raise _Slow from None
+    rows = [Row(minutes[s], *v, lat) for s, v, lat in zip(stamps, values, lats)]
+    profiles: list[Profile] = []
+    for i, p in enumerate(profiles_in):
+        try:
+            profiles.append(profile_from_obj(p, f"concurrency[{i}]"))
+        except WireError:
+            raise _Slow from None
+    return Batch(rows=rows, profiles=profiles)
