@@ -75,12 +75,29 @@ def _str(obj: dict[str, Any], key: str) -> str:
     return v
 
 
+# json.loads' own C scanner, called without its two whitespace regex matches: a line
+# whose object does not end the line (trailing blanks, extra data) goes the general way
+_scan = json.JSONDecoder().scan_once
+_MS = {f"{ms:03d}": ms for ms in range(1000)}  # the ".mmm" of a timestamp, ASCII digits only
+_CACHE_LIMIT = 65536
+
+
 class JsonlParser:
-    """Parses one activity object per line; see the module docstring."""
+    """Parses one activity object per line; see the module docstring.
+
+    Two paths, one meaning: `parse` takes the shape a worker writes (an object with the
+    usual field types, a millisecond timestamp with an offset or "Z") with the fewest
+    steps, and hands anything else to `parse_general`, the reference that handles every
+    line. Field errors are raised in the same order by both, so even the ParseError
+    detail is the same; a test compares the two on the fixture corpus, generated logs
+    and mutations of them.
+    """
 
     def __init__(self, tz: datetime.tzinfo) -> None:
         self.tz = tz
-        self._seconds: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS<offset>" -> epoch ms
+        # "YYYY-MM-DDTHH:MM:SS.<offset>" (the milliseconds cut out) -> epoch ms of the second
+        self._seconds: dict[str, int] = {}
+        self._hosts: dict[str, str] = {}  # raw host -> norm_host(raw host)
 
     def _start_ms(self, ts: object) -> int:
         if not isinstance(ts, str):
@@ -93,7 +110,86 @@ class JsonlParser:
             dt = dt.replace(tzinfo=self.tz)
         return int(dt.timestamp()) * 1000 + dt.microsecond // 1000
 
+    def _fast_start_ms(self, ts: str) -> int | None:
+        """`_start_ms` for "...SS.mmm+HH:MM" / "...SS.mmmZ" from a per-second memo; None
+        for any other spelling (or a time before 1970, where int() rounds the other way)."""
+        n = len(ts)
+        if not ((n == 29 and ts[23] in "+-") or (n == 24 and ts[23] == "Z")) or ts[19] != ".":
+            return None
+        ms = _MS.get(ts[20:23])
+        if ms is None:
+            return None
+        key = ts[:20] + ts[23:]
+        second = self._seconds.get(key)
+        if second is None:
+            try:
+                second = self._start_ms(ts[:20] + "000" + ts[23:])
+            except ParseError:
+                return None
+            if second < 0:
+                return None
+            if len(self._seconds) >= _CACHE_LIMIT:
+                self._seconds.clear()
+            self._seconds[key] = second
+        return second + ms
+
     def parse(self, line: bytes) -> Record | None:
+        # json.loads(bytes) guesses the encoding from the first bytes: a line opening with
+        # "{" and no NUL is UTF-8, which it decodes with "surrogatepass" exactly like this
+        if line[:1] != b"{" or line[1:2] == b"\0":
+            return self.parse_general(line)
+        try:
+            doc = line.decode("utf-8", "surrogatepass")
+            obj, end = _scan(doc, 0)
+        except (ValueError, StopIteration):  # UnicodeDecodeError, JSONDecodeError, nothing
+            raise ParseError("bad_json") from None
+        if end != len(doc) or obj.__class__ is not dict:
+            return self.parse_general(line)
+        get = obj.get
+        ts = get("timestamp")
+        proto = get("protocol")
+        dur = get("request_duration")
+        if ts.__class__ is not str or proto.__class__ is not str or dur.__class__ not in (int, float):
+            return self.parse_general(line)
+        protocol = _PROTOCOLS.get(proto)
+        start_ms = self._fast_start_ms(ts)
+        if protocol is None or start_ms is None or dur < 0:
+            return self.parse_general(line)
+        # from here on, the same checks in the same order as parse_general
+        if get("bytes_sent") is not None or get("bytes_received") is not None:
+            sent = v if (v := get("bytes_sent")).__class__ is int and v >= 0 else _int(obj, "bytes_sent")
+            received = v if (v := get("bytes_received")).__class__ is int and v >= 0 else _int(obj, "bytes_received")
+        else:
+            sent = 0
+            received = v if (v := get("bytes")).__class__ is int and v >= 0 else _int(obj, "bytes")
+        host = v if (v := get("hostname")).__class__ is str and v.isascii() else _str(obj, "hostname")
+        if not host:
+            host = v if (v := get("ip_address")).__class__ is str and v.isascii() else _str(obj, "ip_address")
+        error = get("error_reason")
+        if error is not None:
+            error = _str(obj, "error_reason").strip()
+        else:
+            error = ""
+        client = v if (v := get("client_address")).__class__ is str and v.isascii() else _str(obj, "client_address")
+        user = v if (v := get("auth_username")).__class__ is str and v.isascii() else _str(obj, "auth_username")
+        port = v if (v := get("port")).__class__ is int and v >= 0 else _int(obj, "port")
+        status = v if (v := get("status")).__class__ is int and v >= 0 else _int(obj, "status")
+        ip_out = v if (v := get("proxy_address")).__class__ is str and v.isascii() else _str(obj, "proxy_address")
+        peer_id = v if (v := get("peer_id")).__class__ is str and v.isascii() else _str(obj, "peer_id")
+        listen_port = v if (v := get("listen_port")).__class__ is int and v >= 0 else _int(obj, "listen_port")
+        norm = self._hosts.get(host)
+        if norm is None:
+            norm = norm_host(host)
+            if len(self._hosts) >= _CACHE_LIMIT:
+                self._hosts.clear()
+            self._hosts[host] = norm
+        return Record(
+            start_ms, round(dur * 1000), sent, received, client, user, norm, port, protocol,
+            error[:_MAX_ERROR], error, status, ip_out, peer_id, listen_port,
+        )  # fmt: skip
+
+    def parse_general(self, line: bytes) -> Record | None:
+        """Any line: the reference for `parse`."""
         try:
             obj = json.loads(line)
         except (ValueError, UnicodeDecodeError):

@@ -74,6 +74,7 @@ HIER_CODES = frozenset(
 )
 _PEER_WORDS = ("PARENT", "SIBLING", "PINNED", "CARP", "POOL")
 _NO_REQUEST_URL = b"error:transaction-end-before-headers"
+_HIER_DIRECT = b"HIER_DIRECT/"
 _SQUID_MADE = frozenset(("NONE", "NONE_NONE", "TAG_NONE", "TAG_NONE_NONE"))
 _MISS_LIKE = frozenset(("TCP_MISS", "TCP_TUNNEL", "TCP_CONNECT")) | _SQUID_MADE
 _INVALID_STATUS = frozenset((400, 405, 411, 413, 414, 417, 431, 501, 505))
@@ -206,6 +207,12 @@ def _is_hier(tok: bytes) -> bool:
     return slash > 0 and tok[:slash] in HIER_CODES
 
 
+def _direct(hier_tok: bytes) -> bytes:
+    """The hierarchy token as the outcome memo's key: a direct fetch's server address
+    (one per target IP: thousands) never changes the outcome, so it is left out."""
+    return _HIER_DIRECT if hier_tok[:12] == _HIER_DIRECT else hier_tok
+
+
 def _authority_target(raw: bytes) -> tuple[str, int]:
     return url_target(text(raw))
 
@@ -216,6 +223,13 @@ class SquidParser:
     Speed: one bytes.split() per line; everything derived from a low-cardinality token
     (result code + hierarchy + err_code, user, client, URL authority) is memoised in a
     bounded dict, so the common line costs a few dict hits and two int() calls.
+
+    Two paths, one meaning: `parse` handles the shape nearly every line has (no syslog
+    header, a one-token user name right before a HIER_* field, the native 10 fields or
+    the extended 14) with the fewest steps, and hands every other line (and every line
+    it cannot finish, e.g. a bad number) to `parse_general`, which handles them all. A
+    test checks both give the same result, or the same ParseError reason, on every line
+    of the fixture corpus, generated logs and mutations of them.
     """
 
     def __init__(self, tz: datetime.tzinfo | None = None) -> None:
@@ -227,10 +241,72 @@ class SquidParser:
         # direct views of the memo dicts: a dict.get() hit avoids a Python-level call
         self._outcome_d = self._outcome.data
         self._user_d = self._user.data
+        self._connect_d = self._connect.data
         self._authority_d = self._authority.data
         self._ip_d = self._ip.data
 
     def parse(self, line: bytes) -> Record | None:
+        parts = line.split()  # also drops a trailing "\r"
+        n = len(parts)
+        if n == 10:
+            extended = False
+        elif n == 14 and parts[10].isdigit() and b"/" in parts[13]:
+            extended = True
+        else:
+            return self.parse_general(line)
+        ts = parts[0]
+        if parts[8][:5] != b"HIER_" or len(ts) < 5 or ts[-4] != 46 or not 48 <= ts[0] <= 57:
+            return self.parse_general(line)
+        try:
+            end_ms = int(ts.replace(b".", b"", 1))
+            elapsed = int(parts[1])
+            reply_size = int(parts[4])
+        except ValueError:
+            return self.parse_general(line)
+        if extended:
+            request_size = int(parts[10])
+            ip_out = self._ip_d.get(parts[11]) or self._ip(parts[11])
+            lp = parts[12]
+            listen_port = int(lp) if lp.isdigit() else 0
+            key = (parts[3], _direct(parts[8]), parts[13])
+        else:
+            request_size = listen_port = 0
+            ip_out = ""
+            key = (parts[3], _direct(parts[8]), b"")
+        outcome = self._outcome_d.get(key)
+        if outcome is None:
+            try:
+                outcome = self._outcome(key)
+            except ParseError:
+                return self.parse_general(line)
+        url = parts[6]
+        if url[:6] == b"error:":
+            return self.parse_general(line)
+        if parts[5] == b"CONNECT":
+            host, port = self._connect_d.get(url) or self._connect(url)
+            protocol = PROTOCOL_HTTPS
+        else:
+            sep = url.find(b"://")
+            if sep > 0:
+                slash = url.find(b"/", sep + 3)
+                auth = url if slash < 0 else url[:slash]
+                host, port = self._authority_d.get(auth) or self._authority(auth)
+            else:
+                host, port = "", 0
+            protocol = PROTOCOL_HTTP
+        user = self._user_d.get(parts[7])
+        if user is None:
+            user = self._user(parts[7])
+        status, error, raw_error, peer_id = outcome
+        return Record(
+            end_ms - elapsed, elapsed, request_size, reply_size,
+            self._ip_d.get(parts[2]) or self._ip(parts[2]), user,
+            host, port, protocol, error, raw_error, status, ip_out, peer_id, listen_port,
+        )  # fmt: skip
+
+    def parse_general(self, line: bytes) -> Record | None:
+        """Any line this format allows (syslog header, user names with spaces, peers
+        and hierarchy codes anywhere, odd timestamps); the reference for `parse`."""
         if line[-1:] == b"\r":
             line = line[:-1]
         parts = line.split()
@@ -266,7 +342,7 @@ class SquidParser:
             raise ParseError("bad_number", text(b" ".join(parts[:5]))) from None
         if n >= h + 6 and parts[h + 2].isdigit() and b"/" in parts[h + 5]:
             request_size = int(parts[h + 2])
-            ip_out = self._ip_d.get(parts[h + 3]) or self._ip(parts[h + 3])
+            ip_out = self._ip(parts[h + 3])
             lp = parts[h + 4]
             listen_port = int(lp) if lp.isdigit() else 0
             err_tok = parts[h + 5]
@@ -275,8 +351,7 @@ class SquidParser:
             ip_out = ""
             err_tok = b""
         url = parts[6]
-        key = (parts[3], parts[h], err_tok)
-        status, error, raw_error, peer_id = self._outcome_d.get(key) or self._outcome(key)
+        status, error, raw_error, peer_id = self._outcome((parts[3], _direct(parts[h]), err_tok))
         if url[:6] == b"error:":
             if url == _NO_REQUEST_URL:
                 return None
@@ -290,19 +365,12 @@ class SquidParser:
             sep = url.find(b"://")
             if sep > 0:
                 slash = url.find(b"/", sep + 3)
-                auth = url if slash < 0 else url[:slash]
-                host, port = self._authority_d.get(auth) or self._authority(auth)
+                host, port = self._authority(url if slash < 0 else url[:slash])
             else:
                 host, port = "", 0
             protocol = PROTOCOL_HTTP
-        if h == 8:
-            user = self._user_d.get(parts[7])
-            if user is None:
-                user = self._user(parts[7])
-        else:
-            user = self._user(b" ".join(parts[7:h]))
-        client = self._ip_d.get(parts[2]) or self._ip(parts[2])
+        user = self._user(parts[7] if h == 8 else b" ".join(parts[7:h]))
         return Record(
-            end_ms - elapsed, elapsed, request_size, reply_size, client, user,
+            end_ms - elapsed, elapsed, request_size, reply_size, self._ip(parts[2]), user,
             host, port, protocol, error, raw_error, status, ip_out, peer_id, listen_port,
         )
