@@ -1,0 +1,237 @@
+"""Every row table of the SQLite store equals sums computed straight from the ingested rows.
+
+The oracle aggregates the Row objects that were ingested (not what the store wrote) per
+each table's key at its level; the store is fed shuffled batches of mixed shapes (one
+minute, many minutes with repeated keys, concurrent senders whose batches are group
+committed, a failing batch among them), so both ingest paths and the savepoints run.
+A v1 database (before the rollup families) is migrated and checked the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from pathlib import Path
+from typing import Any, Callable
+
+import msgpack
+import pytest
+
+from agent.wire.batch import Batch, Row
+from collector.model import Filter
+from collector.plan import DAY, HOUR, MINUTE, UTC, chart_plan
+from collector.sqlite_store import BASE, FAMILIES, M, MIGRATIONS, SQLiteStore, Table
+
+T0 = 1773532800  # 2026-03-15 00:00:00 UTC
+DOMAINS = ["a.com", "b.org", "c.net", "d.io", ""]
+ERRORS = ["", "", "", "timeout", "dns_failure"]
+
+
+def rand_rows(rnd: random.Random, n: int, minutes: int) -> list[Row]:
+    rows = []
+    for _ in range(n):
+        count = rnd.randrange(1, 9)
+        lat = {rnd.randrange(0, 90): rnd.randrange(1, 5) for _ in range(rnd.randrange(0, 4))}
+        rows.append(Row(
+            ts=T0 + rnd.randrange(minutes) * 60, user_id=rnd.choice([1, 2, 3]), order_id=rnd.choice([1, 2]),
+            port=rnd.choice([80, 443]), worker=rnd.choice(["w1", "w2"]), domain=rnd.choice(DOMAINS),
+            error=rnd.choice(ERRORS), count=count, bytes_sent=rnd.randrange(10**6), bytes_received=rnd.randrange(10**6),
+            error_count=rnd.randrange(3), duration_ms=rnd.randrange(5000), conn_ms=rnd.randrange(60000),
+            max_concurrency=rnd.randrange(30), duration_max_ms=rnd.randrange(5000), latency=lat,
+        ))  # fmt: skip
+    return rows
+
+
+KEYS: dict[str, Callable[[Row], tuple[Any, ...]]] = {
+    "order_id": lambda r: r.order_id,
+    "user_id": lambda r: r.user_id,
+    "domain": lambda r: r.domain,
+    "error": lambda r: r.error,
+    "rest": lambda r: (r.port, r.protocol, r.ip_out, r.ip_from, r.peer_id, r.worker),
+}
+
+
+def oracle(rows: list[Row], table: Table) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    out: dict[tuple[Any, ...], list[Any]] = {}
+    for r in rows:
+        if table.name.startswith("e_") and not r.error:
+            continue
+        key = tuple(r.ts - r.ts % table.level if k == "ts" else KEYS[k](r) for k in table.keys)
+        acc = out.get(key)
+        if acc is None:
+            acc = out[key] = [0] * 8 + [r.ts, r.ts, {}]
+        for i, name in enumerate(("count", "bytes_sent", "bytes_received", "error_count", "duration_ms", "conn_ms")):
+            acc[i] += getattr(r, name)
+        acc[6] = max(acc[6], r.max_concurrency)
+        acc[7] = max(acc[7], r.duration_max_ms)
+        acc[8] = min(acc[8], r.ts)
+        acc[9] = max(acc[9], r.ts)
+        for b, c in r.latency.items():
+            acc[10][b] = acc[10].get(b, 0) + c
+    result = {}
+    for key, acc in out.items():
+        vals = acc[:8] + (acc[8:10] if table.spans else []) + ([acc[10]] if table.latency else [])
+        result[key] = tuple(vals)
+    return result
+
+
+def stored(con: sqlite3.Connection, table: Table) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    names = dict(con.execute("SELECT id, s FROM strings"))
+    rests = {
+        i: (port, names[p], names[a], names[b], names[c], names[w])
+        for i, port, p, a, b, c, w in con.execute("SELECT id, port, protocol, ip_out, ip_from, peer_id, worker FROM rests")
+    }
+    out = {}
+    nk = len(table.keys)
+    for r in con.execute(f"SELECT {', '.join(table.columns())} FROM {table.name}"):
+        key = tuple(
+            names[v] if k in ("domain", "error") else rests[v] if k == "rest" else v for k, v in zip(table.keys, r[:nk])
+        )
+        vals = list(r[nk:])
+        if table.latency:
+            vals[-1] = msgpack.unpackb(vals[-1], strict_map_key=False) if vals[-1] else {}
+        out[key] = tuple(vals)
+    return out
+
+
+ALL_TABLES = (M, BASE[HOUR], BASE[DAY], *FAMILIES.values())
+
+
+def check_all(db: Path, rows: list[Row]) -> None:
+    con = sqlite3.connect(db)
+    try:
+        for table in ALL_TABLES:
+            assert stored(con, table) == oracle(rows, table), table.name
+    finally:
+        con.close()
+
+
+async def test_every_table_equals_the_rows_ingested(tmp_path: Path) -> None:
+    rnd = random.Random(5)
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    kept: list[Row] = []
+    try:
+        # Many-minute batches with repeated keys (grouped path)...
+        for i in range(4):
+            rows = rand_rows(rnd, 300, 3 * 24 * 60)
+            rows += [Row(**{f: getattr(r, f) for f in Row.__slots__}) for r in rows[:100]]  # exact repeats
+            assert await store.ingest(Batch(rows=rows), f"many-{i}", T0)
+            kept += rows
+        # ...one-minute batches (few duplicates), some concurrent, one of them failing.
+        for i in range(6):
+            minute_rows = [rand_rows(rnd, 40, 1) for _ in range(4)]
+            for batch_rows in minute_rows:
+                shift = rnd.randrange(3 * 24 * 60) * 60
+                for r in batch_rows:
+                    r.ts += shift
+            bad = [Row(ts=T0, domain="never.stored", count=1 << 64)]  # too big for SQLite
+            results = await asyncio.gather(
+                *(store.ingest(Batch(rows=b), f"one-{i}-{j}", T0) for j, b in enumerate(minute_rows)),
+                store.ingest(Batch(rows=bad), f"bad-{i}", T0),
+                return_exceptions=True,
+            )
+            assert results[:4] == [True] * 4
+            assert isinstance(results[4], Exception)
+            for b in minute_rows:
+                kept += b
+        # A replayed key changes nothing; the failed batch's key was not recorded.
+        assert not await store.ingest(Batch(rows=rand_rows(rnd, 5, 10)), "many-0", T0)
+        good = [Row(ts=T0 + 60, domain="never.stored", count=2)]
+        assert await store.ingest(Batch(rows=good), "bad-0", T0)
+        kept += good
+    finally:
+        await store.close()
+    check_all(tmp_path / "s.db", kept)
+
+
+def build_v1(db: Path, rows: list[Row]) -> None:
+    """A database as the first schema wrote it: minute rows plus hour/day rollups."""
+    con = sqlite3.connect(db, isolation_level=None)
+    try:
+        for statement in MIGRATIONS[0].split(";\n"):
+            if statement.strip():
+                con.execute(statement)
+        con.execute("PRAGMA user_version = 1")
+        ids: dict[str, int] = {"": 0}
+        rest_ids: dict[tuple[Any, ...], int] = {}
+
+        def sid(s: str) -> int:
+            if s not in ids:
+                ids[s] = con.execute("INSERT INTO strings (s) VALUES (?)", (s,)).lastrowid  # type: ignore[assignment]
+            return ids[s]
+
+        def rid(rest: tuple[Any, ...]) -> int:
+            if rest not in rest_ids:
+                rest_ids[rest] = con.execute(  # type: ignore[assignment]
+                    "INSERT INTO rests (port, protocol, ip_out, ip_from, peer_id, worker) VALUES (?,?,?,?,?,?)",
+                    (rest[0], *(sid(s) for s in rest[1:])),
+                ).lastrowid
+            return rest_ids[rest]
+
+        def enc(k: str, v: Any) -> Any:
+            return sid(v) if k in ("domain", "error") else rid(v) if k == "rest" else v
+
+        for table, name in ((M, "m"), (BASE[HOUR], "h"), (BASE[DAY], "d")):
+            for key, vals in oracle(rows, table).items():
+                cols = [*table.keys, "count", "bytes_sent", "bytes_received", "error_count", "duration_ms", "conn_ms",
+                        "max_concurrency", "duration_max_ms"] + (["first_ts", "last_ts"] if table.spans else []) + ["latency"]  # fmt: skip
+                params = [enc(k, v) for k, v in zip(table.keys, key)] + list(vals[:-1])
+                params.append(msgpack.packb(vals[-1]) if vals[-1] else None)
+                con.execute(f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({','.join('?' * len(cols))})", params)
+    finally:
+        con.close()
+
+
+async def test_v1_database_is_migrated_with_its_rollups(tmp_path: Path) -> None:
+    rows = rand_rows(random.Random(8), 800, 2 * 24 * 60)
+    db = tmp_path / "v1.db"
+    build_v1(db, rows)
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        more = rand_rows(random.Random(9), 200, 2 * 24 * 60)
+        assert await store.ingest(Batch(rows=more), "after-migration", T0)
+    finally:
+        await store.close()
+    check_all(db, rows + more)
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize(
+    "filt",
+    [Filter(), Filter(order_id=2), Filter(domain="b.org"), Filter(user_id=3), Filter(order_id=1, domain="a.com")],
+)
+async def test_chart_from_rollups_equals_chart_from_minutes(tmp_path: Path, filt: Filter) -> None:
+    rows = rand_rows(random.Random(12), 1500, 3 * 24 * 60)
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        assert await store.ingest(Batch(rows=rows), "k", T0)
+        start, end = T0 + 7 * 60 + 13, T0 + 3 * DAY - 3 * HOUR - 120
+        coarse = chart_plan(start, end, DAY, UTC)
+        assert {s.level for s in coarse.segments} == {MINUTE, HOUR, DAY}
+        by_day = await store.chart(coarse, filt, with_latency=True)
+    finally:
+        await store.close()
+    # Oracle: the ingested rows inside [ceil(start), ceil(end)) that match the filter.
+    expected: dict[int, list[Any]] = {}
+    for r in rows:
+        if not start <= r.ts < end:
+            continue
+        wanted = (("user_id", filt.user_id), ("order_id", filt.order_id), ("domain", filt.domain))
+        if any(v is not None and getattr(r, k) != v for k, v in wanted):
+            continue
+        i = (r.ts - T0) // DAY
+        acc = expected.setdefault(i, [0, 0, 0, {}])
+        acc[0] += r.count
+        acc[1] += r.bytes_received
+        acc[2] = max(acc[2], r.duration_max_ms)
+        for b, c in r.latency.items():
+            acc[3][b] = acc[3].get(b, 0) + c
+    assert {i: [t.count, t.bytes_received, t.duration_max_ms, t.latency] for i, t in by_day.items()} == expected
