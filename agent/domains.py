@@ -51,6 +51,7 @@ class DomainResolver:
         self.exceptions: set[str] = set()  # "!www.ck" is stored as "www.ck"
         self.uses_psl = psl_text is not None
         self._cache: dict[str, str] = {}
+        self.memo = self._cache  # host -> registrable(host); cleared in place when full
         if psl_text is not None:
             for line in psl_text.splitlines():
                 line = line.strip()

@@ -86,6 +86,7 @@ class UserMapper:
         self._default = (cfg.default_user_id, cfg.default_order_id, False)
         self._static = {name: (u.user_id, u.order_id, True) for name, u in cfg.static.items()}
         self._cache: dict[str, tuple[int, int, bool]] = {}
+        self.memo = self._cache  # name -> map(name); cleared in place when full
 
     def map(self, name: str) -> tuple[int, int, bool]:
         hit = self._cache.get(name)
