@@ -66,12 +66,18 @@ class Totals:
             self.peak = peak
 
 
+# /analytics/errors lists this many sample domains per error.
+SAMPLE_DOMAINS = 3
+
+
 @dataclass(slots=True)
 class ErrorTotals:
     total_errors: int = 0
     first_ts: int | None = None
     last_ts: int | None = None
-    by_domain: dict[str, int] = field(default_factory=dict)  # error_count per domain
+    # error_count per domain; a store may keep only the domains that can be among the
+    # SAMPLE_DOMAINS largest (all ties at the last place included)
+    by_domain: dict[str, int] = field(default_factory=dict)
 
     def add(self, domain: str, errors: int, first_ts: int, last_ts: int) -> None:
         self.total_errors += errors

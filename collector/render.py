@@ -19,10 +19,9 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from agent.wire import histogram
-from collector.model import ErrorTotals, Totals
+from collector.model import SAMPLE_DOMAINS, ErrorTotals, Totals
 from collector.plan import ChartPlan
 
-SAMPLE_DOMAINS = 3
 Obj = dict[str, Any]
 
 

@@ -11,8 +11,10 @@ Contract:
   `peak` set (when asked for) from concurrency profiles where any exist for the bucket
   and the filter has no domain (a bucket with a peak but no rows is present, counters
   zero), and `latency` filled only when asked for.
-- `domains` returns totals per domain, `errors` per error text (with per-domain error
-  counts for the samples); both over the query's range and filter.
+- `domains` returns totals per domain (count, bytes, error_count and first/last seen:
+  what the breakdowns show; the other fields may be left 0), `errors` per error text
+  (with per-domain error counts for at least the candidates for the samples); both
+  over the query's range and filter.
 - Times are UTC epoch seconds; `now` is passed in, a store never reads a clock.
 """
 

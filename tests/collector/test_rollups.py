@@ -235,3 +235,46 @@ async def test_chart_from_rollups_equals_chart_from_minutes(tmp_path: Path, filt
         for b, c in r.latency.items():
             acc[3][b] = acc[3].get(b, 0) + c
     assert {i: [t.count, t.bytes_received, t.duration_max_ms, t.latency] for i, t in by_day.items()} == expected
+
+
+@pytest.mark.parametrize("filt", [Filter(), Filter(domain="a.com"), Filter(order_id=2), Filter(user_id=1)])
+async def test_errors_and_domains_from_rollups_equal_the_rows(tmp_path: Path, filt: Filter) -> None:
+    rnd = random.Random(21)
+    rows = rand_rows(rnd, 2000, 3 * 24 * 60)
+    for r in rows[:300]:  # many equal counts, so the sample ranking meets ties
+        r.error, r.error_count = "timeout", 1
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        assert await store.ingest(Batch(rows=rows), "k", T0)
+        start, end = T0 + 7 * 60 + 13, T0 + 3 * DAY - 3 * HOUR - 120  # minute, hour and day segments
+        errors = await store.errors(start, end, filt)
+        domains = await store.domains(start, end, filt)
+    finally:
+        await store.close()
+    wanted = (("user_id", filt.user_id), ("order_id", filt.order_id), ("domain", filt.domain))
+    inside = [r for r in rows if start <= r.ts < end and all(v is None or getattr(r, k) == v for k, v in wanted)]
+    exp_err: dict[str, list[Any]] = {}
+    for r in inside:
+        if r.error:
+            acc = exp_err.setdefault(r.error, [0, r.ts, r.ts, {}])
+            acc[0] += r.error_count
+            acc[1], acc[2] = min(acc[1], r.ts), max(acc[2], r.ts)
+            acc[3][r.domain] = acc[3].get(r.domain, 0) + r.error_count
+    got_err = {}
+    for e, t in errors.items():
+        samples = sorted(((d, n) for d, n in t.by_domain.items() if d), key=lambda it: (-it[1], it[0]))[:3]
+        got_err[e] = [t.total_errors, t.first_ts, t.last_ts, samples]
+    for acc in exp_err.values():
+        acc[3] = sorted(((d, n) for d, n in acc[3].items() if d), key=lambda it: (-it[1], it[0]))[:3]
+    assert got_err == exp_err
+    exp_dom: dict[str, list[int]] = {}
+    for r in inside:
+        if r.domain:
+            acc2 = exp_dom.setdefault(r.domain, [0, 0, 0, r.ts, r.ts])
+            acc2[0] += r.count
+            acc2[1] += r.bytes_sent + r.bytes_received
+            acc2[2] += r.error_count
+            acc2[3], acc2[4] = min(acc2[3], r.ts), max(acc2[4], r.ts)
+    got_dom = {d: [t.count, t.bytes_sent + t.bytes_received, t.error_count, t.first_ts, t.last_ts] for d, t in domains.items()}
+    assert got_dom == exp_dom
