@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from operator import attrgetter
 from datetime import datetime, timezone
 from typing import Any
 
@@ -244,16 +243,44 @@ def decode_body(body: bytes, content_type: str, max_rows: int | None = None) -> 
     return batch_from_obj(obj, max_rows)
 
 
-# Encoding is on the agent's hot path (about one row per log line): a row's fields are
-# read by one C-level attrgetter and zipped with the constant key tuple, so the object
-# has exactly the keys, order and values of the plain field-by-field construction.
+# Encoding is on the agent's hot path (about one row per log line). A dict display with
+# constant keys is built by one opcode, far faster than any loop over the field names;
+# its key order is ROW_FIELDS' order (checked at import), so the bytes are the same as
+# those of a field-by-field construction.
 _ROW_KEYS = ("ts",) + DIMENSIONS + COUNTERS
-_row_values = attrgetter(*(DIMENSIONS + COUNTERS))
 _hist_to_wire = histogram.to_wire
 
 
+def _row_obj(row: Row, ts: str) -> dict[str, Any]:
+    return {
+        "ts": ts,
+        "user_id": row.user_id,
+        "order_id": row.order_id,
+        "port": row.port,
+        "protocol": row.protocol,
+        "ip_out": row.ip_out,
+        "ip_from": row.ip_from,
+        "peer_id": row.peer_id,
+        "worker": row.worker,
+        "domain": row.domain,
+        "error": row.error,
+        "count": row.count,
+        "bytes_sent": row.bytes_sent,
+        "bytes_received": row.bytes_received,
+        "error_count": row.error_count,
+        "duration_ms": row.duration_ms,
+        "conn_ms": row.conn_ms,
+        "max_concurrency": row.max_concurrency,
+        "duration_max_ms": row.duration_max_ms,
+    }
+
+
+if tuple(_row_obj(Row(0), "")) != _ROW_KEYS:
+    raise ImportError("agent.wire.batch._row_obj does not list the row fields in ROW_FIELDS order")
+
+
 def row_to_obj(row: Row) -> dict[str, Any]:
-    obj: dict[str, Any] = dict(zip(_ROW_KEYS, (format_ts(row.ts), *_row_values(row))))
+    obj = _row_obj(row, format_ts(row.ts))
     if row.latency:
         obj["latency"] = _hist_to_wire(row.latency)
     return obj
@@ -270,17 +297,40 @@ def profile_to_obj(profile: Profile) -> dict[str, Any]:
 
 
 def _rows_to_objs(rows: list[Row]) -> list[dict[str, Any]]:
-    keys = _ROW_KEYS
-    values = _row_values
     hist_to_wire = _hist_to_wire
     ts_text = _TS_TEXT
     out = []
     append = out.append
     for row in rows:
-        ts = ts_text.get(row.ts) or format_ts(row.ts)
-        obj = dict(zip(keys, (ts, *values(row))))
-        if row.latency:
-            obj["latency"] = hist_to_wire(row.latency)
+        # _row_obj inlined: a call per row is a measurable share of encoding
+        obj = {
+            "ts": ts_text.get(row.ts) or format_ts(row.ts),
+            "user_id": row.user_id,
+            "order_id": row.order_id,
+            "port": row.port,
+            "protocol": row.protocol,
+            "ip_out": row.ip_out,
+            "ip_from": row.ip_from,
+            "peer_id": row.peer_id,
+            "worker": row.worker,
+            "domain": row.domain,
+            "error": row.error,
+            "count": row.count,
+            "bytes_sent": row.bytes_sent,
+            "bytes_received": row.bytes_received,
+            "error_count": row.error_count,
+            "duration_ms": row.duration_ms,
+            "conn_ms": row.conn_ms,
+            "max_concurrency": row.max_concurrency,
+            "duration_max_ms": row.duration_max_ms,
+        }
+        latency = row.latency
+        if latency:
+            if len(latency) == 1:  # most rows hold one request
+                ((bucket, n),) = latency.items()
+                obj["latency"] = [[bucket, n]] if n else []
+            else:
+                obj["latency"] = hist_to_wire(latency)
         append(obj)
     return out
 
