@@ -204,7 +204,7 @@ INGEST_SQL_MANY_DUPLICATES: tuple[str, ...] = (
     derive_sql(M, _B, grouped=False),
     derive_sql(_XH, _B, grouped=True, upsert=False),
     derive_sql(BASE[HOUR], _XH, grouped=False),
-    derive_sql(BASE[DAY], _XH, grouped=True),
+    derive_sql(BASE[DAY], _XH, grouped=False),
     *_COMMON_SQL,
 )
 # Group first when more than this share of a batch's rows repeat an hour key.
