@@ -255,8 +255,11 @@ class SquidParser:
         else:
             return self.parse_general(line)
         ts = parts[0]
-        if parts[8][:5] != b"HIER_" or len(ts) < 5 or ts[-4] != 46 or not 48 <= ts[0] <= 57:
+        hier = parts[8]
+        if hier[:5] != b"HIER_" or len(ts) < 5 or ts[-4] != 46 or not 48 <= ts[0] <= 57:
             return self.parse_general(line)
+        if hier[:12] == _HIER_DIRECT:  # _direct() inlined
+            hier = _HIER_DIRECT
         try:
             end_ms = int(ts.replace(b".", b"", 1))
             elapsed = int(parts[1])
@@ -268,11 +271,11 @@ class SquidParser:
             ip_out = self._ip_d.get(parts[11]) or self._ip(parts[11])
             lp = parts[12]
             listen_port = int(lp) if lp.isdigit() else 0
-            key = (parts[3], _direct(parts[8]), parts[13])
+            key = (parts[3], hier, parts[13])
         else:
             request_size = listen_port = 0
             ip_out = ""
-            key = (parts[3], _direct(parts[8]), b"")
+            key = (parts[3], hier, b"")
         outcome = self._outcome_d.get(key)
         if outcome is None:
             try:
