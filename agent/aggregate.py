@@ -46,6 +46,7 @@ is put into the state, never into the key.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterable
 from dataclasses import fields
 from itertools import accumulate, islice
@@ -341,6 +342,18 @@ class Aggregator:
 
         `now_ms` only stamps `last_drain_ms` (for metrics): what is drained does not
         depend on the time."""
+        # Drain makes one Row per pending row, all alive until the batch is encoded and
+        # none in a cycle: the cyclic collector would only walk them again and again.
+        paused = gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            return self._drain(now_ms)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _drain(self, now_ms: int) -> Batch:
         rows_state, self._rows = self._rows, {}
         profiles_state, self._profiles = self._profiles, {}
         out_rows: list[Row] = []

@@ -29,7 +29,9 @@ stores only after it returns never stores half a body.
 
 from __future__ import annotations
 
+import gc
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -342,9 +344,33 @@ def batch_to_obj(batch: Batch) -> dict[str, Any]:
     return obj
 
 
+def _without_gc(build: Callable[[Batch], bytes]) -> Callable[[Batch], bytes]:
+    """Run an encoder with the cyclic garbage collector paused.
+
+    Encoding makes a few containers per row (a dict, the latency lists) that all live
+    until the batch is packed, none in a cycle: left on, the collector would run every
+    few hundred rows and walk them all again each time (about a quarter of the encoding
+    time on a large batch). Reference counting frees them right after, as always."""
+
+    def encode(batch: Batch) -> bytes:
+        if not gc.isenabled():
+            return build(batch)
+        gc.disable()
+        try:
+            return build(batch)
+        finally:
+            gc.enable()
+
+    encode.__doc__ = build.__doc__
+    encode.__name__ = build.__name__
+    return encode
+
+
+@_without_gc
 def encode_msgpack(batch: Batch) -> bytes:
     return msgpack.packb(batch_to_obj(batch), use_bin_type=True)
 
 
+@_without_gc
 def encode_json(batch: Batch) -> bytes:
     return json.dumps(batch_to_obj(batch), separators=(",", ":")).encode()
