@@ -80,3 +80,25 @@ def test_minutes_far_apart_still_get_their_own_strings() -> None:
     assert [r["ts"] for r in got] == [
         datetime.fromtimestamp(60 * m, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") for m in range(0, 10_000 * 7, 7)
     ]
+
+
+def test_encoding_leaves_the_garbage_collector_as_it_found_it() -> None:
+    import gc
+
+    import pytest
+
+    batch = Batch(rows=[Row(60, count=1)])
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        encode_msgpack(batch)
+        assert gc.isenabled()
+        gc.disable()
+        encode_json(batch)
+        assert not gc.isenabled()
+        gc.enable()
+        with pytest.raises(TypeError):  # an unencodable value: the collector is back on
+            encode_msgpack(Batch(rows=[Row(60, domain=object())]))  # type: ignore[arg-type]
+        assert gc.isenabled()
+    finally:
+        (gc.enable if was else gc.disable)()
