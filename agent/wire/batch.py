@@ -298,11 +298,10 @@ def profile_to_obj(profile: Profile) -> dict[str, Any]:
     }
 
 
-def _rows_to_objs(rows: list[Row]) -> list[dict[str, Any]]:
+def _emit_row_objs(rows: list[Row], emit: Callable[[dict[str, Any]], object]) -> None:
+    """Call `emit` with each row's wire object, in order."""
     hist_to_wire = _hist_to_wire
     ts_text = _TS_TEXT
-    out = []
-    append = out.append
     for row in rows:
         # _row_obj inlined: a call per row is a measurable share of encoding
         obj = {
@@ -333,7 +332,12 @@ def _rows_to_objs(rows: list[Row]) -> list[dict[str, Any]]:
                 obj["latency"] = [[bucket, n]] if n else []
             else:
                 obj["latency"] = hist_to_wire(latency)
-        append(obj)
+        emit(obj)
+
+
+def _rows_to_objs(rows: list[Row]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    _emit_row_objs(rows, out.append)
     return out
 
 
@@ -368,7 +372,19 @@ def _without_gc(build: Callable[[Batch], bytes]) -> Callable[[Batch], bytes]:
 
 @_without_gc
 def encode_msgpack(batch: Batch) -> bytes:
-    return msgpack.packb(batch_to_obj(batch), use_bin_type=True)
+    # The bytes of packb(batch_to_obj(batch)), packed row by row into one buffer: no
+    # list of every row's dict is ever held (a 10,000-row batch would hold ~12 MB of
+    # them), and each dict is freed while still in the CPU cache.
+    packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+    pack = packer.pack
+    packer.pack_map_header(2 if batch.profiles else 1)
+    pack("logs")
+    packer.pack_array_header(len(batch.rows))
+    _emit_row_objs(batch.rows, pack)
+    if batch.profiles:
+        pack("concurrency")
+        pack([profile_to_obj(p) for p in batch.profiles])
+    return packer.bytes()
 
 
 @_without_gc
