@@ -23,7 +23,9 @@ Definitions (what the numbers mean; the README and the collector rely on them):
   peak when a row's connections were split across drains. The exact peak per user/order
   comes from the profiles.
 - Dimension values that would break the wire's limits (a string over 255 characters, an
-  int outside 0..2**63-1) are cut or set to 0 at drain and counted in `values_fixed`.
+  int outside 0..2**63-1) are cut or set to 0 in every row they reach (when the row is
+  first made, so once per row and drain) and counted in `values_fixed`; in profiles at
+  drain.
 - Profile per (minute, user_id, order_id, worker) (same switched-off defaults): for each
   of the 60 seconds, the number of connections active in it. Additive: a tunnel logged
   hours after it started adds +1 to every second it covered, in every earlier minute.
@@ -41,7 +43,8 @@ aggregating, the max_concurrency slot holds the row's covered-second intervals (
 first * 64 + last): one int for a row with one interval (its peak is 1 without any work),
 a list once a second one arrives, swept by drain(). Keys are (minute, dimension-values)
 tuples built by one operator.attrgetter call; the worker is constant per aggregator and
-is put into the state, never into the key.
+is put into the state, never into the key. drain() pauses the cyclic garbage collector
+while it makes the batch's Row objects (acyclic, alive until encoded).
 """
 
 from __future__ import annotations
@@ -83,7 +86,6 @@ if tuple(f.name for f in fields(Row)) != _ROW_ORDER:
     raise ImportError("agent.wire.batch.Row changed its field order; update agent.aggregate.drain")
 
 # Slots of a row's state list: Row's field order (checked above).
-_TS = 0
 _COUNT, _SENT, _RECV, _ERRS, _DUR, _CONN, _ACT, _DMAX, _HIST = range(11, 20)
 _WORKER_AT = 1 + DIMENSIONS.index("worker")
 _INT_SLOTS = tuple(1 + DIMENSIONS.index(d) for d in wire.INT_DIMENSIONS)
@@ -160,9 +162,7 @@ class Aggregator:
         self._row_get = _getter([_ATTR[d] for d in self._row_names])
         self._all_dims = self._row_names == _KEY_DIMENSIONS
         self._expand = _expander(self._row_names)
-        self._prof_names = tuple(d for d in _PROFILE_DIMENSIONS if d in dims)
-        self._prof_both = self._prof_names == _PROFILE_DIMENSIONS
-        self._prof_get = _getter(list(self._prof_names))
+        self._prof_both = all(d in dims for d in _PROFILE_DIMENSIONS)
         self._prof_user = "user_id" in dims
         self._prof_order = "order_id" in dims
         # row key -> state list in Row's field order (see the module docstring)
