@@ -69,6 +69,7 @@ def render(report: Report, command: str, old: str) -> str:
         f"- kernel: {m['kernel']}",
         f"- Python: {m['python']}",
         f"- date: {m['date']}; load average at start: {m['load']}",
+        f"- interpreter speed (best of 5): {m.get('speed', 'not measured')}",
         f"- command: `{command}`",
         "- note: this was a 2-core virtual machine shared with other jobs while the benchmarks ran;",
         "  treat figures as a lower bound of what a dedicated core does.\n",
