@@ -21,6 +21,8 @@ authenticates with `http_auth(<userlist>)` on the Authorization header use
 a file written by `log-format` to a pipe) and RFC 3164 syslog lines
 ("<134>Nov 22 10:00:00 [host] haproxy[123]: ...", with or without <PRI> and host, as
 rsyslog writes /var/log/haproxy.log) are both accepted; the syslog header is ignored.
+Data after the last field (more fields appended to either format, quoted or not) is
+ignored: the appended fields are recognised by the shape of `%si:%sp`.
 
 What each field gives:
     %ci:%cp          client address -> client_ip (IPv6 is logged without brackets)
@@ -129,6 +131,36 @@ def _termination(state: str, status: int, nosrv: bool) -> str:
     return E.unknown_error(state)
 
 
+def _appended(ext: list[bytes]) -> bool:
+    """Do the tokens after the request (httplog) or after %sq/%bq (tcplog) start with the
+    appended fields `%U %bi %si:%sp`? Told by the shape of `%si:%sp` (host:port or -:-),
+    so other data an operator appended to a default format line is ignored, while a
+    damaged `%U` on a line that has the fields is still a ParseError naming it."""
+    if len(ext) < 3:
+        return False
+    target = ext[2]
+    if target == b"-:-":
+        return True
+    colon = target.rfind(b":")
+    return colon > 0 and target[colon + 1:].isdigit()
+
+
+def _closing_quote(tail: bytes, start: int) -> int:
+    """End of the quoted user field that starts at `start`: the first quote followed by a
+    space or the end of the line (data appended after the field may hold quotes too)."""
+    j = tail.find(b'"', start)
+    while j >= 0:
+        if j + 1 == len(tail) or tail[j + 1:j + 2] in (b" ", b"\t"):
+            return j
+        j = tail.find(b'"', j + 1)
+    return len(tail)  # unterminated: the rest of the line
+
+
+def _counters(tok: bytes, parts: int, what: str) -> None:
+    if tok.count(b"/") != parts - 1:
+        raise ParseError("bad_counters", f"{what}={text(tok)}")
+
+
 def _num(tok: bytes, what: str) -> int:
     if tok[:1] == b"+":
         tok = tok[1:]
@@ -215,9 +247,11 @@ class HaproxyParser:
             tail = payload[end_q + 1:]
             uq = tail.find(b'"')
             ext = (tail if uq < 0 else tail[:uq]).split()
-            user = text(tail[uq + 1:tail.rfind(b'"')]) if uq >= 0 and len(ext) >= 3 else ""
-            if user == "-":
-                user = ""
+            user = ""
+            if uq >= 0 and _appended(ext):
+                user = text(tail[uq + 1:_closing_quote(tail, uq + 1)])
+                if user == "-":
+                    user = ""
             if method == b"CONNECT":
                 protocol = PROTOCOL_HTTPS
                 host, port = split_hostport(uri, 443)
@@ -225,6 +259,8 @@ class HaproxyParser:
                 protocol = PROTOCOL_HTTP
                 host, port = url_target(uri)
         elif len(timers) == 3:  # tcplog
+            _counters(head[7], 5, "%ac/%fc/%bc/%sc/%rc")
+            _counters(head[8], 2, "%sq/%bq")
             duration = _num(timers[2], "Tt")
             status = 0
             received = _num(head[5], "bytes_read")
@@ -238,7 +274,7 @@ class HaproxyParser:
         if duration < 0:
             duration = 0
         sent, ip_out = 0, ""
-        if len(ext) >= 3:
+        if _appended(ext):
             sent = _num(ext[0], "U")
             ip_out = "" if ext[1] == b"-" else text(ext[1])
             if not host and ext[2] != b"-:-":

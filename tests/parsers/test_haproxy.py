@@ -72,10 +72,39 @@ def test_lines_in_any_order_give_the_same_records() -> None:
     assert [p.parse(x) for x in reversed(RAW)] == list(reversed(TABLE))
 
 
-def test_trailing_extra_fields_on_default_lines_are_ignored() -> None:
+TRAILING = [b" {extra}", b" x", b" trailing extra fields", b' "quoted"', b' "a b" c', b" 1 2 3 4 5",
+            b" \xff\xfe", b'\t"t"\t']
+
+
+@pytest.mark.parametrize("extra", TRAILING)
+@pytest.mark.parametrize("idx", range(len(TABLE)))
+def test_trailing_data_on_every_real_line_is_ignored(idx: int, extra: bytes) -> None:
+    # default and recommended formats alike: whatever an operator appends after the last
+    # field changes nothing (the user of the recommended httplog stays the quoted field)
     p = make_parser("haproxy", timezone.utc)
-    assert p.parse(RAW[1] + b" {extra}") == TABLE[1]
-    assert p.parse(RAW[24] + b" x") == TABLE[24]
+    assert p.parse(RAW[idx] + extra) == TABLE[idx]
+    assert p.parse(SYS[idx] + extra) == TABLE[idx]
+
+
+def test_damaged_appended_field_is_an_error_naming_it() -> None:
+    line = RAW[12].replace(b'" 120 127.0.0.1 ', b'" 12x 127.0.0.1 ')
+    assert line != RAW[12]
+    with pytest.raises(ParseError) as err:
+        make_parser("haproxy", timezone.utc).parse(line)
+    assert (err.value.reason, str(err.value)) == ("bad_number", "bad_number: U=12x")
+
+
+@pytest.mark.parametrize("zone,offset_h", [("America/New_York", -5), ("Asia/Tokyo", 9), ("Europe/Berlin", 1)])
+def test_real_lines_are_read_in_the_source_timezone(zone: str, offset_h: int) -> None:
+    # the capture ran in UTC; the same lines from a proxy host in another zone (22 Nov:
+    # no DST anywhere here) start offset_h hours earlier in UTC, everything else equal
+    p = make_parser("haproxy", ZoneInfo(zone))
+    for raw, exp in zip(RAW, TABLE):
+        got = p.parse(raw)
+        assert got is not None
+        assert got.start_ms == exp.start_ms - offset_h * 3600 * 1000
+        got.start_ms = exp.start_ms
+        assert got == exp
 
 
 @pytest.mark.parametrize("framing", [
@@ -151,7 +180,9 @@ def test_notices_complete_no_request(line: bytes) -> None:
     (b"hello world", "not_a_traffic_line"),
     (RAW[1].replace(b"22/Nov/2026", b"22/Foo/2026"), "bad_timestamp"),
     (RAW[1].replace(b"0/0/0/1/1", b"0/0/0/1/x"), "bad_number"),
-    (RAW[1].replace(b"0/0/0/1/1", b"0/0/1"), "bad_number"),
+    # three timers make it a tcplog line, whose connection counters are not where they should be
+    (RAW[1].replace(b"0/0/0/1/1", b"0/0/1"), "bad_counters"),
+    (RAW[24].replace(b" 3/1/1/1/0 ", b" 3/1/1 "), "bad_counters"),
     (RAW[1].replace(b"0/0/0/1/1", b"0/0"), "bad_timers"),
 ])
 def test_bad_lines(line: bytes, reason: str) -> None:
