@@ -20,9 +20,9 @@ import json
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable
 
 import aiohttp
 
@@ -86,13 +86,17 @@ class Shipper:
         max_retry_delay: float,
         on_retry: Callable[[Answer], None] | None = None,
         rand: Callable[[], float] = random.random,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """`rand` (0 <= x < 1, the jitter draw) and `sleep` (the wait between attempts) are
+        parameters so tests can see exactly which delays the backoff chose."""
         self.url = url
         self.token = token
         self.request_timeout = request_timeout
         self.max_retry_delay = max_retry_delay
         self.on_retry = on_retry
         self.rand = rand
+        self.sleep = sleep
         self._session: aiohttp.ClientSession | None = None
 
     def configure(self, url: str, token: str, request_timeout: float, max_retry_delay: float) -> None:
@@ -148,5 +152,5 @@ class Shipper:
                 self.on_retry(answer)
             if deadline is not None and time.monotonic() + wait > deadline:
                 return answer
-            await asyncio.sleep(wait)
+            await self.sleep(wait)
             attempt += 1

@@ -121,3 +121,39 @@ async def test_connection_refused_retries_until_deadline() -> None:
 )
 def test_classify(status: int, outcome: Outcome) -> None:
     assert classify(status, b"", None, 0.0).outcome is outcome
+
+
+async def test_waits_follow_full_jitter_backoff_and_retry_after(fake: tuple[FakeCollector, str]) -> None:
+    """The delays deliver() really waits, seen through its sleep: the collector's
+    Retry-After (seconds or an HTTP date) wins, capped at max_retry_delay; without one
+    the wait is rand * min(cap, 0.5 * 2**attempt)."""
+    import time
+
+    from agent import backoff
+
+    fc, url = fake
+    in_20s = backoff.http_date(time.time() + 20)  # whole seconds: 19 < wait <= 20
+    fc.script = [
+        (503, {}, b""),  # attempt 0: 0.25 * 0.5
+        (500, {}, b""),  # attempt 1: 0.25 * 1.0
+        (503, {"Retry-After": "7"}, b""),  # honoured as sent
+        (429, {"Retry-After": "3600"}, b""),  # capped at 30
+        (503, {"Retry-After": in_20s}, b""),
+        (502, {}, b""),  # attempt 5: 0.25 * min(30, 16)
+        (503, {"Retry-After": "soon"}, b""),  # unreadable: the backoff decides (attempt 6: 0.25 * 30)
+    ]
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    sh = Shipper(url, "t", request_timeout=5, max_retry_delay=30, rand=lambda: 0.25, sleep=sleep)
+    try:
+        answer = await sh.deliver("abc:9", body())
+    finally:
+        await sh.close()
+    assert answer.outcome is Outcome.ACK
+    assert [s[0] for s in fc.seen] == ["abc:9"] * 8  # one key for every attempt
+    assert waits[:4] == [0.125, 0.25, 7.0, 30.0]
+    assert 19.0 < waits[4] <= 20.0
+    assert waits[5:] == [4.0, 7.5]
