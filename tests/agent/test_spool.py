@@ -109,3 +109,107 @@ def test_stale_temp_files_are_removed(tmp_path: Path) -> None:
     stale.write_bytes(b"half")
     s = Spool(tmp_path, 100)
     assert not stale.exists() and s.pending == [] and s.next_seq == 1
+
+
+class SyscallLog:
+    """Records the file-system calls the spool makes (the real calls still happen)."""
+
+    def __init__(self, monkeypatch, root: Path) -> None:  # type: ignore[no-untyped-def]
+        self.root = root
+        self.calls: list[tuple[str, str]] = []
+        self.fds: dict[int, str] = {}
+        real_open, real_fsync, real_replace, real_unlink = os.open, os.fsync, os.replace, os.unlink
+
+        def rel(p: object) -> str:
+            return os.path.relpath(os.fspath(p), root)  # type: ignore[arg-type]
+
+        def open_(path, flags, *args, **kw):  # type: ignore[no-untyped-def]
+            fd = real_open(path, flags, *args, **kw)
+            self.fds[fd] = rel(path)
+            if flags & os.O_CREAT:
+                self.calls.append(("create", rel(path)))
+            return fd
+
+        def fsync(fd: int) -> None:
+            real_fsync(fd)
+            self.calls.append(("fsync", self.fds[fd]))
+
+        def replace(src, dst) -> None:  # type: ignore[no-untyped-def]
+            real_replace(src, dst)
+            self.calls.append(("rename", f"{rel(src)} -> {rel(dst)}"))
+
+        def unlink(path, *args, **kw) -> None:  # type: ignore[no-untyped-def]
+            real_unlink(path, *args, **kw)
+            self.calls.append(("unlink", rel(path)))
+
+        monkeypatch.setattr(os, "open", open_)
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "replace", replace)
+        monkeypatch.setattr(os, "unlink", unlink)
+
+
+def test_append_ack_and_dead_letter_write_atomically_in_order(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    s = Spool(tmp_path, 1 << 20)
+    sys_log = SyscallLog(monkeypatch, tmp_path)
+    e1 = s.append(b"b1", cp(10), 1, 0)
+    name = e1.path.name
+    # temp file, fsync it, rename over the final name, fsync the directory
+    assert sys_log.calls == [
+        ("create", f"spool/.tmp-{name}"),
+        ("fsync", f"spool/.tmp-{name}"),
+        ("rename", f"spool/.tmp-{name} -> spool/{name}"),
+        ("fsync", "spool"),
+    ]
+    sys_log.calls.clear()
+    s.ack(e1)
+    # the acknowledged positions are durable BEFORE the batch is deleted
+    assert sys_log.calls == [
+        ("create", ".tmp-checkpoint.json"),
+        ("fsync", ".tmp-checkpoint.json"),
+        ("rename", ".tmp-checkpoint.json -> checkpoint.json"),
+        ("fsync", "."),
+        ("unlink", f"spool/{name}"),
+        ("fsync", "spool"),
+    ]
+    e2 = s.append(b"b2", cp(20), 1, 0)
+    sys_log.calls.clear()
+    s.dead_letter(e2, 400, "bad")
+    n2 = e2.path.name
+    reason = n2.replace(".batch", ".reason")
+    assert sys_log.calls == [
+        ("create", f"spool/dead-letter/.tmp-{reason}"),
+        ("fsync", f"spool/dead-letter/.tmp-{reason}"),
+        ("rename", f"spool/dead-letter/.tmp-{reason} -> spool/dead-letter/{reason}"),
+        ("fsync", "spool/dead-letter"),
+        ("rename", f"spool/{n2} -> spool/dead-letter/{n2}"),
+        ("fsync", "spool/dead-letter"),
+        ("fsync", "spool"),
+        ("create", ".tmp-checkpoint.json"),
+        ("fsync", ".tmp-checkpoint.json"),
+        ("rename", ".tmp-checkpoint.json -> checkpoint.json"),
+        ("fsync", "."),
+    ]
+
+
+def test_crash_before_the_rename_leaves_no_batch_and_the_old_positions(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    s = Spool(tmp_path, 1 << 20)
+    s.ack(s.append(b"b1", cp(10), 1, 0))
+    before = (tmp_path / CHECKPOINT_FILE).read_bytes()
+
+    def crash(src, dst) -> None:  # type: ignore[no-untyped-def]
+        raise OSError("power lost")
+
+    monkeypatch.setattr(os, "replace", crash)
+    try:
+        s.append(b"b2", cp(20), 1, 0)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the rename did not run")
+    monkeypatch.undo()
+    names = sorted(f.name for f in (tmp_path / "spool").iterdir() if f.is_file())
+    assert names == [".tmp-0000000000000002.batch"]  # only the temp file exists
+    again = Spool(tmp_path, 1 << 20)
+    assert again.pending == [] and list((tmp_path / "spool").glob(".tmp-*")) == []
+    assert (tmp_path / CHECKPOINT_FILE).read_bytes() == before
+    assert again.resume_checkpoints() == cp(10)  # the lines of b2 are simply read again
