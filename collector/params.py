@@ -5,11 +5,12 @@ domain (exact), orderId, and per endpoint sortBy, limit, page. Extensions: userI
 interval (1m|5m|15m|1h|1d), tz (IANA name). A `from`/`to` without an offset is read in
 `tz` (default UTC); a date alone means its midnight. `to` is exclusive. Parameters this
 module does not know are ignored (dashboards add cache-busters). Every problem raises
-ParamError naming the parameter.
+ParamError naming the parameter; nothing a client can send raises anything else.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -25,6 +26,13 @@ MAX_ID = (1 << 63) - 1
 CHART_ENDPOINTS = ("traffic", "requests", "concurrency", "latency")
 BREAKDOWN_ENDPOINTS = ("domains", "errors", "websites")
 DEFAULT_LIMITS = {"domains": 30, "errors": 50, "websites": 25}
+# from/to must lie in [1970-01-01, 9000-01-01) UTC: bucket edges are computed up to a
+# day (plus a zone offset) beyond both ends, and Python's datetime ends at year 9999.
+MIN_TIME = 0
+MAX_TIME = 221845392000
+# An unencoded "+01:00" in a query string arrives as " 01:00" ('+' means space in a URL
+# query): a time followed by " HH:MM" or " HHMM" is read as that positive offset.
+_SPACE_OFFSET = re.compile(r"(?<=[0-9]) ([0-9]{2}:?[0-9]{2})$")
 
 
 class ParamError(ValueError):
@@ -86,20 +94,28 @@ def parse_time(raw: str | None, name: str, tz: tzinfo) -> int:
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
-        raise ParamError(name, f"not an ISO 8601 date/time: {raw!r}") from None
+        fixed = _SPACE_OFFSET.sub(r"+\1", text)
+        try:
+            dt = datetime.fromisoformat(fixed)
+        except ValueError:
+            raise ParamError(name, f"not an ISO 8601 date/time: {raw!r}") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=tz)
     try:
-        return int(dt.timestamp())
+        value = int(dt.timestamp())
     except (OverflowError, OSError, ValueError):
-        raise ParamError(name, f"out of range: {raw!r}") from None
+        value = None
+    if value is None or not MIN_TIME <= value < MAX_TIME:
+        raise ParamError(name, f"out of range: {raw!r} (supported: 1970-01-01 to 9000-01-01)")
+    return value
 
 
 def parse_int(raw: str | None, name: str, default: int | None, lo: int, hi: int) -> int | None:
     if raw is None or raw == "":
         return default
     text = raw.strip()
-    if not text.isdigit() or len(text) > 19:
+    # isascii: str.isdigit() is also true for "²" or "١", which int() refuses or reads
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
         raise ParamError(name, f"expected an integer {lo}..{hi}, got {raw[:40]!r}")
     value = int(text)
     if not lo <= value <= hi:

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.collector.conftest import ADMIN, USER7, USER42, Api
+from tests.collector.conftest import ADMIN, USER7, USER42, Api, auth
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -330,6 +330,14 @@ BAD_PARAMS = [
     ("errors", {"from": "2026-03-15", "to": "2026-03-16", "limit": "500"}, "limit"),
     ("websites", {"from": "2026-03-15", "to": "2026-03-16", "page": "0"}, "page"),
     ("latency", {"from": "2026-03-15"}, "to"),
+    # Digits int() refuses ("²") or that are not ASCII ("١٢") are not integers here.
+    ("domains", {"from": "2026-03-15", "to": "2026-03-16", "limit": "\u00b2"}, "limit"),
+    ("websites", {"from": "2026-03-15", "to": "2026-03-16", "page": "\u0661\u0662"}, "page"),
+    ("traffic", {"from": "2026-03-15", "to": "2026-03-16", "orderId": "\u00b9"}, "orderId"),
+    # Times whose buckets would leave Python's datetime range (year 1 / 9999).
+    ("traffic", {"from": "0001-01-01", "to": "0001-01-02", "tz": "Europe/Berlin"}, "from"),
+    ("traffic", {"from": "9999-12-30", "to": "9999-12-31T23:00:00", "interval": "1d"}, "from"),
+    ("errors", {"from": "1969-12-31T00:00:00Z", "to": "1970-01-02T00:00:00Z"}, "from"),
 ]
 
 
@@ -345,6 +353,22 @@ async def test_two_month_range_is_allowed(api: Api) -> None:
     await api.ingest({"logs": [{"ts": "2026-01-31 12:00:00", "domain": "a.com", "count": 3}]})
     got = await api.get("/analytics/domains", **{"from": "2026-01-01", "to": "2026-03-01"})
     assert got["data"][0]["total_count"] == "3"
+    # The limit itself: 62 days exactly is allowed, one second more is not.
+    got = await api.get("/analytics/domains", **{"from": "2026-01-01T00:00:00Z", "to": "2026-03-04T00:00:00Z"})
+    assert got["data"][0]["total_count"] == "3"
+    err = await api.get("/analytics/domains", expect=400, **{"from": "2026-01-01T00:00:00Z", "to": "2026-03-04T00:00:01Z"})
+    assert err["error"]["field"] == "to"
+
+
+async def test_unencoded_plus_in_an_offset_is_read_as_plus(api: Api) -> None:
+    # curl 'from=2026-03-15T10:00:00+01:00' sends a raw '+', which a query string decodes
+    # as a space; the offset is still understood (09:00 UTC).
+    await api.ingest({"logs": [{"ts": "2026-03-15 08:59:00", "count": 1}, {"ts": "2026-03-15 09:00:00", "count": 2}]})
+    resp = await api.client.get(
+        "/analytics/requests?from=2026-03-15T10:00:00+01:00&to=2026-03-15T11:00:00+0100&interval=1h", headers=auth(ADMIN)
+    )
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["data"] == [{"bucket": "2026-03-15 09:00:00", "total_count": "2", "total_errors": "0"}]
 
 
 async def test_empty_buckets_are_omitted_and_unknown_domain_is_empty(loaded: Api) -> None:
