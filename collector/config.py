@@ -30,6 +30,10 @@ def _listen(value: str) -> str | None:
     return None
 
 
+def _non_empty(value: str) -> str | None:
+    return None if value.strip() else "must not be empty"
+
+
 def _sha256(value: str) -> str | None:
     return None if _HEX64.fullmatch(value) else "expected 64 hex characters (sha256 of the token)"
 
@@ -55,7 +59,7 @@ class ServerConfig:
 @dataclass(frozen=True)
 class StorageConfig:
     backend: Literal["sqlite"] = "sqlite"
-    path: str = "/var/lib/proxymeter/collector.db"
+    path: str = field(default="/var/lib/proxymeter/collector.db", metadata=check(_non_empty, "the SQLite file"))
     retention_days: int = field(default=90, metadata=check(positive, "days of data kept"))
     idempotency_days: int = field(default=7, metadata=check(_at_least_idempotency, "days keys are kept"))
     retention_interval: float = field(default=3600.0, metadata=check(positive, "seconds between sweeps"))
@@ -73,7 +77,7 @@ class QueryConfig:
 
 @dataclass(frozen=True)
 class TokenConfig:
-    name: str
+    name: str = field(metadata=check(_non_empty, "a label for logs"))
     role: Literal["agent", "admin", "user"]
     sha256: str = field(metadata=check(_sha256))
     user_id: int | None = None

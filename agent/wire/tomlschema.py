@@ -10,12 +10,15 @@ default is required. Extra checks go into the field's metadata:
 where a check is `Callable[[value], str | None]` returning an error text or None.
 Unknown keys, wrong types and failed checks raise ConfigError("sources[0].format",
 "expected one of 'squid', ...; got 'sqiud'"). ints are accepted where a float is
-expected; bools are never accepted as numbers.
+expected; bools are never accepted as numbers, nor inf/nan as floats. Table keys that
+are not bare TOML keys are quoted in the path (`users.static."bob smith".user_id`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 import types
 import typing
@@ -71,7 +74,13 @@ def from_dict(cls: type[T], data: Any, path: str = "") -> T:
     return typing.cast(T, _convert(cls, data, path))
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _join(path: str, key: str) -> str:
+    """`path.key`, with the key quoted as TOML does when it is not a bare key."""
+    if not _BARE_KEY.fullmatch(key):
+        key = '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return f"{path}.{key}" if path else key
 
 
@@ -146,6 +155,8 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
     if tp is float:
         if type(value) not in (int, float):
             raise ConfigError(path, f"expected a number, got {_show(value)}")
+        if not math.isfinite(value):  # TOML allows inf and nan; no setting means them
+            raise ConfigError(path, f"expected a finite number, got {_show(value)}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -180,4 +191,4 @@ def _convert_dataclass(cls: type, value: Any, path: str) -> Any:
         return cls(**kwargs)
     except ConfigError as exc:
         # __post_init__ cross-field checks raise ConfigError with a path relative to cls.
-        raise ConfigError(_join(path, exc.path), exc.message) from None
+        raise ConfigError(f"{path}.{exc.path}" if path and exc.path else path or exc.path, exc.message) from None

@@ -81,6 +81,10 @@ AGENT_CASES = [
     ("bad-log-level", lambda t: t.replace('worker = "w1"', 'worker = "w1"\nlog_level = "loud"'),
      ["agent.log_level", "'debug'"]),
     ("bool-as-number", lambda t: t + "max_line_bytes = true\n", ["sources[0].max_line_bytes", "expected an integer"]),
+    ("infinite-number", lambda t: t.replace('token = "secret"', 'token = "secret"\nflush_interval = inf'),
+     ["collector.flush_interval", "expected a finite number, got inf"]),
+    ("quoted-table-key", lambda t: t + '\n[users.static."bob smith"]\nuser_id = -1\n',
+     ['users.static."bob smith".user_id', "must be between 0 and"]),
     ("bad-user-pattern", lambda t: t + '\n[users]\npattern = "user-(?P<user_id>\\\\d+"\n', ["users.pattern"]),
 ]
 
@@ -106,6 +110,9 @@ COLLECTOR_CASES = [
     ("bad-toml", lambda t: t.replace("[storage]", "[storage"), ["TOML syntax error"]),
     ("tokens-not-a-list", lambda t: t.split("[[auth.tokens]]")[0] + '[auth]\ntokens = "x"\n',
      ["auth.tokens", "expected an array"]),
+    ("empty-storage-path", lambda t: re.sub(r'path = ".*c\.db"', 'path = ""', t), ["storage.path", "must not be empty"]),
+    ("empty-token-name", lambda t: t.replace('name = "fleet"', 'name = ""'),
+     ["auth.tokens[0].name", "must not be empty"]),
     ("float-for-int", lambda t: t.replace("retention_days = 90", "retention_days = 90.5"),
      ["storage.retention_days", "expected an integer"]),
 ]

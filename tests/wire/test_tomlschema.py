@@ -58,6 +58,11 @@ def test_full_config_loads() -> None:
         ("[[sources]]\npath = '/a'\ntags = 'x'", "sources[0].tags", "expected an array"),
         ("[static]\nbob = 'x'", "static.bob", "expected an integer"),
         ("server = 3", "server", "expected a table"),
+        ("[[sources]]\npath = '/a'\nweight = inf", "sources[0].weight", "expected a finite number, got inf"),
+        ("[[sources]]\npath = '/a'\nweight = nan", "sources[0].weight", "expected a finite number, got nan"),
+        ('[static]\n"bob smith" = "x"', 'static."bob smith"', "expected an integer"),
+        ('[static]\n"a.b" = 1.5', 'static."a.b"', "expected an integer"),
+        ('[server]\n"lis ten" = 1', 'server."lis ten"', "unknown key"),
     ],
 )
 def test_errors_name_the_full_key_path(text: str, path: str, message: str) -> None:
