@@ -2,7 +2,8 @@
 
 `create_app(config)` builds the app; the store is opened and closed by a cleanup
 context, so the same factory serves the CLI and the in-process tests. Errors are JSON:
-{"error": {"code": "...", "message": "...", "field": "..." | null}}.
+{"error": {"code": "...", "message": "...", "field": "..." | null}}, including an
+unexpected failure (500 internal_error), so a client never has to parse anything else.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.wire.batch import WireError
+from agent.wire.batch import Batch, WireError
 from agent.wire.logfmt import kv
 from agent.wire.prometheus import CONTENT_TYPE as PROM_CONTENT_TYPE
 from collector import params, plan, render
@@ -30,6 +31,7 @@ from collector.model import Filter
 from collector.openapi import build_openapi
 from collector.sqlite_store import SQLiteStore
 from collector.store import Store, StoreError
+from collector.textcheck import first_unencodable, may_hold_surrogates
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,11 @@ async def errors_middleware(
             raise
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
         return error_response(exc.status, code, exc.reason)
+    except Exception:
+        # A bug, not the client's fault: logged with its traceback, answered as JSON
+        # like every other error (the agent retries a 5xx; nothing was stored).
+        log.exception("request failed", extra=kv(method=request.method, path=request.path))
+        return error_response(500, "internal_error", "internal error (see the collector's log)")
 
 
 def _state(request: web.Request) -> State:
@@ -118,6 +125,22 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def decode_checked(body: bytes, content_type: str, max_rows: int) -> Batch:
+    """decode_body plus what it lets through: nesting too deep for the JSON/msgpack
+    parsers, and strings that are not valid Unicode (see collector.textcheck)."""
+    try:
+        batch = decode_body(body, content_type, max_rows)
+    except RecursionError:
+        raise WireError("", "body is nested too deeply") from None
+    # msgpack strings are decoded as strict UTF-8: no surrogate gets through
+    is_msgpack = content_type.split(";", 1)[0].strip().lower().endswith("msgpack")
+    if not is_msgpack and may_hold_surrogates(body):
+        path = first_unencodable(batch)
+        if path is not None:
+            raise WireError(path, "not valid Unicode text (a lone UTF-16 surrogate)")
+    return batch
+
+
 async def ingest(request: web.Request) -> web.Response:
     state = _state(request)
     m = state.metrics
@@ -140,7 +163,7 @@ async def ingest(request: web.Request) -> web.Response:
     try:
         # Off the loop: a 16 MiB body takes a while to validate.
         batch = await asyncio.get_running_loop().run_in_executor(
-            None, decode_body, body, request.headers.get("Content-Type", ""), state.config.server.max_rows
+            None, decode_checked, body, request.headers.get("Content-Type", ""), state.config.server.max_rows
         )
     except WireError as exc:
         m.rejects.inc(1, "invalid_body")
@@ -148,7 +171,7 @@ async def ingest(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_body", exc.message, exc.path or None) from None
     try:
         applied = await _store(state).ingest(batch, key, int(state.clock()))
-    except StoreError:
+    except Exception:  # StoreError (503) or a bug (500); the batch was not stored
         m.rejects.inc(1, "storage_error")
         raise
     if applied:

@@ -8,7 +8,10 @@ import sqlite3
 from pathlib import Path
 
 import msgpack
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
+from collector.app import errors_middleware
 from tests.collector.conftest import ADMIN, AGENT, USER42, Api, auth
 
 FONPROXY_BODY = """{
@@ -162,6 +165,17 @@ BAD_BODIES = [
     ({"logs": [], "concurrency": [{"ts": "2026-03-15 10:00:00", "user_id": 1, "order_id": 1, "worker": "w", "active": [1] * 59}]}, "concurrency[0].active"),
     ({"rows": []}, "rows"),
     ({}, "logs"),
+    # A lone surrogate cannot be stored as text (json.dumps writes it as "\\ud800").
+    ({"logs": [row("2026-03-15 10:00:00"), row("2026-03-15 10:00:00", domain="x\ud800.com")]}, "logs[1].domain"),
+    ({"logs": [], "concurrency": [{"ts": "2026-03-15 10:00:00", "user_id": 1, "order_id": 1, "worker": "\udfff", "active": [1] * 60}]}, "concurrency[0].worker"),
+]
+# Raw bodies: (bytes, Content-Type, field named or None).
+BAD_RAW = [
+    (b"{not json", "application/json", None),
+    (b"\xc1", "application/msgpack", None),
+    (b"{}", "text/csv", None),
+    (b"[" * 100_000 + b"]" * 100_000, "application/json", None),  # deeper than the parser's stack
+    ('{"logs": [{"ts": "2026-03-15 10:00:00", "error": "\udcff"}]}'.encode("utf-8", "surrogatepass"), "application/json", "logs[0].error"),
 ]
 
 
@@ -174,17 +188,28 @@ async def test_bad_bodies_are_400_naming_the_field_and_store_nothing(api: Api) -
         assert err["error"]["code"] == "invalid_body"
         assert err["error"]["field"] == field, err
         assert isinstance(err["error"]["message"], str) and err["error"]["message"]
-    for raw, ctype in ((b"{not json", "application/json"), (b"\xc1", "application/msgpack"), (b"{}", "text/csv")):
+    for raw, ctype, field in BAD_RAW:
         resp = await api.client.post("/analytics/ingest", data=raw, headers=auth(AGENT) | {"Content-Type": ctype})
-        assert resp.status == 400
-        assert (await resp.json())["error"]["code"] == "invalid_body"
+        assert resp.status == 400, await resp.text()
+        err = (await resp.json())["error"]
+        assert (err["code"], err["field"]) == ("invalid_body", field)
+    too_long_key = {"logs": [row("2026-03-15 09:00:00", domain="keep.com", count=1)]}
+    err = await api.ingest(too_long_key, key="k" * 201, expect=400)
+    assert err["error"] == {"code": "invalid_header", "message": "Idempotency-Key must be 1..200 characters", "field": "Idempotency-Key"}
     assert dump(api.db) == before
     # A rejected body did not burn its idempotency key: the fixed body is applied.
     await api.ingest({"logs": [row("2026-03-15 09:00:00", domain="keep.com", count=2)]}, key="bad-0")
     data = (await api.get("/analytics/domains", **DAY))["data"]
     assert data[0]["total_count"] == "3"
     metrics = await (await api.client.get("/metrics")).text()
-    assert f'proxymeter_collector_ingest_rejects_total{{reason="invalid_body"}} {len(BAD_BODIES) + 3}\n' in metrics
+    assert f'proxymeter_collector_ingest_rejects_total{{reason="invalid_body"}} {len(BAD_BODIES) + len(BAD_RAW) + 1}\n' in metrics
+
+
+async def test_a_valid_surrogate_pair_is_text(api: Api) -> None:
+    # "\ud83d\ude00" in JSON is one character (U+1F600), not a lone surrogate.
+    await api.ingest({"logs": [row("2026-03-15 10:00:00", domain="\U0001f600.example", count=2)]})
+    data = (await api.get("/analytics/websites", **DAY))["data"]
+    assert [(d["domain"], d["total_count"]) for d in data] == [("\U0001f600.example", "2")]
 
 
 async def test_auth_paths(api: Api) -> None:
@@ -235,3 +260,20 @@ async def test_too_many_rows_is_400(make_api) -> None:
     api = await make_api(extra="max_rows = 3")
     err = await api.ingest({"logs": [row("2026-03-15 10:00:00")] * 4}, expect=400)
     assert err["error"]["field"] == "logs" and "limit 3" in err["error"]["message"]
+
+
+async def test_an_unexpected_failure_is_a_json_500() -> None:
+    # The app's own middleware around a handler that fails the way a bug would: the
+    # client still gets the documented error object, never aiohttp's text page.
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("boom")
+
+    app = web.Application(middlewares=[errors_middleware])
+    app.router.add_get("/broken", broken)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        resp = await client.get("/broken")
+        assert resp.status == 500
+        assert resp.headers["Content-Type"].startswith("application/json")
+        assert await resp.json() == {
+            "error": {"code": "internal_error", "message": "internal error (see the collector's log)", "field": None}
+        }
