@@ -14,6 +14,9 @@ import argparse
 import asyncio
 import logging
 import sys
+import typing
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from agent import config as config_mod
 from agent.wire import logfmt
@@ -21,6 +24,7 @@ from agent.wire.logfmt import kv
 from agent.wire.tomlschema import EXIT_CONFIG, ConfigError
 
 log = logging.getLogger("agent")
+T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,12 +40,25 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _install_uvloop() -> None:
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed; None (the stdlib loop) otherwise."""
     try:
         import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # optional: the services run on the stdlib loop too
+        return None
+    return typing.cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
+
+
+def _run(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run `coro_fn()` on uvloop when available, logging which loop it is."""
+
+    async def main() -> T:
+        loop = type(asyncio.get_running_loop()).__module__
+        log.info("event loop", extra=kv(loop="uvloop" if loop.startswith("uvloop") else "asyncio"))
+        return await coro_fn()
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(main())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,14 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         print("config OK")
         return 0
     logfmt.setup(cfg.agent.log_level)
-    _install_uvloop()
     from agent.spool import SpoolError
 
     if args.command == "redeliver":
         from agent.redeliver import redeliver
 
         try:
-            return asyncio.run(redeliver(cfg)).exit_status
+            return _run(lambda: redeliver(cfg)).exit_status
         except (OSError, SpoolError) as exc:
             log.error("redeliver failed", extra=kv(error=f"{type(exc).__name__}: {exc}"))
             return 1
@@ -71,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     agent = Agent(cfg, args.config)
     try:
-        return asyncio.run(agent.run(once=args.once))
+        return _run(lambda: agent.run(once=args.once))
     except ConfigError as exc:
         log.error("config error", extra=kv(error=str(exc)))
         return EXIT_CONFIG

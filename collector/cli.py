@@ -15,12 +15,13 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+import typing
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
 from agent.wire import sdnotify
-from agent.wire.logfmt import kv, setup as setup_logging
+from agent.wire.logfmt import kv, set_level as set_log_level, setup as setup_logging
 from agent.wire.tomlschema import EXIT_CONFIG, ConfigError
 from collector import config as config_mod
 from collector.app import STATE, create_app
@@ -96,14 +97,22 @@ def cmd_serve(path: str) -> int:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     setup_logging(cfg.server.log_level)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(serve(path, cfg))
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed; None (the stdlib loop) otherwise."""
     try:
         import uvloop
     except ImportError:  # optional: the stdlib loop works too
-        loop_factory = None
-    else:
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(serve(path, cfg))
+        return None
+    return typing.cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
+
+
+def loop_name() -> str:
+    """`uvloop` or `asyncio`: which event loop runs (logged at start)."""
+    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
 
 
 def reload(app: web.Application, path: str) -> bool:
@@ -120,7 +129,7 @@ def reload(app: web.Application, path: str) -> bool:
     if (new.server.listen, new.storage) != (old.server.listen, old.storage):
         log.warning("listen/storage changes need a restart; applying tokens, limits and log level only")
     state.apply_config(new)
-    logging.getLogger().setLevel(new.server.log_level.upper())
+    set_log_level(new.server.log_level)
     state.metrics.reloads.inc(1, "ok")
     log.info("config reloaded", extra=kv(path=path, tokens=len(new.auth.tokens), log_level=new.server.log_level))
     sdnotify.notify(sdnotify.READY)
@@ -140,7 +149,7 @@ async def serve(path: str, cfg: config_mod.CollectorConfig) -> int:
         await runner.cleanup()
         return 1
     addresses = " ".join(f"{a[0]}:{a[1]}" for a in runner.addresses)
-    log.info("listening", extra=kv(address=addresses, store=cfg.storage.path))
+    log.info("listening", extra=kv(address=addresses, store=cfg.storage.path, loop=loop_name()))
     sdnotify.notify(sdnotify.READY)
 
     loop = asyncio.get_running_loop()

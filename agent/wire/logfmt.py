@@ -47,6 +47,13 @@ def setup(level: str = "info") -> None:
     handler.setFormatter(LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    set_level(level)
+
+
+def set_level(level: str) -> None:
+    """The level of every logger (also on reload): `debug`, `info`, `warning` or `error`."""
+    if level not in LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LEVELS)}, not {level!r}")
+    logging.getLogger().setLevel(level.upper())
     # aiohttp's access log is one line per request; operators turn it on with level=debug.
     logging.getLogger("aiohttp.access").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)

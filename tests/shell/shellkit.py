@@ -139,7 +139,7 @@ class Procs:
                     proc.popen.wait(10)
 
 
-def collector_toml(root: Path, port: int, tokens: list[dict[str, Any]], storage: str = "") -> str:
+def collector_toml(root: Path, port: int, tokens: list[dict[str, Any]], storage: str = "", server: str = "") -> str:
     blocks = []
     for tok in tokens:
         lines = [f'name = "{tok["name"]}"', f'role = "{tok["role"]}"', f'sha256 = "{tok["sha256"]}"']
@@ -147,7 +147,7 @@ def collector_toml(root: Path, port: int, tokens: list[dict[str, Any]], storage:
             lines.append(f'user_id = {tok["user_id"]}')
         blocks.append("[[auth.tokens]]\n" + "\n".join(lines) + "\n")
     return (
-        f'[server]\nlisten = "127.0.0.1:{port}"\nshutdown_timeout = 2.0\n\n'
+        f'[server]\nlisten = "127.0.0.1:{port}"\nshutdown_timeout = 2.0\n{server}\n'
         f'[storage]\npath = "{root / "collector.db"}"\nsynchronous = "normal"\n{storage}\n' + "\n".join(blocks)
     )
 
@@ -174,16 +174,38 @@ class Collector:
     tokens: list[dict[str, Any]]
 
 
+def without_uvloop(module: str) -> list[str]:
+    """`python` arguments running `python -m MODULE` as if uvloop were not installed."""
+    return ["-c", f"import sys; sys.modules['uvloop'] = None; from {module}.cli import main; sys.exit(main())"]
+
+
+def ingest_status(base: str, token: str) -> int:
+    """Status of an empty JSON ingest body sent with `token` (204: accepted, 401/403: refused)."""
+    req = urllib.request.Request(f"{base}/analytics/ingest", data=b'{"logs": []}', method="POST",
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def start_collector(procs: Procs, root: Path, extra_tokens: list[dict[str, Any]] = (),  # type: ignore[assignment]
-                    env: dict[str, str] | None = None, storage: str = "") -> Collector:
+                    env: dict[str, str] | None = None, storage: str = "", server: str = "",
+                    python_args: list[str] | None = None) -> Collector:
+    """A collector on a free port with an admin and an agent token, once /healthz answers.
+
+    `server` adds lines to [server], `storage` to [storage]; `python_args` replaces
+    `-m collector` (e.g. without_uvloop("collector")).
+    """
     port = free_port()
     admin, admin_sha = new_token()
     agent, agent_sha = new_token()
     tokens = [{"name": "admin", "role": "admin", "sha256": admin_sha},
               {"name": "agents", "role": "agent", "sha256": agent_sha}, *extra_tokens]
     config = root / "collector.toml"
-    config.write_text(collector_toml(root, port, tokens, storage))
-    proc = procs.start("collector", ["-m", "collector", "serve", "--config", str(config)], env)
+    config.write_text(collector_toml(root, port, tokens, storage, server))
+    proc = procs.start("collector", [*(python_args or ["-m", "collector"]), "serve", "--config", str(config)], env)
     base = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool | None:
