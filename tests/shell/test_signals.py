@@ -6,6 +6,7 @@ test made itself. Numbers are read back through the collector's API.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from shellkit import (
     collector_toml,
     free_port,
     http,
+    ingest_status,
     metric,
     new_token,
     start_collector,
@@ -122,3 +124,66 @@ def test_agent_sighup_picks_up_a_new_source_and_refuses_a_broken_config(tmp_path
     agent.signal(signal.SIGTERM)
     assert agent.wait(60) == 0, agent.text()
     assert _count(col) == req_a + req_b + req_a2
+
+
+def test_agent_sighup_applies_new_flush_settings_and_token(tmp_path: Path, procs: Procs) -> None:
+    """The token file and the flush interval change on SIGHUP; nothing read is lost."""
+    second, second_sha = new_token()
+    col = start_collector(procs, tmp_path, extra_tokens=[{"name": "agents-2", "role": "agent", "sha256": second_sha}])
+    port = int(col.base.rsplit(":", 1)[1])
+    log = tmp_path / "access.log"
+    req1 = _write(log, 800, seed=21, start_ms=NOW_MS - 20 * 60_000)[0]
+    token_file = tmp_path / "agent.token"
+    token_file.write_text(col.agent + "\n")
+    metrics_port = free_port()
+    config = tmp_path / "agent.toml"
+
+    def write_config(flush: float) -> None:
+        text = agent_toml(tmp_path, col.base, "unused", [log], flush=flush, metrics_port=metrics_port)
+        config.write_text(text.replace('token = "unused"', f'token_file = "{token_file}"'))
+
+    write_config(3600)  # an hour: nothing is shipped until the reload
+    agent = procs.start("agent", ["-m", "agent", "run", "--config", str(config)])
+
+    def agent_metric(name: str, labels: str = "") -> float:
+        status, body = http(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert status == 200
+        return metric(body.decode(), name, labels)
+
+    wait_for("the agent to read all 800 lines",
+             lambda: agent_metric("proxymeter_agent_lines_read_total") == 800 or None)
+    assert _count(col) == 0
+
+    # The collector drops the first agent token; the agent gets the second one and a
+    # short flush interval. The reload flushes what was read and ships it with the new token.
+    without_first = [t for t in col.tokens if t["name"] != "agents"]
+    col.config.write_text(collector_toml(tmp_path, port, without_first))
+    col.proc.signal(signal.SIGHUP)
+    wait_for("the first agent token to be refused", lambda: ingest_status(col.base, col.agent) == 401 or None)
+    token_file.write_text(second + "\n")
+    write_config(0.3)
+    agent.signal(signal.SIGHUP)
+    wait_for("the lines read before the reload", lambda: _count(col) == req1 or None)
+
+    # New lines go out within the new flush interval (the old one was an hour).
+    req2 = _write(log, 300, seed=22, start_ms=NOW_MS - 5 * 60_000, append=True)[0]
+    wait_for("new lines shipped at the new interval", lambda: _count(col) == req1 + req2 or None, timeout=15)
+    assert agent_metric("proxymeter_agent_reloads_total", 'result="applied"') == 1
+    assert agent_metric("proxymeter_agent_batches_retried_total") == 0  # never sent with the dropped token
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(60) == 0, agent.text()
+    assert _count(col) == req1 + req2
+
+
+def test_collector_sighup_applies_query_limits(tmp_path: Path, procs: Procs) -> None:
+    col = start_collector(procs, tmp_path)
+    port = int(col.base.rsplit(":", 1)[1])
+    url = f"{col.base}/analytics/requests?from=2026-01-01T00:00:00Z&to=2026-03-12T00:00:00Z"  # 70 days
+    status, body = http(url, col.admin)
+    assert status == 400, body
+    assert json.loads(body)["error"]["field"] == "to"
+    col.config.write_text(collector_toml(tmp_path, port, col.tokens) + "\n[query]\nmax_range_days = 100\n")
+    col.proc.signal(signal.SIGHUP)
+    wait_for("the longer range to be accepted", lambda: http(url, col.admin)[0] == 200 or None)
+    col.proc.signal(signal.SIGTERM)
+    assert col.proc.wait(30) == 0
