@@ -30,6 +30,19 @@ class AgentMetrics:
             "proxymeter_agent_unmatched_users_total", "Records whose user name matched no users pattern"
         )
         self.rotations = r.counter("proxymeter_agent_rotations_total", "Log rotations and truncations seen", ["source"])
+        self.file_events = r.counter(
+            "proxymeter_agent_file_events_total",
+            "Rarer file-following events (see agent.service.FILE_EVENTS); the lossy ones are also logged",
+            ["source", "event"],
+        )
+        self.sessions_forgotten = r.counter(
+            "proxymeter_agent_open_sessions_forgotten_total",
+            "dante open lines forgotten at the open-session limit (their close uses the logged duration)",
+            ["source"],
+        )
+        self.values_fixed = r.counter(
+            "proxymeter_agent_values_fixed_total", "Dimension values cut or zeroed to fit the ingest limits"
+        )
         self.lag = r.gauge("proxymeter_agent_lag_bytes", "Bytes not yet read behind each file's end", ["path"])
         self.batches_sent = r.counter("proxymeter_agent_batches_sent_total", "Batches acknowledged by the collector")
         self.batches_retried = r.counter(

@@ -55,6 +55,13 @@ log = logging.getLogger(__name__)
 
 POLL_BYTES = 4 * 1024 * 1024  # per source per pass: bounds the time between event-loop turns
 ERROR_SAMPLE_EVERY = 10.0  # seconds between logged samples of unparsable lines, per source
+LIMIT_LOG_EVERY = 60.0  # seconds between warnings about a limit that keeps being hit
+# Tailer counters exposed as proxymeter_agent_file_events_total{event} (the Tailer logs
+# each one as it happens): files deleted while open, copytruncate copies and rotated
+# files found and read, the open-file limit hit, an unfinished last line dropped with
+# its file, saved positions whose file is gone, read errors.
+FILE_EVENTS = ("deletions", "copies_found", "siblings_recovered", "open_limit_hits", "partial_dropped",
+               "saved_dropped", "read_errors")
 
 # Exit statuses of `run` (sysexits.h): 78 config (cli), 65 data rejected, 75 temporary failure.
 EXIT_OK = 0
@@ -73,6 +80,7 @@ class SourceRuntime:
     parser: LineParser
     seen: dict[str, int] = field(default_factory=dict)  # tailer stats already added to metrics
     last_error_log: float = -1e9
+    last_limit_log: float = -1e9
 
 
 def _stat(stats: Any, name: str) -> int:
@@ -94,6 +102,8 @@ class Agent:
         self._paused = False
         self._last_flush = time.monotonic()
         self._unmatched_seen = 0
+        self._fixed_seen = 0
+        self._last_fixed_log = -1e9
 
     # -- building the pipeline ---------------------------------------------------------
     def _build_enricher(self, cfg: Config) -> Enricher:
@@ -305,6 +315,17 @@ class Agent:
         if unmatched > self._unmatched_seen:
             m.unmatched_users.inc(unmatched - self._unmatched_seen)
         self._unmatched_seen = unmatched
+        fixed = _stat(self.aggregator, "values_fixed")
+        if fixed > self._fixed_seen:
+            m.values_fixed.inc(fixed - self._fixed_seen)
+            now = time.monotonic()
+            if now - self._last_fixed_log >= LIMIT_LOG_EVERY:
+                self._last_fixed_log = now
+                log.warning(
+                    "dimension values over the ingest limits were cut or zeroed",
+                    extra=kv(values=fixed - self._fixed_seen, total=fixed),
+                )
+        self._fixed_seen = fixed
         m.pending_rows.set(self.aggregator.pending_rows)
         return progress
 
@@ -324,6 +345,25 @@ class Agent:
         if rot > src.seen.get("rot", 0):
             self.metrics.rotations.inc(rot - src.seen.get("rot", 0), label)
         src.seen["rot"] = rot
+        for name in FILE_EVENTS:
+            value = _stat(stats, name)
+            delta = value - src.seen.get(name, 0)
+            if delta > 0:
+                self.metrics.file_events.inc(delta, label, name)
+            src.seen[name] = value
+        forgotten = _stat(src.parser, "forgotten")
+        delta = forgotten - src.seen.get("forgotten", 0)
+        if delta > 0:
+            self.metrics.sessions_forgotten.inc(delta, label)
+            now = time.monotonic()
+            if now - src.last_limit_log >= LIMIT_LOG_EVERY:
+                src.last_limit_log = now
+                log.warning(
+                    "open-session limit reached, oldest open lines forgotten (their sessions start "
+                    "from the logged whole-second duration)",
+                    extra=kv(source=label, forgotten=delta, max_open=_stat(src.parser, "max_open")),
+                )
+        src.seen["forgotten"] = forgotten
         return moved
 
     # -- flushing into the spool --------------------------------------------------------
@@ -448,6 +488,7 @@ class Agent:
         self.sources = sources
         if (old.agent.worker, old.aggregate) != (new.agent.worker, new.aggregate):
             self.aggregator = self._build_aggregator(new)  # empty after the flush above
+            self._fixed_seen = 0
         if (old.users, old.agent.public_suffix_list) != (new.users, new.agent.public_suffix_list):
             self.enricher = self._build_enricher(new)
             self._unmatched_seen = 0

@@ -440,3 +440,153 @@ def test_bad_and_too_long_lines_are_counted_and_skipped(tmp_path: Path) -> None:
     finally:
         stop_process(agent.proc, signal.SIGKILL)
         col.stop()
+
+
+def _samples(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """Every sample at the agent's /metrics: name -> {sorted label pairs: value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, value = line.rsplit(" ", 1)
+        name, _, rest = series.partition("{")
+        labels = tuple(sorted(
+            (k, v.strip('"')) for k, _, v in (p.partition("=") for p in rest.rstrip("}").split('",') if p)
+        ))
+        out.setdefault(name, {})[labels] = float(value)
+    return out
+
+
+def test_metrics_endpoint_reports_exact_values(tmp_path: Path) -> None:
+    """Every self-metric the issue lists, read from a real agent process and compared with
+    what the test wrote: lines, bytes, parse errors by reason, too-long lines, unmatched
+    users, lag behind the file's end, batches sent / retried / dead-lettered, rows and
+    profiles shipped, spool bytes and batches, last acknowledged flush, rotations."""
+    col = Collector(tmp_path / "collector")
+    log_path = tmp_path / "logs" / "access.log"
+    log_path.parent.mkdir(parents=True)
+    port = free_port()
+    cfg = agent_config(tmp_path, col.url, log_path, flush_interval=0.2)
+    cfg.write_text(cfg.read_text()
+                   .replace('metrics_listen = ""', f'metrics_listen = "127.0.0.1:{port}"')
+                   .replace('read_from = "beginning"', 'read_from = "beginning"\nmax_line_bytes = 512'))
+    agent = AgentProc(cfg, tmp_path / "agent.log")
+    state = tmp_path / "state"
+    src = str(log_path)
+    m0 = _base_minute(10)
+
+    def line(start_s: int, uid: int, denied: bool, user: str | None = None) -> bytes:
+        name = user if user is not None else f"user-{uid}-order-{uid * 10}"
+        if denied:
+            return (f"{start_s}.250      0 10.1.0.1 TCP_DENIED/403 3464 GET http://site.example.com/x {name} "
+                    f"HIER_NONE/- text/html 120 - 3128 ERR_ACCESS_DENIED/-\n").encode()
+        return (f"{start_s}.250     40 10.1.0.1 TCP_MISS/200 900 GET http://site.example.com/p {name} "
+                f"HIER_DIRECT/203.0.113.7 text/plain 120 192.0.2.1 3128 -/-\n").encode()
+
+    good: list[bytes] = []
+    rows: set[tuple[int, int, bool]] = set()  # (minute, user, denied): every other dimension is equal
+    profiles: set[tuple[int, int]] = set()  # (minute, user)
+    for i in range(60):
+        minute, uid, denied = i % 2, 11 + i % 3, i % 7 == 0
+        good.append(line(m0 + minute * 60 + 5 + i % 40, uid, denied))
+        rows.add((minute, uid, denied))
+        profiles.add((minute, uid))
+    for i in range(4):  # names the users pattern does not match: the default user 0
+        good.append(line(m0 + 10 + i, 0, False, user="nobody"))
+    rows.add((0, 0, False))
+    profiles.add((0, 0))
+    bad = [b"this is not a squid line\n"] * 3 + [line(m0 + 20, 11, False).replace(b"TCP_MISS/200", b"TCP_MISS/2x0")] * 2
+    too_long = [b"1795332619.337 43 " + b"x" * 1000 + b"\n"] * 2
+    content = b"".join(good[:30] + bad[:2] + too_long[:1] + good[30:] + bad[2:] + too_long[1:])
+    log_path.write_bytes(content)
+
+    def sample(name: str, **labels: str) -> float:
+        values = _samples(port).get(f"proxymeter_agent_{name}", {})
+        return values.get(tuple(sorted(labels.items())), -1.0)
+
+    try:
+        col.start()
+        t0 = time.time()
+        agent.start()
+        wait_until(lambda: _metric(port, "proxymeter_agent_batches_sent_total") == 1, 30, "the first batch acked")
+        got = _samples(port)
+        p = "proxymeter_agent_"
+        assert got[p + "lines_read_total"] == {(("source", src),): len(good) + len(bad)}
+        assert got[p + "bytes_read_total"] == {(("source", src),): len(content)}
+        assert got[p + "records_total"] == {(("source", src),): len(good)}
+        assert got[p + "parse_errors_total"] == {
+            (("reason", "bad_number"), ("source", src)): 3, (("reason", "bad_status"), ("source", src)): 2}
+        assert got[p + "lines_too_long_total"] == {(("source", src),): 2}
+        assert got[p + "unmatched_users_total"] == {(): 4}
+        assert got[p + "lag_bytes"] == {(("path", src),): 0}
+        # one batch held everything: its rows and profiles, counted as the test keyed them
+        assert got[p + "batches_sent_total"] == {(): 1}
+        assert got[p + "rows_shipped_total"] == {(): len(rows)}
+        assert got[p + "profiles_shipped_total"] == {(): len(profiles)}
+        assert got[p + "spool_bytes"] == {(): 0} and got[p + "spool_batches"] == {(): 0}
+        assert got[p + "spool_full"] == {(): 0}
+        assert got[p + "batches_dead_lettered_total"] == {(): 0}
+        assert got.get(p + "batches_retried_total", {}) == {}  # no sample before the first retry
+        assert t0 <= got[p + "last_ack_timestamp_seconds"][()] <= time.time()
+        assert got[p + "pending_rows"] == {(): 0}
+        requests = col.get("/analytics/requests", **{"from": iso(m0 - 60), "to": iso(m0 + 180), "interval": "1m"})
+        assert sum(int(d["total_count"]) for d in requests["data"]) == len(good)
+
+        # an unfinished last line: read, held, and shown as lag until its newline comes
+        partial = line(m0 + 30, 12, False)
+        with open(log_path, "ab") as f:
+            f.write(partial[:50])
+        wait_until(lambda: sample("lag_bytes", path=src) == 50, 30, "lag of the partial line")
+        assert sample("lines_read_total", source=src) == len(good) + len(bad)
+        with open(log_path, "ab") as f:
+            f.write(partial[50:])
+        wait_until(lambda: sample("records_total", source=src) == len(good) + 1, 30, "the finished line")
+        wait_until(lambda: _metric(port, "proxymeter_agent_batches_sent_total") == 2, 30, "its batch acked")
+        assert sample("lag_bytes", path=src) == 0
+        assert sample("bytes_read_total", source=src) == len(content) + len(partial)
+
+        # collector down, the log rotated by rename: failed attempts are counted by status
+        # (0 = no connection), the spool gauges equal the batch files on disk
+        col.stop()
+        staged = tmp_path / "staging.log"  # written whole, then moved in: one read, one batch
+        staged.write_bytes(b"".join(line(m0 + 120 + i % 50, 100 + i, False) for i in range(300)))
+        os.rename(log_path, log_path.with_name("access.log.1"))
+        os.rename(staged, log_path)
+        wait_until(lambda: sample("rotations_total", source=src) == 1, 30, "the rotation")
+        wait_until(lambda: sample("spool_batches") >= 1 and sample("batches_retried_total", status="0") >= 1,
+                   30, "a spooled batch being retried")
+        assert sample("records_total", source=src) == len(good) + 1 + 300
+
+        def spool_matches_disk() -> bool:
+            # the gauges change together with the files; read both between two equal readings
+            before = (sample("spool_batches"), sample("spool_bytes"))
+            files = [f for f in (state / "spool").glob("*.batch") if not f.name.startswith(".")]
+            disk = (float(len(files)), float(sum(f.stat().st_size for f in files)))
+            return before == disk == (sample("spool_batches"), sample("spool_bytes"))
+
+        wait_until(spool_matches_disk, 30, "spool gauges equal to the batch files on disk")
+
+        # back with a 1 KiB body limit: the collector answers 413, the batches are set aside
+        col.config.write_text(col.config.read_text().replace('log_level = "warning"',
+                                                             'log_level = "warning"\nmax_body_bytes = 1024'))
+        col.start()
+        wait_until(lambda: sample("spool_batches") == 0, 30, "the spool emptied by dead-lettering")
+        dead = list((state / "spool" / "dead-letter").glob("*.batch"))
+        assert sample("batches_dead_lettered_total") == len(dead) == 1  # the 300 rows
+        assert sample("spool_bytes") == 0
+        assert sample("batches_sent_total") == 2
+
+        # a value over the ingest limits (a 300-character host) is cut, counted and logged
+        with open(log_path, "ab") as f:
+            f.write(line(m0 + 200, 11, False).replace(b"site.example.com", b"a" * 280 + b".com"))  # registrable: itself
+        wait_until(lambda: sample("values_fixed_total") == 1, 30, "the value fixed")
+        wait_until(lambda: "dimension values over the ingest limits" in agent.tail(), 30, "its warning")
+        # the log deleted while open: read to its end through the open file, counted
+        os.unlink(log_path)
+        wait_until(lambda: sample("file_events_total", source=src, event="deletions") == 1, 30, "the deletion")
+        assert agent.stop() == 0, agent.tail()
+    finally:
+        stop_process(agent.proc, signal.SIGKILL)
+        col.stop()
