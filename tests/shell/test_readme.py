@@ -9,16 +9,24 @@ response fields for every query, {"status": "ok"} for /healthz.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
 
+import pytest
 from shellkit import REPO, Procs, start_collector
+
+from agent import config as agent_config
+from collector import config as collector_config
 
 # Response fields per endpoint: FonProxy's, plus the documented extensions.
 FIELDS = {
@@ -113,3 +121,78 @@ def test_every_readme_curl_example_answers_as_documented(tmp_path: Path, procs: 
     # The ingest example's row (2026-03-15 10:15, order 3, google.com) shows up where a
     # query's range and filters cover it.
     assert {"traffic", "latency", "domains"} <= seen_data
+
+
+def _section(name: str) -> str:
+    text = (REPO / "README.md").read_text()
+    m = re.search(rf"<!-- section:{name} -->\n(.*?)<!-- /section:{name} -->", text, re.S)
+    assert m, name
+    return m[1]
+
+
+def _table_rows(section: str) -> dict[str, str]:
+    """`| `key` / `key2` | default | meaning |` rows -> {key: default cell}."""
+    rows: dict[str, str] = {}
+    for line in section.splitlines():
+        m = re.match(r"^\| (`[^|]+`) \| ([^|]*) \|", line)
+        if m:
+            for key in re.findall(r"`([^`]+)`", m[1]):
+                rows[key] = m[2].strip()
+    return rows
+
+
+def _default_of(field: Any) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def _fields(cls: type, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(key path, dataclasses.Field) of every leaf key; arrays of tables as `name[].key`."""
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp, path = hints[f.name], f"{prefix}{f.name}"
+        args = get_args(tp)
+        if dataclasses.is_dataclass(tp):
+            yield from _fields(tp, path + ".")  # type: ignore[arg-type]
+        elif get_origin(tp) in (list, tuple) and args and dataclasses.is_dataclass(args[0]):
+            yield from _fields(args[0], path + "[].")
+        else:
+            yield path, f
+
+
+@pytest.mark.parametrize("section,schema", [("agent-config", agent_config.Config),
+                                            ("collector-config", collector_config.CollectorConfig)])
+def test_configuration_reference_lists_every_key_with_its_default(section: str, schema: type) -> None:
+    rows = _table_rows(_section(section))
+    wildcards = [k[:-1] for k in rows if k.endswith(".*")]  # `users.*`: explained in the text below
+    text = _section(section)
+    missing, wrong = [], []
+    for path, f in _fields(schema):
+        wildcard = next((w for w in wildcards if path.startswith(w)), None)
+        if wildcard is not None:
+            if not re.search(rf"`[^`\n]*\b{re.escape(path[len(wildcard):])}\b[^`\n]*`", text):
+                missing.append(path)
+            continue
+        if path not in rows:
+            missing.append(path)
+            continue
+        default, cell = _default_of(f), rows[path]
+        shown = re.match(r"^`([^`]*)`", cell)
+        if default is dataclasses.MISSING or f.default_factory is not dataclasses.MISSING and not shown:
+            continue  # "required", or computed ("the host name")
+        if default is None:
+            continue  # optional keys (`collector.token`, `user_id`): described, no value
+        assert shown, (path, cell)
+        try:
+            value = tomllib.loads(f"v = {shown[1]}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = shown[1]  # a bare path such as /var/lib/proxymeter-agent
+        if value != default:
+            wrong.append((path, shown[1], default))
+    assert missing == [] and wrong == []
+    known = {p for p, _ in _fields(schema)}
+    unknown = [k for k in rows if k not in known and not k.endswith(".*")]
+    assert unknown == []  # the table documents no key the config does not have

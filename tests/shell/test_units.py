@@ -140,3 +140,24 @@ def test_example_values_are_the_defaults() -> None:
         assert src == agent_config.Source(path=src.path, format=src.format)
     assert tomlschema.load_text(collector_config.CollectorConfig, (REPO / "systemd/collector.toml").read_text()) \
         == collector_config.CollectorConfig()
+
+
+_KEY_LINE = re.compile(r"^(#\s?)?([A-Za-z_]\w* = .*|\[\[?[\w.\" -]+\]\]?\s*)$")
+
+
+@pytest.mark.parametrize("name", ["agent", "collector"])
+def test_examples_comment_every_key(name: str) -> None:
+    """Each key (active or commented out) has an explaining comment right above it or
+    above the run of key lines it belongs to (e.g. `default_user_id`/`default_order_id`)."""
+    lines = (REPO / f"systemd/{name}.toml").read_text().splitlines()
+    uncommented = []
+    for i, line in enumerate(lines):
+        m = _KEY_LINE.match(line)
+        if not m or line.lstrip("# ").startswith("["):
+            continue
+        j = i - 1
+        while j >= 0 and (_KEY_LINE.match(lines[j]) or lines[j].strip() == "#"):
+            j -= 1
+        if j < 0 or not lines[j].startswith("#"):
+            uncommented.append(line)
+    assert uncommented == []
