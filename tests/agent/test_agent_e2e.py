@@ -590,3 +590,80 @@ def test_metrics_endpoint_reports_exact_values(tmp_path: Path) -> None:
     finally:
         stop_process(agent.proc, signal.SIGKILL)
         col.stop()
+
+
+class _Recorder:
+    """A stand-in ingest endpoint on 127.0.0.1 (a thread of this test process): records
+    every request's Idempotency-Key and body and answers `status`."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.status = 503
+        self.seen: list[tuple[str, bytes, int]] = []  # key, body, status answered
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                status = recorder.status
+                recorder.seen.append((self.headers.get("Idempotency-Key", ""), body, status))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+def test_unacknowledged_batches_are_resent_with_their_original_keys_after_kill9(tmp_path: Path) -> None:
+    import msgpack
+
+    rec = _Recorder()
+    log_path = tmp_path / "logs" / "access.log"
+    writer = SquidWriter(log_path, base=_base_minute(20), seed=51)
+    cfg = agent_config(tmp_path, rec.url, log_path, flush_interval=0.2)
+    agent = AgentProc(cfg, tmp_path / "agent.log")
+    spool = tmp_path / "state" / "spool"
+
+    def spooled() -> list[dict]:  # type: ignore[type-arg]
+        files = sorted(f for f in spool.glob("*.batch") if not f.name.startswith("."))
+        return [msgpack.unpackb(f.read_bytes(), raw=False) for f in files]
+
+    try:
+        agent.start()
+        agent.wait_ready()
+        writer.write(2_000)
+        wait_until(lambda: sum(b["rows"] > 0 for b in spooled()) >= 1, 30, "a batch with rows spooled")
+        writer.write(1_000)
+        wait_until(lambda: sum(b["rows"] > 0 for b in spooled()) >= 2, 30, "a second batch with rows")
+        wait_until(lambda: len(rec.seen) >= 2, 30, "attempts refused with 503")
+        agent.kill9()
+        before = [(b["key"], b["body"]) for b in spooled() if b["rows"] > 0]
+        refused = {key for key, _, _ in rec.seen}
+        assert refused <= {key for key, _ in before}  # nothing was acknowledged
+
+        rec.status = 204
+        n_before = len(rec.seen)
+        agent.start()
+        wait_until(lambda: spooled() == [], 30, "the spool delivered after the restart")
+        after = [(key, body) for key, body, _ in rec.seen[n_before:]]
+        # the same bytes under the same keys, oldest first, each sent once; anything after
+        # them (lines not yet read at the kill) goes under new keys
+        assert after[: len(before)] == before
+        assert not {key for key, _ in after[len(before):]} & {key for key, _ in before}
+        assert agent.stop() == 0, agent.tail()
+    finally:
+        stop_process(agent.proc, signal.SIGKILL)
+        rec.close()
