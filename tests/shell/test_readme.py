@@ -4,7 +4,8 @@ The commands are taken from the README's ```sh blocks (continuation lines and mu
 quoted bodies joined like a shell would), `$TOKEN` filled with a token of the role the
 endpoint needs, and the documented address 127.0.0.1:8428 pointed at the test's collector.
 Each must answer what the README says: 204 for the ingest example, 200 and the documented
-response fields for every query, {"status": "ok"} for /healthz.
+response fields for every query, {"status": "ok"} for /healthz; and each query's figures
+are exactly those of the ingest example's rows its range and filters cover.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ import shutil
 import subprocess
 import tomllib
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
+from zoneinfo import ZoneInfo
 
 import pytest
 from shellkit import REPO, Procs, start_collector
@@ -93,6 +97,7 @@ def test_every_readme_curl_example_answers_as_documented(tmp_path: Path, procs: 
     col = start_collector(procs, tmp_path, storage="retention_days = 36500")
     ingest_first = sorted(commands, key=lambda c: "/analytics/ingest" not in c)
     seen_data = set()
+    rows: list[dict[str, Any]] = []  # what the ingest examples sent: the oracle of the queries
     for command in ingest_first:
         token = col.agent if "/analytics/ingest" in command else col.admin
         words = [w.replace("http://127.0.0.1:8428", col.base)
@@ -103,6 +108,7 @@ def test_every_readme_curl_example_answers_as_documented(tmp_path: Path, procs: 
         path = where[1]
         if path == "analytics/ingest":
             assert status == 204, (command, body)
+            rows += json.loads(words[words.index("-d") + 1])["logs"]
         elif path == "healthz":
             assert (status, json.loads(body)) == (200, {"status": "ok"})
         elif path == "metrics":
@@ -118,9 +124,72 @@ def test_every_readme_curl_example_answers_as_documented(tmp_path: Path, procs: 
                 seen_data.add(name)
             if name == "websites":
                 assert {"page", "limit", "total", "totalPages"} <= set(doc)
+            _check_values(name, command, doc, _covered(rows, command))
     # The ingest example's row (2026-03-15 10:15, order 3, google.com) shows up where a
     # query's range and filters cover it.
     assert {"traffic", "latency", "domains"} <= seen_data
+
+
+def _covered(rows: list[dict[str, Any]], command: str) -> list[dict[str, Any]]:
+    """The ingested rows a query's range and filters select (the README's own rules)."""
+    url = next(w for w in shlex.split(command, comments=True) if w.startswith("http"))
+    params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+    zone = ZoneInfo(params.get("tz", "UTC"))
+
+    def instant(text: str) -> datetime:
+        moment = datetime.fromisoformat(text)
+        return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+
+    frm, to = instant(params["from"]), instant(params["to"])
+    out = []
+    for row in rows:
+        ts = datetime.fromisoformat(row["ts"]).replace(tzinfo=timezone.utc)
+        if not frm <= ts < to:
+            continue
+        if any(p in params and str(row.get(k, "" if k == "domain" else 0)) != params[p]
+               for p, k in (("orderId", "order_id"), ("userId", "user_id"), ("domain", "domain"))):
+            continue
+        out.append(row)
+    return out
+
+
+def _check_values(name: str, command: str, doc: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """The answer holds exactly the covered rows' figures (empty buckets are omitted)."""
+    data = doc["data"]
+
+    def total(field: str) -> int:
+        return sum(int(item[field]) for item in data)
+
+    def rows_sum(field: str) -> int:
+        return sum(int(row.get(field, 0)) for row in rows)
+
+    if name in ("traffic", "requests", "concurrency", "latency"):
+        assert bool(data) == bool(rows), (command, data)
+        assert total("total_count") == rows_sum("count"), command
+    if name == "traffic":
+        assert (total("total_bytes_sent"), total("total_bytes_received"), total("bytes_total")) == (
+            rows_sum("bytes_sent"), rows_sum("bytes_received"), rows_sum("bytes_sent") + rows_sum("bytes_received"))
+    elif name == "requests":
+        assert total("total_errors") == rows_sum("error_count"), command
+    elif name == "concurrency" and rows:
+        assert max(int(i["max_concurrency"]) for i in data) == max(int(r.get("max_concurrency", 0)) for r in rows)
+    elif name in ("domains", "websites"):
+        by_domain: dict[str, int] = {}
+        for row in rows:
+            if row.get("domain"):
+                by_domain[row["domain"]] = by_domain.get(row["domain"], 0) + int(row.get("count", 0))
+        if name == "websites":
+            assert doc["total"] == len(by_domain), (command, doc)
+            first = (int(doc["page"]) - 1) * int(doc["limit"])
+            assert len(data) == max(0, min(int(doc["limit"]), len(by_domain) - first)), (command, doc)
+        else:
+            assert {i["domain"]: int(i["total_count"]) for i in data} == by_domain, (command, data)
+    elif name == "errors":
+        by_error: dict[str, int] = {}
+        for row in rows:
+            if row.get("error"):
+                by_error[row["error"]] = by_error.get(row["error"], 0) + int(row.get("error_count", 0))
+        assert {i["error"]: int(i["total_errors"]) for i in data} == by_error, (command, data)
 
 
 def _section(name: str) -> str:
