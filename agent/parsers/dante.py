@@ -17,11 +17,16 @@ can be off by up to about one second. At most `max_open` open sessions are remem
 (default 65536; the oldest is forgotten first, its close then uses the fallback).
 
 Lines, as danted 1.4.2 writes them (addresses are "ip.port"; with authentication the
-client is "username%alice@10.0.0.1.5000"):
+client is "username%alice@10.0.0.1.5000", the name written raw, spaces included):
     Nov 22 07:41:07 (1795333267.348448) danted[17203]: info: pass(2): tcp/connect [: CLIENT PROXY_IN -> PROXY_OUT TARGET
     ... info: pass(2): tcp/connect ]: A -> CLIENT PROXY_IN -> B, C -> PROXY_OUT TARGET -> D: remote peer closed.  Session duration: 1s
     ... info: block(1): tcp/connect ]: CLIENT PROXY_IN -> 0.0.0.0.0 TARGET
     ... info: block(1): tcp/connect ]: CLIENT PROXY_IN: could not resolve hostname "x.invalid": ...
+    ... info: block(1): tcp/accept ]: CLIENT PROXY_IN: error after reading 19 bytes in 0 seconds: system password authentication failed for user "alice"
+A failed login never reaches a tcp/connect line: dante logs it (with `log: error` on
+the client rule) as the blocked tcp/accept line above, the user named in the message
+("... could not access user "bob"'s records in the system password file" for an unknown
+name); that line is the session, with auth_failed, no target and no bytes.
 
 What each part gives:
     (epoch.micro)     the event time (UTC) -> open line: start_ms; close line: end
@@ -33,6 +38,8 @@ What each part gives:
     A                 bytes dante wrote to the client -> bytes_received (exact)
     B                 bytes dante read from the client -> bytes_sent (exact)
     Session duration  whole seconds (only used without an open line, see above)
+    (a user name with spaces: the client token runs from "%" to the "@" that is
+                      followed by an address; spaces in it are read as part of the name)
     reason            "local client closed"/"remote peer closed" -> no error;
                       "remote peer error (Connection refused)" -> connection_refused;
                       "(Connection timed out)" -> timeout; "(No route to host)",
@@ -41,9 +48,10 @@ What each part gives:
                       "could not resolve hostname" -> dns_failure; a block(N) line ->
                       forbidden_host; "authentication failed"/"password" -> auth_failed;
                       "i/o timeout" (idle session closed by dante) -> no error.
-All sessions are protocol SOCKS. Only tcp/connect lines are counted: tcp/accept lines
-(the client-rule view of the same session) and udp/bind lines return None, so a
-denial by a `client block` rule is not counted (deny with `socks block` rules).
+All sessions are protocol SOCKS. Only tcp/connect lines and failed logins are counted:
+the other tcp/accept lines (the client-rule view of the same session) and udp/bind
+lines return None, so a denial by a `client block` rule is not counted (deny with
+`socks block` rules).
 """
 
 from __future__ import annotations
@@ -58,6 +66,29 @@ from agent.record import PROTOCOL_SOCKS, ParseError, Record
 _DURATION = re.compile(rb"Session duration: (\d+)s")
 _HOSTNAME = re.compile(rb'could not resolve hostname "([^"]*)"')
 _OCTAL = re.compile(r"\\([0-7]{3})")
+# the user part of "method%user@ip.port ": up to the first "@" followed by an address
+_USER = re.compile(rb"%(.*?)@(?=[0-9A-Fa-f.:]+\.[0-9]+(?: |$))")
+_AUTH_USER = re.compile(rb'user "([^"]*)"')
+_AFTER_READING = re.compile(rb"^error after reading \d+ bytes? in \d+ seconds?: ")
+
+
+def _unescape(user: str) -> str:
+    """dante writes unusual bytes of a name with vis(3) octal escapes."""
+    return _OCTAL.sub(lambda m: chr(int(m[1], 8)), user) if "\\" in user else user
+
+
+def _protect_user(body: bytes) -> bytes:
+    """Spaces in the user name (dante writes them raw) as the octal escape \\040, so the
+    client address stays one token; _addr turns it back into a space."""
+    m = _USER.search(body)
+    if m is None or b" " not in m[1]:
+        return body
+    return body[:m.start(1)] + m[1].replace(b" ", b"\\040") + body[m.end(1):]
+
+
+def _is_auth_failure(reason: bytes) -> bool:
+    r = reason.lower()
+    return b"authentication failed" in r or b"password" in r
 
 
 def _addr(tok: bytes) -> tuple[str, str, int]:
@@ -65,9 +96,7 @@ def _addr(tok: bytes) -> tuple[str, str, int]:
     user = ""
     if b"@" in tok:
         cred, _, tok = tok.rpartition(b"@")
-        user = text(cred.partition(b"%")[2])
-        if "\\" in user:  # dante writes unusual bytes with vis(3) octal escapes
-            user = _OCTAL.sub(lambda m: chr(int(m[1], 8)), user)
+        user = _unescape(text(cred.partition(b"%")[2]))
     host, dot, port = tok.rpartition(b".")
     if not dot or not port.isdigit():
         raise ParseError("bad_address", text(tok))
@@ -76,7 +105,7 @@ def _addr(tok: bytes) -> tuple[str, str, int]:
 
 def _error(reason: bytes, blocked: bool) -> str:
     r = reason.lower()
-    if b"authentication failed" in r or b"password" in r:
+    if _is_auth_failure(r):
         return E.AUTH_FAILED
     if b"could not resolve" in r:
         return E.DNS_FAILURE
@@ -123,10 +152,15 @@ class DanteParser:
         t_ms = int(sec) * 1000 + int((frac + b"000")[:3])
         i = line.find(b"tcp/connect ", rp)
         if i < 0:
-            return None  # tcp/accept, udp, startup and shutdown notices
+            j = line.find(b"tcp/accept ]: ", rp)
+            if j >= 0 and line.rfind(b"block(", rp, j) >= 0:
+                return self._login_failed(line[j + 14:].strip(), t_ms)
+            return None  # other tcp/accept lines, udp, startup and shutdown notices
         blocked = line.rfind(b"block(", rp, i) >= 0
         kind = line[i + 12:i + 15]
         body = line[i + 15:].strip()
+        if b"%" in body:
+            body = _protect_user(body)
         if kind == b"[: ":
             return self._remember(body, t_ms)
         if kind != b"]: ":
@@ -143,6 +177,29 @@ class DanteParser:
             self.forgotten += 1
         self._open[key] = t_ms
         return None
+
+    @staticmethod
+    def _login_failed(body: bytes, t_ms: int) -> Record | None:
+        """A blocked tcp/accept line: a failed login is a session of its own (the
+        client never got to a tcp/connect line); any other reason is not counted."""
+        colon = body.find(b": ")
+        if colon < 0:
+            return None
+        reason = body[colon + 2:].strip().rstrip(b".")
+        if not _is_auth_failure(reason):
+            return None
+        p = body[:colon].split()
+        if len(p) < 2:
+            raise ParseError("too_few_fields", "tcp/accept line")
+        _, client_ip, _ = _addr(p[0])
+        _, _, listen_port = _addr(p[1])
+        m = _AUTH_USER.search(reason)
+        user = _unescape(text(m[1])) if m else ""
+        raw = text(_AFTER_READING.sub(b"", reason))
+        return Record(
+            t_ms, 0, 0, 0, client_ip, user, "", 0, PROTOCOL_SOCKS, E.AUTH_FAILED,
+            f"block: {raw}", 0, "", "", listen_port,
+        )
 
     def _close(self, body: bytes, end_ms: int, blocked: bool) -> Record:
         colon = body.find(b": ")

@@ -124,3 +124,48 @@ def test_trailing_extra_data_changes_nothing_but_free_text() -> None:
             assert g is not None
             g.raw_error = exp.raw_error = ""
             assert g == exp
+
+
+# Real danted 1.4.2 lines with `socksmethod: username` (captured on loopback, echo port
+# 35229, dante on 54615): a user name with a space is written raw, and a failed login
+# is logged only as a blocked tcp/accept line, naming the user in the message.
+AUTH_LINES = [
+    b"Dec  1 20:04:22 (1796155462.174727) danted[8160]: info: pass(2): tcp/connect [: username%user-102 alt@127.0.0.1.38306 127.0.0.1.54615 -> 127.0.0.1.42323 127.0.0.1.35229",
+    b"Dec  1 20:04:22 (1796155462.175414) danted[8160]: info: pass(2): tcp/connect ]: 100 -> username%user-102 alt@127.0.0.1.38306 127.0.0.1.54615 -> 100, 100 -> 127.0.0.1.42323 127.0.0.1.35229 -> 100: local client closed.  Session duration: 0s",
+    b'Dec  1 20:04:22 (1796155462.178924) danted[8143]: info: block(1): tcp/accept ]: 127.0.0.1.38318 127.0.0.1.54615: error after reading 19 bytes in 0 seconds: system password authentication failed for user "user-105"',
+    b"Dec  1 20:04:22 (1796155462.180843) danted[8143]: info: block(1): tcp/accept ]: 127.0.0.1.38334 127.0.0.1.54615: error after reading 21 bytes in 0 seconds: could not access user \"nobodyhere\"'s records in the system password file: no system error",
+    b"Dec  1 20:04:22 (1796155462.188043) danted[8144]: info: block(1): tcp/connect ]: username%guest@127.0.0.1.38354 127.0.0.1.54615 -> 0.0.0.0.0 127.0.0.1.46527",
+    b'Dec  1 20:04:22 (1796155462.192817) danted[8144]: info: block(1): tcp/connect ]: username%guest@127.0.0.1.38370 127.0.0.1.54615: could not resolve hostname "nosuch.invalid": Name or service not known for IPv4 address',
+    b'Dec  1 20:04:22 (1796155462.193388) danted[8144]: info: block(1): tcp/accept ]: 127.0.0.1.38370 127.0.0.1.54615: request was not performed due to error: could not resolve hostname "nosuch.invalid": Name or service not known for IPv4 address',
+]
+AUTH_TABLE: list[Record | None] = [
+    None,  # open line of the next session
+    rec(1796155462174, 1, 100, 100, L, "user-102 alt", L, 35229, "SOCKS", "", "", 0, L, "", 54615),
+    rec(1796155462178, 0, 0, 0, L, "user-105", "", 0, "SOCKS", "auth_failed",
+        'block: system password authentication failed for user "user-105"', 0, "", "", 54615),
+    rec(1796155462180, 0, 0, 0, L, "nobodyhere", "", 0, "SOCKS", "auth_failed",
+        "block: could not access user \"nobodyhere\"'s records in the system password file: no system error",
+        0, "", "", 54615),
+    rec(1796155462188, 0, 0, 0, L, "guest", L, 46527, "SOCKS", "forbidden_host", "block", 0, "", "", 54615),
+    rec(1796155462192, 0, 0, 0, L, "guest", "nosuch.invalid", 0, "SOCKS", "dns_failure",
+        'block: could not resolve hostname "nosuch.invalid": Name or service not known for IPv4 address',
+        0, "", "", 54615),
+    None,  # the tcp/accept view of the DNS failure: not a login failure, not counted twice
+]
+
+
+def test_authenticated_sessions_space_in_name_and_failed_logins() -> None:
+    p = make_parser("dante", timezone.utc)
+    assert [p.parse(x) for x in AUTH_LINES] == AUTH_TABLE
+    assert p.open_sessions == 0  # type: ignore[attr-defined]
+
+
+def test_space_in_name_pairs_open_and_close() -> None:
+    p = make_parser("dante", timezone.utc)
+    # without its open line the close falls back to "Session duration: 0s"
+    alone = p.parse(AUTH_LINES[1])
+    assert alone is not None and (alone.user, alone.start_ms) == ("user-102 alt", 1796155462175)
+    # an "@" inside the name: the address is what follows the last "@" before it
+    line = AUTH_LINES[1].replace(b"user-102 alt@", b"a@b c@")
+    r = p.parse(line)
+    assert r is not None and (r.user, r.client_ip, r.listen_port) == ("a@b c", L, 54615)
