@@ -43,3 +43,36 @@ def test_every_format_has_a_parser_and_unknown_is_rejected() -> None:
         assert callable(make_parser(fmt, timezone.utc).parse)
     with pytest.raises(ValueError, match="sqiud"):
         make_parser("sqiud", timezone.utc)
+
+
+def _agent_config_section() -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    start = text.index("<!-- section:agent-config -->")
+    return text[start:text.index("<!-- /section:agent-config -->", start)]
+
+
+def test_readme_lists_every_error_code_with_its_how_to_fix() -> None:
+    section = _agent_config_section()
+    table = section[section.index("**Error codes.**"):]
+    rows = []
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            code, title, how = (cell.strip() for cell in line.strip("|").split(" | "))
+            rows.append((code.strip("`"), title, how))
+        elif rows:
+            break
+    assert rows == [(e.code, e.title, e.how_to_fix) for e in ERRORS.values()]
+
+
+def test_readme_documents_the_domain_fallback() -> None:
+    import re
+
+    from agent.domains import FALLBACK_SLDS
+
+    section = _agent_config_section()
+    para = " ".join(section[section.index("**Domains.**"):section.index("**Error codes.**")].split())
+    listed = re.search(r"the one before it is (.*?) \(", para)
+    assert listed is not None
+    assert set(re.findall(r"`([a-z]+)`", listed.group(1))) == FALLBACK_SLDS
