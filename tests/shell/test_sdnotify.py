@@ -29,8 +29,9 @@ def _receive_lifecycle(sock: socket.socket, proc_signal, is_ready) -> list[str]:
             continue
         for state in data.decode().split("\n"):
             got.append(state)
+            if state == READY and got.count(READY) == 1:
+                assert is_ready()  # READY=1 meant it: the service answers at once
         if READY in got and not sent_term and got.count(WATCHDOG) >= 2:
-            assert is_ready()  # READY=1 meant it: the service answers now
             proc_signal(signal.SIGTERM)
             sent_term = True
         if STOPPING in got:
@@ -92,3 +93,26 @@ def test_without_notify_socket_services_run_normally(tmp_path: Path, procs: Proc
     assert http(f"{col.base}/analytics/requests?from=2026-01-01&to=2026-01-02", token)[0] == 401
     col.proc.signal(signal.SIGTERM)
     assert col.proc.wait(30) == 0
+
+
+def test_no_watchdog_pings_without_watchdog_usec(tmp_path: Path, procs: Procs) -> None:
+    """Without WatchdogSec (no WATCHDOG_USEC) the collector sends READY=1 and STOPPING=1 only."""
+    sock, path = _notify_socket(tmp_path)
+    with sock:
+        col = start_collector(procs, tmp_path, env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": ""})
+        got: list[str] = []
+        deadline = time.monotonic() + 1.5  # several watchdog periods of the other tests
+        while time.monotonic() < deadline:
+            try:
+                got += sock.recv(4096).decode().split("\n")
+            except TimeoutError:
+                continue
+        col.proc.signal(signal.SIGTERM)
+        assert col.proc.wait(30) == 0
+        deadline = time.monotonic() + 10
+        while STOPPING not in got and time.monotonic() < deadline:
+            try:
+                got += sock.recv(4096).decode().split("\n")
+            except TimeoutError:
+                continue
+    assert _lifecycle_only(got) == [READY, STOPPING], got
