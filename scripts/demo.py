@@ -248,7 +248,9 @@ Tokens (only their SHA-256 is in {root / 'collector.toml'}):
   user   {tokens['user'][0]}   (may read user_id {user[0]} only)
   agent  {tokens['agent'][0]}   (ingest only; in {root / 'agent.token'})
 
-The agent ships every 2 s: data shows up a few seconds after start. Try:
+The agent ships every 2 s: data shows up a few seconds after start. The log is squid's
+native format, which has no upload sizes: bytes_sent is 0 here (README, "Proxy setup",
+has the squid logformat with them). Try:
 """)
         for title, cmd in examples(base, metrics, tokens, user, datetime.now(timezone.utc)):
             print(f"# {title}\n{cmd}\n")

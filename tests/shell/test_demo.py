@@ -89,6 +89,13 @@ def test_demo_prints_working_curl_examples_and_stops_on_ctrl_c(tmp_path: Path) -
         out, _ = proc.communicate(timeout=90)
         assert proc.returncode == 0, text + out
         assert "demo: stopped." in out
+        # Every child was stopped by the demo itself (by SIGTERM, in order), none left over.
+        children = [line.split() for line in (demo_dir / "pids").read_text().splitlines()]
+        assert sorted(name for name, _ in children) == ["agent", "collector", "loggen"]
+        assert [pid for _, pid in children if Path(f"/proc/{pid}").exists()
+                and str(demo_dir) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")] == []
+        assert "all batches acknowledged, exiting" in (demo_dir / "agent.log").read_text()
+        assert "msg=stopped" in (demo_dir / "collector.log").read_text()
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
