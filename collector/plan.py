@@ -11,12 +11,15 @@ Strategy
 - A span is read from the coarsest level whose granules never straddle a bucket edge:
   the coarsest level dividing every interior edge. `cover` splits [a, b) into a middle
   at that level and minute/hour heads and tails, so a 60-day range reads ~60 day rows
-  per key plus at most 2 partial days of hours and 2 partial hours of minutes.
+  per key plus at most 2 partial days of hours and 2 partial hours of minutes. `1d`
+  buckets are covered one by one instead, so local days whose midnight is not a whole
+  UTC hour (half-hour zones) still read hour rollups inside each day.
 Pure: no clocks, no I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
 
@@ -131,6 +134,12 @@ def default_interval(start: int, end: int, target_points: int) -> str:
 def chart_plan(start: int, end: int, step: int, tz: tzinfo) -> ChartPlan:
     edges = bucket_edges(start, end, step, tz)
     a, b = row_span(start, end)
+    if step >= DAY:
+        # Local days (at most ~63) are covered one by one: a day starting at 18:30 UTC
+        # (Asia/Kolkata) reads minute rows for its two partial hours and hour rollups in
+        # between, where one level for the whole range would have to be minutes.
+        days = (cover(max(lo, a), min(hi, b)) for lo, hi in zip(edges, edges[1:]))
+        return ChartPlan(edges, start, end, _merged(days))
     interior = [e for e in edges if a < e < b]
     coarsest = MINUTE
     for level in (DAY, HOUR):
@@ -138,6 +147,18 @@ def chart_plan(start: int, end: int, step: int, tz: tzinfo) -> ChartPlan:
             coarsest = level
             break
     return ChartPlan(edges, start, end, cover(a, b, coarsest))
+
+
+def _merged(parts: Iterable[tuple[Segment, ...]]) -> tuple[Segment, ...]:
+    """Consecutive segments of one level joined (fewer queries; same rows)."""
+    out: list[Segment] = []
+    for part in parts:
+        for seg in part:
+            if out and out[-1].level == seg.level and out[-1].end == seg.start:
+                out[-1] = Segment(seg.level, out[-1].start, seg.end)
+            else:
+                out.append(seg)
+    return tuple(out)
 
 
 def breakdown_cover(start: int, end: int) -> tuple[Segment, ...]:

@@ -122,3 +122,41 @@ def test_params_parse() -> None:
     with pytest.raises(params.ParamError) as exc:
         params.parse_chart({"from": "2026-01-01", "to": "2026-03-04T00:00:01"}, lim)
     assert exc.value.field == "to"
+
+
+PLAN_ZONES = ["UTC", "Europe/Berlin", "Europe/London", "Asia/Kolkata", "Asia/Kathmandu", "America/St_Johns", "America/Santiago"]
+
+
+@pytest.mark.parametrize("zone", PLAN_ZONES)
+@pytest.mark.parametrize("step", [60, 300, 900, 3600, 86400])
+def test_plan_segments_cover_the_rows_exactly_and_never_straddle_a_bucket(zone: str, step: int) -> None:
+    tz = ZoneInfo(zone)
+    # Ranges over DST changes (March/April, October), unaligned at both ends.
+    for start, end in ((ts(2026, 3, 20, 7, 13, 20), ts(2026, 4, 9, 5, 2)), (ts(2026, 10, 20, 23, 59), ts(2026, 10, 29, 0, 1))):
+        if step == 60:
+            end = start + 5 * 86400
+        p = plan.chart_plan(start, end, step, tz)
+        a, b = plan.row_span(start, end)
+        segs = p.segments
+        assert segs[0].start == a and segs[-1].end == b
+        assert all(x.end == y.start for x, y in zip(segs, segs[1:]))
+        for seg in segs:
+            assert seg.start % seg.level == 0 and seg.end % seg.level == 0
+            # Every granule of the segment's table lies inside one bucket: no bucket
+            # edge falls strictly inside a granule.
+            inside = [e for e in p.edges if seg.start < e < seg.end]
+            assert all(e % seg.level == 0 for e in inside), (zone, step, seg)
+
+
+def test_local_days_of_a_half_hour_zone_read_hour_rollups() -> None:
+    kolkata = ZoneInfo("Asia/Kolkata")
+    start, end = ts(2026, 1, 1, tz=kolkata), ts(2026, 3, 1, tz=kolkata)
+    p = plan.chart_plan(start, end, plan.DAY, kolkata)
+    minutes = sum(s.end - s.start for s in p.segments if s.level == plan.MINUTE)
+    # Per local day only its two partial UTC hours (00:00-00:30 and 23:30-24:00 local).
+    assert minutes == 59 * 3600
+    assert {s.level for s in p.segments} == {plan.MINUTE, plan.HOUR}
+    # London: winter days are whole UTC days (day rollups), summer days hours.
+    london = ZoneInfo("Europe/London")
+    p = plan.chart_plan(ts(2026, 3, 20, tz=london), ts(2026, 4, 10, tz=london), plan.DAY, london)
+    assert {s.level for s in p.segments} == {plan.DAY, plan.HOUR}

@@ -174,6 +174,14 @@ async def test_half_hour_zone_uses_local_hours(loaded: Api) -> None:
     expect = sums(select(ROWS, frm, to), lambda r: label(epoch(r), kolkata, "1h"))
     got = await loaded.get("/analytics/requests", **q(frm, to, tz="Asia/Kolkata", interval="1h"))
     assert [(d["bucket"], d["total_count"]) for d in got["data"]] == [(b, str(s["count"])) for b, s in sorted(expect.items())]
+    # Local days start at 18:30 UTC: read from minute rows at the edges, hours inside.
+    frm, to = datetime(2026, 3, 27, 12, 7, tzinfo=kolkata), datetime(2026, 3, 31, 3, 0, tzinfo=kolkata)
+    expect = sums(select(ROWS, frm, to), lambda r: label(epoch(r), kolkata, "1d"))
+    assert len(expect) == 5
+    got = await loaded.get("/analytics/traffic", **q(frm, to, tz="Asia/Kolkata", interval="1d"))
+    assert [(d["bucket"], d["total_count"], d["total_bytes_received"]) for d in got["data"]] == [
+        (b, str(s["count"]), str(s["bytes_received"])) for b, s in sorted(expect.items())
+    ]
 
 
 @pytest.mark.parametrize(
