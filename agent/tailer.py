@@ -150,8 +150,10 @@ class Tailer:
         self._done: dict[FileKey, _Done] = {}
         self._turn = 0
         self._bases: dict[str, set[str]] = {}
+        self._literal: tuple[str, str] | None = None  # (directory, name) of a pattern without magic
         if not globmod.has_magic(pattern):
-            self._bases[os.path.dirname(pattern) or "."] = {os.path.basename(pattern)}
+            self._literal = (os.path.dirname(pattern) or ".", os.path.basename(pattern))
+            self._bases[self._literal[0]] = {self._literal[1]}
         self._limit_logged: set[str] = set()
         self._start_at_end: set[str] = set()
         # (fingerprint, offset) of content no file holds any more (saved and not found, or
@@ -402,8 +404,9 @@ class Tailer:
         later, one starting like a known file is a copy (done: a truncation finds it if
         needed), any other was rotated between two looks (created and renamed away): read it.
         """
-        # Every name the pattern ever matched, so siblings are still watched while the
-        # live file is missing (deleted, or renamed and not yet recreated).
+        # Every name the pattern matched while a file seen under it is still tracked (or
+        # remembered as done), so siblings are still watched while the live file is missing
+        # (deleted, or renamed and not yet recreated); see _forget_bases.
         bases = self._bases
         for path in matched:
             bases.setdefault(os.path.dirname(path) or ".", set()).add(os.path.basename(path))
@@ -447,6 +450,27 @@ class Tailer:
         dirs = set(bases)
         for key in [k for k, d in self._done.items() if k not in present and (os.path.dirname(d.path) or ".") in dirs]:
             del self._done[key]
+        self._forget_bases(matched)
+
+    def _forget_bases(self, matched: list[str]) -> None:
+        """Drop the names no path matches any more and no tracked or done file was last
+        seen under: a glob over date-stamped logs would otherwise remember every name it
+        ever matched (memory and per-poll work growing for as long as the agent runs)."""
+        keep: dict[str, set[str]] = {}
+        for path in matched:
+            keep.setdefault(os.path.dirname(path) or ".", set()).add(os.path.basename(path))
+        for f in self._files.values():
+            keep.setdefault(os.path.dirname(f.path) or ".", set()).add(os.path.basename(f.path))
+        for d in self._done.values():
+            keep.setdefault(os.path.dirname(d.path) or ".", set()).add(os.path.basename(d.path))
+        if self._literal is not None:
+            keep.setdefault(self._literal[0], set()).add(self._literal[1])
+        for directory in list(self._bases):
+            names = self._bases[directory] & keep.get(directory, set())
+            if names:
+                self._bases[directory] = names
+            else:
+                del self._bases[directory]
 
     def _still_done(self, key: FileKey, path: str, st: os.stat_result) -> bool:
         """Is the file at `path` still the done file remembered under its inode?

@@ -299,3 +299,35 @@ def test_open_file_limit_keeps_read_from_end_for_files_that_wait(tmp_path: Path)
         got += drain(t, 2)
     assert sorted(got) == [b"a-new", b"b-new", b"c-new"]
     t.close()
+
+
+def test_glob_over_date_stamped_logs_forgets_names_it_no_longer_needs(tmp_path: Path) -> None:
+    # one new file a day, the old one deleted: what the tailer remembers about names
+    # (to watch their rotated siblings) must not grow with the days
+    t = Tailer(str(tmp_path / "proxy-*.log"), read_from="beginning", max_line_bytes=MAX, rotated_idle_polls=1)
+    got: list[bytes] = []
+    for day in range(200):
+        (tmp_path / f"proxy-{day:04d}.log").write_bytes(b"day-%04d\n" % day)
+        got += drain(t, 2)
+        if day:
+            (tmp_path / f"proxy-{day - 1:04d}.log").unlink()
+    got += drain(t, 3)
+    assert got == [b"day-%04d" % day for day in range(200)]
+    assert sum(len(names) for names in t._bases.values()) == 1  # white-box: the bound itself
+    t.close()
+
+
+def test_name_of_a_rotated_away_file_is_still_watched_for_siblings(tmp_path: Path) -> None:
+    t = Tailer(str(tmp_path / "*.log"), read_from="beginning", max_line_bytes=MAX, rotated_idle_polls=1)
+    log = tmp_path / "a.log"
+    log.write_bytes(b"a1\n")
+    assert drain(t, 1) == [b"a1"]
+    os.rename(log, tmp_path / "a.log.1")
+    assert drain(t, 3) == [] and t.open_files == 0  # drained and closed; a.log missing
+    # between two polls a new a.log is written and rotated away, as logrotate would
+    log.write_bytes(b"b1\n")
+    os.rename(tmp_path / "a.log.1", tmp_path / "a.log.2")
+    os.rename(log, tmp_path / "a.log.1")
+    assert drain(t, 3) == [b"b1"]
+    assert t.stats.siblings_recovered == 1
+    t.close()
