@@ -26,6 +26,7 @@ from agent.wire.tomlschema import EXIT_CONFIG, ConfigError
 from collector import config as config_mod
 from collector.app import STATE, create_app
 from collector.auth import digest, new_token
+from collector.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +145,8 @@ async def serve(path: str, cfg: config_mod.CollectorConfig) -> int:
         await runner.setup()  # opens the store (cleanup_ctx)
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
-    except OSError as exc:
-        log.error("cannot start", extra=kv(listen=cfg.server.listen, error=str(exc)))
+    except (OSError, StoreError) as exc:
+        log.error("cannot start", extra=kv(listen=cfg.server.listen, store=cfg.storage.path, error=str(exc)))
         await runner.cleanup()
         return 1
     addresses = " ".join(f"{a[0]}:{a[1]}" for a in runner.addresses)

@@ -2,6 +2,8 @@
 
 - Logs go to stderr, one `key=value` event per line, at the configured level, and a new
   level applies on SIGHUP (`debug` also turns on the collector's access log).
+- A host that refuses the start (corrupt store, address in use) is exit status 1 with
+  one error line, not a traceback.
 - uvloop is used when it is installed, and both services still work without it (the
   test hides it from the child interpreter, the package stays installed).
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import pytest
 from shellkit import (
     Procs,
     agent_toml,
+    cli,
     collector_toml,
     free_port,
     http,
@@ -152,3 +156,26 @@ def test_services_use_uvloop_when_installed_and_run_without_it(tmp_path: Path, p
         assert agent.wait(60) == 0, agent.text()
         assert f"loop={loop}" in agent.text(), agent.text()
     assert totals(col)["total_count"] == expected
+
+
+def test_start_up_failures_exit_1_with_one_error_line(tmp_path: Path) -> None:
+    """Not a config error (the file is valid) but the host refuses: status 1 (systemd
+    retries), and the journal gets a logfmt error line naming the cause, no traceback."""
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not an SQLite file" * 200)
+    col_config = tmp_path / "collector.toml"
+    col_config.write_text(f'[server]\nlisten = "127.0.0.1:0"\n\n[storage]\npath = "{corrupt}"\n')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        agent_config = tmp_path / "agent.toml"
+        agent_config.write_text(agent_toml(tmp_path, "http://127.0.0.1:9", "t", [tmp_path / "access.log"],
+                                           metrics_port=port))
+        for service, config, cause in (("collector", col_config, f"store={corrupt}"),
+                                       ("agent", agent_config, "address already in use")):
+            proc = cli(service, "run" if service == "agent" else "serve", "--config", str(config), timeout=60)
+            assert proc.returncode == 1, (service, proc.stderr)
+            assert "Traceback" not in proc.stderr, proc.stderr
+            errors = [line for line in _assert_logfmt(proc.stderr) if " level=error " in line]
+            assert any(cause in line and "start" in line for line in errors), (service, errors)
