@@ -33,6 +33,12 @@ def check_all(api: Api, truth: Truth, bounds: Bounds, *, peaks: dict[str, int], 
         want_errors = sum(1 for s in sent if s.error)
         expect(count == len(sent), f"user {name!r} (id {uid}): requests {count}, client made {len(sent)}")
         expect(errors == want_errors, f"user {name!r} (id {uid}): errors {errors}, expected {want_errors}")
+        want_codes: dict[str, int] = {}
+        for s in sent:
+            if s.error:
+                want_codes[s.error] = want_codes.get(s.error, 0) + 1
+        got_codes = api.errors(uid)
+        expect(got_codes == want_codes, f"user {name!r}: errors by code {got_codes}, expected {want_codes}")
         up, down = api.traffic(uid)
         b = [bounds(s) for s in sent]
         up_lo, up_hi = sum(x[0][0] for x in b), sum(x[0][1] for x in b)

@@ -27,6 +27,9 @@ MAX_SLOW_MS = 10_000
 CHUNK = 64 * 1024
 STALL_PREFIX = 128 * 1024
 STALL_S = 8.0
+MAX_CONNS = 10_000  # per server: accept loops end after this many (a test makes < 100)
+ECHO_MAX_BYTES = 64 * 1024 * 1024  # an echo connection closes after this much ...
+ECHO_MAX_S = 60.0  # ... or after this long, whatever the client does
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -91,17 +94,23 @@ class _QuietHTTPServer(ThreadingHTTPServer):
 
 
 def _echo_conn(conn: socket.socket) -> None:
+    deadline = time.monotonic() + ECHO_MAX_S
     with conn:
         conn.settimeout(30)
         try:
-            while data := conn.recv(CHUNK):
+            for _ in range(ECHO_MAX_BYTES // CHUNK):
+                data = conn.recv(CHUNK)
+                if not data or time.monotonic() > deadline:
+                    break
                 conn.sendall(data)
         except OSError:
             pass
 
 
 def _echo_loop(sock: socket.socket, stop: threading.Event) -> None:
-    while not stop.is_set():
+    for _ in range(MAX_CONNS):
+        if stop.is_set():
+            return
         try:
             conn, _ = sock.accept()
         except OSError:
@@ -120,7 +129,9 @@ def _nxdomain(query: bytes) -> bytes | None:
 
 
 def _dns_loop(sock: socket.socket, stop: threading.Event) -> None:
-    while not stop.is_set():
+    for _ in range(MAX_CONNS):
+        if stop.is_set():
+            return
         try:
             query, addr = sock.recvfrom(2048)
         except OSError:

@@ -1,12 +1,17 @@
-"""Real dante (danted) on loopback: SOCKS5 tunnels, refused, blocked, DNS failure, abort.
+"""Real dante (danted) on loopback: SOCKS5 with username/password logins, GETs and
+tunnels, refused, blocked, DNS failure, a failed login, abort; the README's log lines.
 
-No authentication: dante's `username` method checks the system's own accounts and its
-PAM method runs helpers in a way pam_exec cannot serve, so a test would have to create
-system users. Every session therefore belongs to the default user (README says so).
+Dante's `username` method checks the system's own accounts (getpwnam/getspnam and
+crypt). The test does not touch the host's: danted runs in a private mount namespace
+(root only) where /etc/passwd is the host's file plus the test's users, /etc/shadow
+holds only the test's users' hashes, and /etc/resolv.conf points at the test's NXDOMAIN
+responder, so the DNS case never leaves loopback. The mounts end with the namespace.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
@@ -15,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.proxies import client as C
+from tests.proxies import readme
 from tests.proxies import traffic as T
 from tests.proxies.checks import check_all
 from tests.proxies.origin import Origin, free_port
@@ -23,77 +29,100 @@ from tests.proxies.stack import Stack
 
 pytestmark = pytest.mark.proxies
 
-ERRORS = {"refused": "connection_refused", "denied": "forbidden_host", "dns": "dns_failure",
-          "abort": "client_aborted"}
+FIRST_UID = 61000  # the test users' uids, inside the namespace only
+SALT = b"$6$proxymeter$"  # SHA-512 crypt, which every libcrypt checks
 
 
-def dante_config(d: Path, port: int, origin: Origin) -> Path:
+def _crypt(password: str) -> str:
+    """The system's crypt(3), the function dante checks passwords with."""
+    name = ctypes.util.find_library("crypt")
+    if name is None:
+        pytest.fail("libcrypt not found (Debian: libcrypt1)")
+    lib = ctypes.CDLL(name)
+    lib.crypt.restype = ctypes.c_char_p
+    lib.crypt.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+    hashed = lib.crypt(password.encode(), SALT)
+    if not hashed or not hashed.startswith(SALT):
+        pytest.fail(f"crypt() cannot make SHA-512 hashes: {hashed!r}")
+    return hashed.decode()
+
+
+def accounts(d: Path) -> tuple[Path, Path]:
+    """passwd (the host's entries, which dante needs for its own users, plus the test's)
+    and shadow (the test's users only). BADAUTH's real password is one the client never
+    sends."""
+    passwords = dict(T.PASSWORDS, **{T.BADAUTH: "right"})
+    passwd, shadow = d / "passwd", d / "shadow"
+    host = Path("/etc/passwd").read_text(encoding="utf-8")
+    passwd.write_text(host.rstrip("\n") + "\n" + "".join(
+        f"{u}:x:{FIRST_UID + i}:{FIRST_UID + i}::/nonexistent:/usr/sbin/nologin\n" for i, u in enumerate(passwords)))
+    shadow.write_text("".join(f"{u}:{_crypt(p)}:19000:0:99999:7:::\n" for u, p in passwords.items()))
+    os.chmod(shadow, 0o600)
+    os.chmod(passwd, 0o644)
+    return passwd, shadow
+
+
+def dante_config(d: Path, port: int) -> Path:
     conf = d / "danted.conf"
-    privileged = "user.privileged: root\nuser.unprivileged: nobody\n" if os.geteuid() == 0 else ""
-    conf.write_text(f"""logoutput: {d}/danted.log
+    conf.write_text(f"""# the README's lines (section proxy-setup), read from it: the log file and the
+# rules' log settings; only the path and the denied target differ
+{readme.dante_logoutput(d / "danted.log")}
 internal: 127.0.0.1 port = {port}
 external: 127.0.0.1
-socksmethod: none
+socksmethod: username
 clientmethod: none
-{privileged}
-client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 log: error }}
-# the ACL denial: the origin's HTTP port is off limits to SOCKS clients
-socks block {{ from: 0.0.0.0/0 to: 127.0.0.1/32 port = {origin.http_port} log: connect error }}
-socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 log: connect disconnect error }}
+user.privileged: root
+user.unprivileged: nobody
+{readme.dante_client_pass()}
+# the ACL denial: a target address off limits to SOCKS clients
+{readme.dante_socks_block(f"{T.BLOCKED_IP}/32")}
+{readme.dante_socks_pass()}
 """)
     return conf
 
 
-def dante_command(binary: str, conf: Path, d: Path, origin: Origin) -> tuple[list[str], bool]:
-    """danted resolves names with the C library, which reads /etc/resolv.conf. As root,
-    run it in a private mount namespace whose resolv.conf points at the test's NXDOMAIN
-    responder on 127.0.0.1:53, so the DNS case never leaves loopback. Otherwise: no DNS
-    case. Returns (argv, dns_case_possible)."""
+def dante_command(binary: str, conf: Path, d: Path) -> list[str]:
+    """danted in a private mount namespace with the test's accounts and resolver."""
     unshare = shutil.which("unshare")
-    if os.geteuid() == 0 and unshare and origin.dns_port == 53:
-        resolv = d / "resolv.conf"
-        resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
-        script = f'mount --bind "{resolv}" /etc/resolv.conf && exec "{binary}" -f "{conf}"'
-        return [unshare, "-m", "--propagation", "private", "sh", "-c", script], True
-    return [binary, "-f", str(conf)], False
+    if unshare is None:
+        pytest.fail("unshare (util-linux) not found")
+    passwd, shadow = accounts(d)
+    resolv = d / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+    mounts = " && ".join(f'mount --bind "{src}" "{dst}"' for src, dst in
+                         ((resolv, "/etc/resolv.conf"), (passwd, "/etc/passwd"), (shadow, "/etc/shadow")))
+    return [unshare, "-m", "--propagation", "private", "sh", "-c", f'{mounts} && exec "{binary}" -f "{conf}"']
 
 
 def dante_bounds(s: C.Sent) -> tuple[tuple[int, int], tuple[int, int]]:
     """The disconnect line counts both directions of the tunnel payload: exact; after the
-    client's hang-up dante may have relayed more than the client read."""
-    if s.target == "abort":
-        return (0, s.up), (s.down, s.up)
-    return (s.up, s.up), (s.down, s.down)
+    client's hang-up dante may have relayed more than the client read (at most the
+    origin's reply), while the request it had read is exact."""
+    if s.error == "client_aborted":
+        return (s.total_up, s.total_up), (s.total_down, T.ABORT_SIZE + 1024)
+    return (s.total_up, s.total_up), (s.total_down, s.total_down)
 
 
 def test_dante_totals_match_client(origin: Origin, workdir: Path, stack_factory: list[Stack]) -> None:
     binary = find_binary("danted")
+    if os.geteuid() != 0:
+        pytest.skip("dante's logins need a private mount namespace with the test's accounts: "
+                    "root only (make test runs as root)")
+    if origin.dns_port != 53:
+        pytest.fail("127.0.0.1:53 is taken: dante (the C library) needs the test's NXDOMAIN responder there")
     port = free_port()
     log = workdir / "danted.log"
     stack = Stack(workdir, log, "dante")
     stack_factory.append(stack)
-    argv, dns_ok = dante_command(binary, dante_config(workdir, port, origin), workdir, origin)
-    proxy = Child("danted", argv, workdir)
+    proxy = Child("danted", dante_command(binary, dante_config(workdir, port), workdir), workdir)
     stack.children.append(proxy)
     proxy.wait_port(port)
     stack.start()
 
     truth = C.Truth()
-    P = ("127.0.0.1", port)
-
-    def socks(name: str, host: str, p: int, **kw: object) -> C.Sent:
-        s = C.socks5(truth, P, host, p, error=ERRORS.get(name, ""), **kw)  # type: ignore[arg-type]
-        s.target = name
-        return s
-
-    T.forwarder(truth, T.Forwarder(
-        echo=lambda payload, hold: socks("echo", "127.0.0.1", origin.echo_port, payload=payload, hold_s=hold),
-        refused=lambda: socks("refused", "127.0.0.1", origin.closed_port),
-        denied=lambda: socks("denied", "127.0.0.1", origin.http_port),
-        dns=(lambda: socks("dns", T.NOSUCH_HOST, 80)) if dns_ok else None,
-        abort=lambda: socks("abort", "127.0.0.1", origin.echo_port, payload=b"a" * 200_000, abort_after=1000),
-    ))
+    T.socks_proxy(truth, ("127.0.0.1", port), origin, dns=True)
     stable_file(log)
     proxy.stop(signal.SIGTERM, 10.0)
     stack.finish()
-    check_all(stack.api, truth, dante_bounds, peaks={"": T.BURST_N}, logs=stack.logs() + log.read_text(errors="replace"))
+    check_all(stack.api, truth, dante_bounds, peaks={T.BURST: T.BURST_N, T.LONG: 1},
+              logs=stack.logs() + log.read_text(errors="replace"))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.proxies import client as C
+from tests.proxies import readme
 from tests.proxies import traffic as T
 from tests.proxies.checks import check_all
 from tests.proxies.origin import Origin, free_port
@@ -17,16 +18,12 @@ from tests.proxies.stack import Stack
 
 pytestmark = pytest.mark.proxies
 
-# The README's recommended logging (section proxy-setup): haproxy's own httplog /
-# tcplog strings with the bytes up, the source address, the server and (http) the user
-# appended, written by haproxy to stdout (no syslog framing) into the file the agent reads.
-HTTP_LOG_FORMAT = ('log-format "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS %tsc '
-                   '%ac/%fc/%bc/%sc/%rc %sq/%bq %hr %hs %{+Q}r %U %bi %si:%sp %{+Q}[var(txn.pm_user)]"')
-TCP_LOG_FORMAT = ('log-format "%ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/%sc/%rc %sq/%bq '
-                  '%U %bi %si:%sp"')
-
-GLOBAL = """global
-  log stdout format raw local0 info
+# The README's recommended logging (section proxy-setup), read from it: haproxy's own
+# httplog / tcplog strings with the bytes up, the source address, the server and
+# (http) the user appended, written by haproxy to stdout (no syslog framing) into the
+# file the agent reads; the user variable set from Proxy-Authorization.
+GLOBAL = f"""global
+  {readme.haproxy_global_log()}
   maxconn 256
 """
 
@@ -40,26 +37,48 @@ DEFAULTS = """defaults
 """
 
 
+def resolvers(origin: Origin) -> str:
+    """Names are only ever asked of the test's NXDOMAIN responder on loopback."""
+    return f"""
+resolvers local
+  nameserver ns 127.0.0.1:{origin.dns_port}
+  resolve_retries 1
+  timeout resolve 1s
+  timeout retry 1s
+  hold nx 1s
+"""
+
+
+IP_LITERAL = "{ req.hdr(host),host_only -m reg ^[0-9.]+$ }"
+# a forward proxy resolving the request's host itself; a name that does not resolve
+# gets haproxy's own 502, logged "LR 502" (proxy_error: the log cannot say why)
+DNS_ERROR = "proxy_error"
+
+
 def http_config(d: Path, port: int, origin: Origin) -> Path:
     users = "".join(f'  user "{u}" insecure-password "{p}"\n' for u, p in T.PASSWORDS.items())
     conf = d / "haproxy-http.cfg"
-    conf.write_text(GLOBAL + DEFAULTS + f"""
+    conf.write_text(GLOBAL + DEFAULTS + resolvers(origin) + f"""
 userlist proxyusers
 {users}
 frontend fe_http
   mode http
-  {HTTP_LOG_FORMAT}
+  {readme.haproxy_http_log_format()}
   bind 127.0.0.1:{port}
+  # the user for the log, before anything can reject the request
+  {readme.haproxy_user_var()}
   # a forward proxy: haproxy's http_auth reads Authorization, so the client's
-  # Proxy-Authorization is copied there; the user is kept for the log before the check
+  # Proxy-Authorization is copied there for the check
   http-request set-header Authorization %[req.hdr(Proxy-Authorization)] if {{ req.hdr(Proxy-Authorization) -m found }}
-  http-request set-var(txn.pm_user) http_auth_user
   http-request auth realm proxymeter unless {{ http_auth(proxyusers) }}
   http-request deny deny_status 403 if {{ req.hdr(host),host_only -m str {T.BLOCKED_HOST} }}
   http-request del-header Authorization
   http-request del-header Proxy-Authorization
-  # connect where the absolute URL points (IP literals only: no per-request DNS here)
-  http-request set-dst req.hdr(host),host_only
+  # connect where the absolute URL points: an IP literal as it is, a name resolved
+  http-request do-resolve(txn.dstip,local,ipv4) req.hdr(host),host_only unless {IP_LITERAL}
+  http-request return status 502 content-type text/plain string "no such host" if !{IP_LITERAL} !{{ var(txn.dstip) -m found }}
+  http-request set-dst var(txn.dstip) if {{ var(txn.dstip) -m found }}
+  http-request set-dst req.hdr(host),host_only if {IP_LITERAL}
   http-request set-dst-port req.hdr(host),port_only
   default_backend be_direct
 
@@ -70,35 +89,37 @@ backend be_direct
     return conf
 
 
+TCP_FRONTENDS = ("echo", "http", "refused", "denied", "dns")
+
+
 def tcp_config(d: Path, ports: dict[str, int], origin: Origin) -> Path:
     conf = d / "haproxy-tcp.cfg"
-    conf.write_text(GLOBAL + DEFAULTS + f"""
-frontend fe_echo
+    fmt = readme.haproxy_tcp_log_format()
+    front = "".join(f"""
+frontend fe_{name}
   mode tcp
-  {TCP_LOG_FORMAT}
-  bind 127.0.0.1:{ports["echo"]}
-  default_backend be_echo
-
-frontend fe_refused
-  mode tcp
-  {TCP_LOG_FORMAT}
-  bind 127.0.0.1:{ports["refused"]}
-  default_backend be_closed
-
-frontend fe_denied
-  mode tcp
-  {TCP_LOG_FORMAT}
-  bind 127.0.0.1:{ports["denied"]}
-  tcp-request content reject
-  default_backend be_echo
-
+  {fmt}
+  bind 127.0.0.1:{ports[name]}
+  {"tcp-request content reject" if name == "denied" else ""}
+  default_backend be_{"echo" if name == "denied" else name}
+""" for name in TCP_FRONTENDS)
+    conf.write_text(GLOBAL + DEFAULTS + resolvers(origin) + front + f"""
 backend be_echo
   mode tcp
   server echo 127.0.0.1:{origin.echo_port}
 
-backend be_closed
+backend be_http
+  mode tcp
+  server origin 127.0.0.1:{origin.http_port}
+
+backend be_refused
   mode tcp
   server closed 127.0.0.1:{origin.closed_port}
+
+# a server by name that does not resolve has no address: "<NOSRV> SC" (upstream_error)
+backend be_dns
+  mode tcp
+  server named {T.NOSUCH_HOST}:80 resolvers local init-addr none
 """)
     return conf
 
@@ -120,8 +141,8 @@ def http_bounds(s: C.Sent) -> tuple[tuple[int, int], tuple[int, int]]:
     exact, the header framing not counted as on the wire, so up to HTX_SLACK bytes per
     message less than the client sent / received. An aborted download: at least what
     the client read (less the slack), at most the whole response."""
-    up = (s.head_up - HTX_SLACK, s.head_up)
-    got = s.head_down + s.down
+    up = (s.total_up - HTX_SLACK, s.total_up)
+    got = s.total_down
     if s.error == "client_aborted":
         return up, (got - HTX_SLACK, T.ABORT_SIZE + 1024)
     return up, (got - HTX_SLACK, got)
@@ -131,8 +152,8 @@ def tcp_bounds(s: C.Sent) -> tuple[tuple[int, int], tuple[int, int]]:
     """%U / %B = bytes from / to the client: exact, except after the client's hang-up
     (haproxy relayed more than the client read, and at most what it wrote)."""
     if s.error == "client_aborted" or s.note:
-        return (0, s.up), (s.down, s.up)
-    return (s.up, s.up), (s.down, s.down)
+        return (0, s.total_up), (s.total_down, s.total_up)
+    return (s.total_up, s.total_up), (s.total_down, s.total_down)
 
 
 def test_haproxy_http_totals_match_client(origin: Origin, workdir: Path, stack_factory: list[Stack]) -> None:
@@ -146,7 +167,9 @@ def test_haproxy_http_totals_match_client(origin: Origin, workdir: Path, stack_f
     stack.start()
 
     truth = C.Truth()
-    T.http_proxy(truth, ("127.0.0.1", port), origin, connect=False, dns=False)
+    # haproxy opens no CONNECT tunnels itself (it would pass the CONNECT on to the
+    # server): tunnels are the tcp-mode test's
+    T.http_proxy(truth, ("127.0.0.1", port), origin, connect=False, dns=True, expect=T.Expect(dns=DNS_ERROR))
     stable_file(log)
     proxy.send(signal.SIGUSR1)  # soft stop: finishes and logs what is open, then exits
     proxy.wait(15.0)
@@ -158,7 +181,7 @@ def test_haproxy_http_totals_match_client(origin: Origin, workdir: Path, stack_f
 
 def test_haproxy_tcp_totals_match_client(origin: Origin, workdir: Path, stack_factory: list[Stack]) -> None:
     binary = find_binary("haproxy")
-    ports = {k: free_port() for k in ("echo", "refused", "denied")}
+    ports = {k: free_port() for k in TCP_FRONTENDS}
     log = workdir / "haproxy-tcp.log"
     stack = Stack(workdir, log, "haproxy")
     stack_factory.append(stack)
@@ -171,8 +194,11 @@ def test_haproxy_tcp_totals_match_client(origin: Origin, workdir: Path, stack_fa
     T.forwarder(truth, T.Forwarder(
         echo=lambda payload, hold: C.tcp_echo(truth, (lo, ports["echo"]), target="echo", payload=payload,
                                               hold_s=hold),
+        get=lambda path: C.tcp_get(truth, (lo, ports["http"]), path, target="http",
+                                   host=f"127.0.0.1:{origin.http_port}"),
         refused=lambda: C.tcp_echo(truth, (lo, ports["refused"]), target="refused", error="connection_refused"),
         denied=lambda: C.tcp_echo(truth, (lo, ports["denied"]), target="denied", error="forbidden_host"),
+        dns=lambda: C.tcp_echo(truth, (lo, ports["dns"]), target="dns", error="upstream_error"),
         abort=lambda: C.tcp_echo(truth, (lo, ports["echo"]), target="abort", payload=b"a" * 200_000,
                                  abort_after=1000, error="client_aborted"),
     ))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.proxies import client as C
+from tests.proxies import readme
 from tests.proxies import traffic as T
 from tests.proxies.checks import check_all
 from tests.proxies.origin import Origin, free_port
@@ -16,11 +17,8 @@ from tests.proxies.stack import Stack
 
 pytestmark = pytest.mark.proxies
 
-STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
-
-# Exactly the log_format the README (section proxy-setup) recommends.
-LOG_FORMAT = ("log_format proxymeter '$msec\\t$session_time\\t$remote_addr\\t$server_port\\t$protocol"
-              "\\t$status\\t$bytes_received\\t$bytes_sent\\t$upstream_addr\\t-\\t-';")
+# The README's lines (section proxy-setup), read from it; only the log path differs.
+STREAM_MODULE = readme.nginx_stream_module()
 
 # nginx stream has no authentication: every session goes to the default user.
 # nginx's access log does not say why a session failed: a refused upstream is logged as
@@ -30,22 +28,22 @@ ERRORS = {"refused": "upstream_error", "denied": "forbidden_host", "dns": "proxy
 
 
 def nginx_config(d: Path, ports: dict[str, int], origin: Origin) -> Path:
-    load = f"load_module {STREAM_MODULE};"
     conf = d / "nginx.conf"
-    conf.write_text(f"""{load}
+    conf.write_text(f"""{readme.nginx_load_module()}
 worker_processes 1;
 pid {d}/nginx.pid;
 error_log {d}/nginx-error.log info;
 events {{ worker_connections 256; }}
 stream {{
-  {LOG_FORMAT}
-  access_log {d}/stream.log proxymeter;
+  {readme.nginx_log_format()}
+  {readme.nginx_access_log(d / "stream.log")}
   # names are only resolved by the test's NXDOMAIN responder on loopback
   resolver 127.0.0.1:{origin.dns_port} valid=1s ipv6=off;
   resolver_timeout 3s;
   proxy_connect_timeout 3s;
   map $server_port $named_target {{ default {T.NOSUCH_HOST}:80; }}
   server {{ listen 127.0.0.1:{ports["echo"]}; proxy_pass 127.0.0.1:{origin.echo_port}; }}
+  server {{ listen 127.0.0.1:{ports["http"]}; proxy_pass 127.0.0.1:{origin.http_port}; }}
   server {{ listen 127.0.0.1:{ports["refused"]}; proxy_pass 127.0.0.1:{origin.closed_port}; }}
   server {{ listen 127.0.0.1:{ports["denied"]}; deny all; proxy_pass 127.0.0.1:{origin.echo_port}; }}
   server {{ listen 127.0.0.1:{ports["dns"]}; proxy_pass $named_target; }}
@@ -59,14 +57,14 @@ def nginx_bounds(s: C.Sent) -> tuple[tuple[int, int], tuple[int, int]]:
     bytes_received: exact; after the client's hang-up nginx may have relayed more than
     the client read, and less than it wrote."""
     if s.note or s.target == "abort":
-        return (0, s.up), (s.down, s.up)
-    return (s.up, s.up), (s.down, s.down)
+        return (0, s.total_up), (s.total_down, s.total_up)
+    return (s.total_up, s.total_up), (s.total_down, s.total_down)
 
 
 def test_nginx_stream_totals_match_client(origin: Origin, workdir: Path, stack_factory: list[Stack]) -> None:
     binary = find_binary("nginx")
     find_file(STREAM_MODULE)  # Debian's libnginx-mod-stream
-    ports = {k: free_port() for k in ("echo", "refused", "denied", "dns")}
+    ports = {k: free_port() for k in ("echo", "http", "refused", "denied", "dns")}
     log = workdir / "stream.log"
     stack = Stack(workdir, log, "nginx")
     stack_factory.append(stack)
@@ -86,6 +84,8 @@ def test_nginx_stream_totals_match_client(origin: Origin, workdir: Path, stack_f
 
     T.forwarder(truth, T.Forwarder(
         echo=lambda payload, hold: session("echo", payload=payload, hold_s=hold),
+        get=lambda path: C.tcp_get(truth, (lo, ports["http"]), path, target="http",
+                                   host=f"127.0.0.1:{origin.http_port}"),
         refused=lambda: session("refused"),
         denied=lambda: session("denied"),
         dns=lambda: session("dns"),
