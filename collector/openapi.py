@@ -1,7 +1,10 @@
 """The OpenAPI 3 document served at /openapi.json.
 
 Kept as plain data next to the code it describes; tests check that real responses of
-every endpoint conform to the schemas here (tests/collector/test_openapi.py).
+every endpoint conform to the schemas here (tests/collector/test_openapi.py). Every
+proxymeter extension of the FonProxy API (fields, parameters, the latency endpoint) is
+marked with `x-proxymeter-extension: true`, so a client can tell them apart from the
+FonProxy contract by machine as well as by their descriptions.
 """
 
 from __future__ import annotations
@@ -22,6 +25,25 @@ TIME = {
     "description": "YYYY-MM-DD HH:MM:SS in the requested tz (default UTC)",
 }
 WIRE_TIME = {"type": "string", "description": "'YYYY-MM-DD HH:MM:SS' in UTC (ISO 8601 with an offset also accepted)"}
+EXT = "x-proxymeter-extension"
+# Every `code` an error body can carry, and when.
+ERROR_CODES = {
+    "invalid_parameter": "400, a query parameter is missing or invalid",
+    "invalid_body": "400, the ingest body is invalid (nothing of it was stored)",
+    "invalid_header": "400, the Idempotency-Key header is invalid",
+    "unauthorized": "401, missing or unknown token",
+    "forbidden": "403, the token's role may not use the endpoint, or a user token asked for another userId",
+    "not_found": "404, no such path",
+    "method_not_allowed": "405",
+    "payload_too_large": "413, ingest body over server.max_body_bytes",
+    "http_error": "another 4xx from the HTTP layer (e.g. a malformed request)",
+    "internal_error": "500, a bug (see the collector's log)",
+    "storage_unavailable": "503, the store failed (disk full, ...)",
+}
+
+
+def extension(schema: Schema) -> Schema:
+    return {**schema, EXT: True}
 
 
 def _obj(props: dict[str, Schema], required: list[str] | None = None, description: str = "") -> Schema:
@@ -51,10 +73,11 @@ ROW = _obj(
         "domain": STR, "error": STR,
         "count": INT, "bytes_sent": INT, "bytes_received": INT, "error_count": INT, "duration_ms": INT,
         "max_concurrency": {**INT, "description": "merged by max"},
-        "conn_ms": {**INT, "description": "extension: connection-milliseconds inside this minute (added); "
-                    "avg_concurrency = conn_ms / bucket length"},
-        "duration_max_ms": {**INT, "description": "extension: longest request of the row (merged by max)"},
+        "conn_ms": extension({**INT, "description": "extension: connection-milliseconds inside this minute (added); "
+                              "avg_concurrency = conn_ms / bucket length"}),
+        "duration_max_ms": extension({**INT, "description": "extension: longest request of the row (merged by max)"}),
         "latency": {
+            EXT: True,
             "type": "array",
             "description": "extension: latency histogram as [bucket, count] pairs; bucket 0 < 1 ms, bucket i >= 1 "
             f"holds [2^((i-1)/8), 2^(i/8)) ms; quantiles within {histogram.RELATIVE_ERROR:.2%} relative error",
@@ -81,13 +104,15 @@ PROFILE = _obj(
     },
     description="Extension: per-second active connections of one worker for one (minute, user, order)",
 )
+PROFILE[EXT] = True
 
 SCHEMAS: dict[str, Schema] = {
     "Error": _obj(
         {
             "error": _obj(
                 {
-                    "code": {"type": "string"},
+                    "code": {"type": "string", "enum": list(ERROR_CODES),
+                             "description": "; ".join(f"{c}: {when}" for c, when in ERROR_CODES.items())},
                     "message": {"type": "string"},
                     "field": {"type": "string", "nullable": True,
                               "description": "offending parameter or body field, e.g. logs[3].bytes_sent"},
@@ -97,7 +122,8 @@ SCHEMAS: dict[str, Schema] = {
     ),
     "IngestBody": _obj(
         {"logs": {"type": "array", "items": {"$ref": "#/components/schemas/Row"}},
-         "concurrency": {"type": "array", "items": {"$ref": "#/components/schemas/Profile"}}},
+         "concurrency": extension({"type": "array", "items": {"$ref": "#/components/schemas/Profile"},
+                                   "description": "extension: concurrency profiles (exact cross-worker peaks)"})},
         required=["logs"],
     ),
     "Row": ROW,
@@ -114,7 +140,7 @@ SCHEMAS: dict[str, Schema] = {
                 "max_concurrency": {**COUNT, "description": "exact cross-worker peak at 1 s resolution where "
                                     "profiles exist (and no domain filter), else the rows' max_concurrency"},
                 "total_count": COUNT,
-                "avg_concurrency": {**DECIMAL, "description": "extension: conn_ms / bucket length in ms"},
+                "avg_concurrency": extension({**DECIMAL, "description": "extension: conn_ms / bucket length in ms"}),
             }
         )
     ),
@@ -157,14 +183,18 @@ def _param(name: str, schema: Schema, description: str, required: bool = False) 
     return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
 
 
+def _ext_param(name: str, schema: Schema, description: str) -> Schema:
+    return {**_param(name, schema, description), EXT: True}
+
+
 FROM = _param("from", {"type": "string"}, "Start (ISO 8601, inclusive); without an offset it is read in tz", True)
 TO = _param("to", {"type": "string"}, "End (ISO 8601, exclusive); after from, at most 62 days (2 months) later", True)
 DOMAIN = _param("domain", {"type": "string", "maxLength": 255}, "Filter by exact domain")
 ORDER = _param("orderId", {"type": "string", "pattern": "^[0-9]+$"}, "Filter by order")
-USER = _param("userId", {"type": "string", "pattern": "^[0-9]+$"},
+USER = _ext_param("userId", {"type": "string", "pattern": "^[0-9]+$"},
               "Extension: filter by user (admin tokens); a user token may only pass its own")
-TZ = _param("tz", {"type": "string"}, "Extension: IANA zone for bucket edges and output times (default UTC)")
-INTERVAL = _param(
+TZ = _ext_param("tz", {"type": "string"}, "Extension: IANA zone for bucket edges and output times (default UTC)")
+INTERVAL = _ext_param(
     "interval", {"type": "string", "enum": ["1m", "5m", "15m", "1h", "1d"]},
     "Extension: bucket size; default the finest giving at most 500 buckets",
 )
@@ -181,20 +211,22 @@ def _json(ref: str) -> Schema:
 def _errors(*codes: int) -> dict[str, Schema]:
     text = {400: "Invalid parameter or body (field names it)", 401: "Missing or unknown token",
             403: "Token role may not use this endpoint, or userId of another user",
-            413: "Body over server.max_body_bytes", 503: "Storage unavailable"}
-    return {str(c): {"description": text[c], "content": _json("Error")} for c in codes}
+            413: "Body over server.max_body_bytes", 500: "Internal error (a bug; see the collector's log)",
+            503: "Storage unavailable"}
+    return {str(c): {"description": text[c], "content": _json("Error")} for c in (*codes, 500)}
 
 
-def _query(summary: str, params: list[Schema], ref: str) -> Schema:
-    return {
-        "get": {
-            "summary": summary,
-            "security": [{"bearer": []}],
-            "parameters": params,
-            "responses": {"200": {"description": "OK; empty buckets are omitted", "content": _json(ref)},
-                          **_errors(400, 401, 403, 503)},
-        }
+def _query(summary: str, params: list[Schema], ref: str, is_extension: bool = False) -> Schema:
+    op: Schema = {
+        "summary": summary,
+        "security": [{"bearer": []}],
+        "parameters": params,
+        "responses": {"200": {"description": "OK; empty buckets are omitted", "content": _json(ref)},
+                      **_errors(400, 401, 403, 503)},
     }
+    if is_extension:
+        op[EXT] = True
+    return {"get": op}
 
 
 CHART = [FROM, TO, DOMAIN, ORDER, USER, INTERVAL, TZ]
@@ -231,12 +263,16 @@ _DOC: Schema = {
                 },
                 "responses": {"204": {"description": "Applied (or a duplicate Idempotency-Key)"},
                               **_errors(400, 401, 403, 413, 503)},
+                "description": "Merge rules: every body is a delta; count, bytes_sent, bytes_received, error_count, "
+                "duration_ms, conn_ms, latency histograms and profile seconds add; max_concurrency and "
+                "duration_max_ms take the maximum; first/last seen take the min/max minute. The whole body is "
+                "validated before anything is stored.",
             }
         },
         "/analytics/traffic": _query("Bytes sent/received per bucket", CHART, "Traffic"),
         "/analytics/requests": _query("Requests and errors per bucket", CHART, "Requests"),
         "/analytics/concurrency": _query("Peak and average concurrency per bucket", CHART, "Concurrency"),
-        "/analytics/latency": _query("Extension: p50/p95/p99/max request duration per bucket", CHART, "Latency"),
+        "/analytics/latency": _query("Extension: p50/p95/p99/max request duration per bucket", CHART, "Latency", True),
         "/analytics/domains": _query(
             "Top domains by bytes or count; ties by the other measure, then by name",
             [FROM, TO, DOMAIN, ORDER, USER, TZ,

@@ -121,6 +121,11 @@ async def test_every_response_conforms(api: Api) -> None:
     await conforms("POST", ingest, 401, token=None, data=b"{}", headers=ctype)
     await conforms("POST", ingest, 403, token=ADMIN, data=b"{}", headers=ctype)
     await conforms("POST", ingest, 413, token=AGENT, data=b" " * (16 * 1024 * 1024 + 1), headers=ctype)
+    # Errors outside any documented path still carry the documented Error object.
+    for method, path, status in (("GET", "/nope", 404), ("GET", ingest, 405), ("DELETE", "/analytics/traffic", 405)):
+        resp = await api.client.request(method, path, headers=auth(ADMIN))
+        assert resp.status == status
+        check(doc, {"$ref": "#/components/schemas/Error"}, await resp.json())
     assert await conforms("GET", "/healthz", 200, token=None) == {"status": "ok"}
     metrics = await conforms("GET", "/metrics", 200, token=None)
     assert "# TYPE proxymeter_collector_query_seconds histogram" in metrics
@@ -171,3 +176,71 @@ async def test_responses_match_the_fonproxy_examples_field_for_field(api: Api) -
             assert shape({k: v for k, v in got.items() if k != "data"}) == {
                 "page": "int", "limit": "int", "total": "int", "totalPages": "int"
             }
+
+
+def walk(node: Any, path: str = "$") -> Any:
+    """Every (path, dict) of a JSON document."""
+    if isinstance(node, dict):
+        yield path, node
+        for k, v in node.items():
+            yield from walk(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from walk(v, f"{path}[{i}]")
+
+
+# The parameters of the FonProxy doc (name -> default) plus the issue's extensions.
+FONPROXY_CHART = {"from": None, "to": None, "domain": None, "orderId": None}
+EXTENSION_PARAMS = {"userId": None, "tz": None}
+EXPECTED_PARAMS = {
+    "/analytics/traffic": FONPROXY_CHART | EXTENSION_PARAMS | {"interval": None},
+    "/analytics/requests": FONPROXY_CHART | EXTENSION_PARAMS | {"interval": None},
+    "/analytics/concurrency": FONPROXY_CHART | EXTENSION_PARAMS | {"interval": None},
+    "/analytics/latency": FONPROXY_CHART | EXTENSION_PARAMS | {"interval": None},
+    "/analytics/domains": FONPROXY_CHART | EXTENSION_PARAMS | {"sortBy": "bytes", "limit": 30},
+    "/analytics/errors": FONPROXY_CHART | EXTENSION_PARAMS | {"limit": 50},
+    "/analytics/websites": FONPROXY_CHART | EXTENSION_PARAMS | {"page": 1, "limit": 25},
+}
+
+
+async def test_every_parameter_and_error_is_documented(api: Api) -> None:
+    doc = await api.get("/openapi.json")
+    for path, expected in EXPECTED_PARAMS.items():
+        op = doc["paths"][path]["get"]
+        params = {p["name"]: p for p in op["parameters"]}
+        assert {n: p["schema"].get("default") for n, p in params.items()} == expected, path
+        assert {n for n, p in params.items() if p["required"]} == {"from", "to"}
+        assert all(p["in"] == "query" and p["description"] for p in params.values())
+        if "limit" in params:
+            assert (params["limit"]["schema"]["minimum"], params["limit"]["schema"]["maximum"]) == (1, 100)
+        assert set(op["responses"]) == {"200", "400", "401", "403", "500", "503"}, path
+    ingest = doc["paths"]["/analytics/ingest"]["post"]
+    assert set(ingest["responses"]) == {"204", "400", "401", "403", "413", "500", "503"}
+    assert [p["name"] for p in ingest["parameters"]] == ["Idempotency-Key"]
+    assert set(ingest["requestBody"]["content"]) == {"application/json", "application/msgpack"}
+    codes = doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]
+    assert set(codes) >= {
+        "invalid_parameter", "invalid_body", "invalid_header", "unauthorized", "forbidden", "payload_too_large",
+        "storage_unavailable", "internal_error",
+    }  # fmt: skip
+
+
+async def test_every_extension_is_marked(api: Api) -> None:
+    doc = await api.get("/openapi.json")
+    marked = {path for path, node in walk(doc) if node.get("x-proxymeter-extension") is True}
+    schemas = "$.components.schemas"
+    expected = {
+        f"{schemas}.Row.properties.conn_ms", f"{schemas}.Row.properties.duration_max_ms",
+        f"{schemas}.Row.properties.latency", f"{schemas}.IngestBody.properties.concurrency", f"{schemas}.Profile",
+        f"{schemas}.Concurrency.properties.data.items.properties.avg_concurrency", "$.paths./analytics/latency.get",
+    }  # fmt: skip
+    for path, params in EXPECTED_PARAMS.items():
+        names = [p["name"] for p in doc["paths"][path]["get"]["parameters"]]
+        expected |= {f"$.paths.{path}.get.parameters[{names.index(n)}]" for n in ("userId", "tz", "interval") if n in names}
+    assert marked == expected
+    # and nothing from the FonProxy doc is marked as an extension
+    row = doc["components"]["schemas"]["Row"]["properties"]
+    fonproxy_fields = {"ts", "user_id", "order_id", "port", "protocol", "ip_out", "ip_from", "peer_id", "worker",
+                       "domain", "error", "count", "bytes_sent", "bytes_received", "error_count", "duration_ms",
+                       "max_concurrency"}  # fmt: skip
+    assert set(row) - fonproxy_fields == {"conn_ms", "duration_max_ms", "latency"}
