@@ -11,6 +11,7 @@ import msgpack
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from agent.wire import histogram
 from collector.app import errors_middleware
 from tests.collector.conftest import ADMIN, AGENT, USER42, Api, auth
 
@@ -88,6 +89,27 @@ async def test_fonproxy_example_body_is_accepted_verbatim(api: Api) -> None:
             }
         ]
     }
+    # Every other endpoint answers from the same row (its values copied from the doc).
+    hour = DAY | {"interval": "1h"}
+    assert (await api.get("/analytics/requests", **hour))["data"] == [
+        {"bucket": "2026-03-15 10:00:00", "total_count": "12", "total_errors": "0"}
+    ]
+    assert (await api.get("/analytics/concurrency", **hour))["data"] == [
+        {"bucket": "2026-03-15 10:00:00", "max_concurrency": "5", "total_count": "12", "avg_concurrency": "0.000"}
+    ]
+    assert (await api.get("/analytics/latency", **hour))["data"] == [
+        {"bucket": "2026-03-15 10:00:00", "p50": None, "p95": None, "p99": None, "max": "0", "samples": "0",
+         "total_count": "12"}
+    ]  # fmt: skip
+    assert await api.get("/analytics/errors", **DAY) == {"data": []}  # its error is ""
+    assert await api.get("/analytics/websites", **DAY) == {
+        "data": [{"domain": "google.com", "total_count": "12", "bytes_total": "535040",
+                  "first_visit": "2026-03-15 10:15:00", "last_visit": "2026-03-15 10:15:00"}],
+        "page": 1, "limit": 25, "total": 1, "totalPages": 1,
+    }  # fmt: skip
+    # The row's user (1) and order (3) filter it; other ids see nothing.
+    assert len((await api.get("/analytics/traffic", **DAY, orderId=3, userId=1))["data"]) == 1
+    assert (await api.get("/analytics/traffic", **DAY, orderId=4))["data"] == []
 
 
 async def test_msgpack_body_equals_json_body(make_api) -> None:
@@ -155,6 +177,45 @@ async def test_late_rows_merge_into_stored_minutes_and_rollups(api: Api) -> None
     assert hour[0]["max"] == "90"
 
 
+async def test_late_rows_merge_every_field_by_its_rule(api: Api) -> None:
+    key = {"user_id": 5, "order_id": 2, "domain": "a.com", "error": "timeout", "worker": "w1"}
+    first = row("2026-03-15 10:20:00", **key, count=3, bytes_sent=10, bytes_received=100, error_count=1,
+                duration_ms=300, conn_ms=20_000, max_concurrency=4, duration_max_ms=200, latency=[[10, 2], [40, 1]])
+    # Same minute and key, arriving later (a long tunnel ending): every counter adds, the
+    # maxima take the larger, histograms add bucket by bucket.
+    late = row("2026-03-15 10:20:59", **key, count=2, bytes_sent=5, bytes_received=50, error_count=2,
+               duration_ms=700, conn_ms=40_000, max_concurrency=3, duration_max_ms=500, latency=[[40, 1], [60, 1]])
+    # Earlier and later minutes of the same hour, after the hour was rolled up.
+    earlier = row("2026-03-15 10:05:00", **key, count=1, error_count=1, latency=[[10, 1]])
+    later = row("2026-03-15 10:50:00", **key, count=1, conn_ms=60_000)
+    for body in (first, late, earlier, later):
+        await api.ingest({"logs": [body]})
+    minute = {"from": "2026-03-15T10:20:00Z", "to": "2026-03-15T10:21:00Z", "interval": "1m"}
+    assert (await api.get("/analytics/traffic", **minute))["data"] == [
+        {"bucket": "2026-03-15 10:20:00", "total_bytes_sent": "15", "total_bytes_received": "150",
+         "bytes_total": "165", "total_count": "5"}
+    ]  # fmt: skip
+    assert (await api.get("/analytics/concurrency", **minute))["data"] == [
+        {"bucket": "2026-03-15 10:20:00", "max_concurrency": "4", "total_count": "5", "avg_concurrency": "1.000"}
+    ]
+    lat = (await api.get("/analytics/latency", **minute))["data"][0]
+    # 5 samples in buckets 10, 10, 40, 40, 60: the median is bucket 40's value.
+    assert (lat["max"], lat["samples"], lat["p50"]) == ("500", "5", f"{histogram.bucket_value(40):.3f}")
+    # Whole day (hour and day rollups): first/last seen are the earliest/latest minutes.
+    errors = (await api.get("/analytics/errors", **DAY))["data"]
+    assert errors == [{"error": "timeout", "total_errors": "4", "first_seen": "2026-03-15 10:05:00",
+                       "last_seen": "2026-03-15 10:50:00", "sample_domains": ["a.com"]}]  # fmt: skip
+    sites = (await api.get("/analytics/websites", **DAY))["data"]
+    assert [(d["total_count"], d["first_visit"], d["last_visit"]) for d in sites] == [
+        ("7", "2026-03-15 10:05:00", "2026-03-15 10:50:00")
+    ]
+    day = (await api.get("/analytics/concurrency", **DAY, interval="1d"))["data"]
+    assert day == [{"bucket": "2026-03-15 00:00:00", "max_concurrency": "4", "total_count": "7",
+                    "avg_concurrency": f"{120_000 / 86_400_000:.3f}"}]  # fmt: skip
+    day_lat = (await api.get("/analytics/latency", **DAY, interval="1d"))["data"][0]
+    assert (day_lat["samples"], day_lat["max"]) == ("6", "500")
+
+
 BAD_BODIES = [
     ({"logs": [row("2026-03-15 10:00:00"), row("2026-03-15 10:00:00", bytes_sent=-1)]}, "logs[1].bytes_sent"),
     ({"logs": [row("2026-03-15 10:00:00"), row("2026-03-15 10:00:00"), row("2026-03-15 10:00:00"), row("x")]}, "logs[3].ts"),
@@ -213,20 +274,26 @@ async def test_a_valid_surrogate_pair_is_text(api: Api) -> None:
 
 
 async def test_auth_paths(api: Api) -> None:
-    body = json.dumps({"logs": []}).encode()
+    body = json.dumps({"logs": [row("2026-03-15 10:00:00", domain="a.com", count=1)]}).encode()
+    before = dump(api.db)
     for headers, status in (
         ({}, 401),
         ({"Authorization": "Basic abc"}, 401),
+        ({"Authorization": "Bearer "}, 401),
         (auth("wrong-token"), 401),
         (auth(ADMIN), 403),
         (auth(USER42), 403),
-        (auth(AGENT), 204),
     ):
         resp = await api.client.post("/analytics/ingest", data=body, headers=headers | {"Content-Type": "application/json"})
         assert resp.status == status
-        if status != 204:
-            err = await resp.json()
-            assert err["error"]["code"] == ("unauthorized" if status == 401 else "forbidden")
+        err = await resp.json()
+        assert err["error"]["code"] == ("unauthorized" if status == 401 else "forbidden")
+    assert dump(api.db) == before  # a refused token stores nothing
+    metrics = await (await api.client.get("/metrics")).text()
+    assert 'proxymeter_collector_ingest_rejects_total{reason="unauthorized"} 4\n' in metrics
+    assert 'proxymeter_collector_ingest_rejects_total{reason="forbidden"} 2\n' in metrics
+    resp = await api.client.post("/analytics/ingest", data=body, headers=auth(AGENT) | {"Content-Type": "application/json"})
+    assert resp.status == 204
     for headers, status in (({}, 401), (auth("nope"), 401), (auth(AGENT), 403)):
         resp = await api.client.get("/analytics/traffic", params=DAY, headers=headers)
         assert resp.status == status
@@ -252,8 +319,13 @@ async def test_body_over_limit_is_413_and_stores_nothing(make_api) -> None:
     resp = await api.client.post("/analytics/ingest", data=chunks(), headers=auth(AGENT) | {"Content-Type": "application/json"})
     assert resp.status == 413
     assert dump(api.db) == before
+    # The limit itself is allowed: a body of exactly 2000 bytes (padded with spaces).
+    exact = json.dumps({"logs": [row("2026-03-15 11:00:00", domain="edge.com", count=1)]}).encode()
+    exact += b" " * (2000 - len(exact))
+    await api.ingest(exact)
+    await api.ingest(exact + b" ", expect=413)
     metrics = await (await api.client.get("/metrics")).text()
-    assert 'proxymeter_collector_ingest_rejects_total{reason="too_large"} 2\n' in metrics
+    assert 'proxymeter_collector_ingest_rejects_total{reason="too_large"} 3\n' in metrics
 
 
 async def test_too_many_rows_is_400(make_api) -> None:

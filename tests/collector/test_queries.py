@@ -386,3 +386,81 @@ async def test_empty_buckets_are_omitted_and_unknown_domain_is_empty(loaded: Api
     assert got == {"data": []}
     got = await loaded.get("/analytics/websites", **{"from": "2026-03-15", "to": "2026-03-16"})
     assert got == {"data": [], "page": 1, "limit": 25, "total": 0, "totalPages": 0}
+
+
+async def test_autumn_dst_day_is_25_hours_and_the_repeated_hour_is_two_buckets(api: Api) -> None:
+    # Europe/Berlin 2026-10-25: 03:00 CEST -> 02:00 CET, local 02:00-03:00 happens twice
+    # (00:00-01:00 and 01:00-02:00 UTC).
+    minutes = [datetime(2026, 10, 24, 21, 59, tzinfo=UTC) + timedelta(minutes=37 * i) for i in range(80)]
+    rows = [
+        {"ts": m.strftime("%Y-%m-%d %H:%M:%S"), "domain": "a.com", "count": 1 + i % 7, "conn_ms": 1000 * (i % 5)}
+        for i, m in enumerate(minutes)
+    ]
+    await api.ingest({"logs": rows})
+    frm, to = datetime(2026, 10, 24, tzinfo=BERLIN), datetime(2026, 10, 27, tzinfo=BERLIN)
+    expect = sums(select(rows, frm, to), lambda r: label(epoch(r), BERLIN, "1d"))
+    hours = {"2026-10-24 00:00:00": 24, "2026-10-25 00:00:00": 25, "2026-10-26 00:00:00": 24}
+    got = await api.get("/analytics/concurrency", **q(frm, to, tz="Europe/Berlin", interval="1d"))
+    assert got["data"] == [
+        {"bucket": b, "max_concurrency": "0", "total_count": str(s["count"]),
+         "avg_concurrency": f"{s['conn_ms'] / (hours[b] * 3_600_000):.3f}"}
+        for b, s in sorted(expect.items())
+    ]  # fmt: skip
+    # Hourly: buckets keyed by (local hour, offset), the oracle of a repeated hour.
+    day = (datetime(2026, 10, 25, tzinfo=BERLIN), datetime(2026, 10, 26, tzinfo=BERLIN))
+    per: dict[tuple[str, Any], int] = defaultdict(int)
+    for r in select(rows, *day):
+        local = datetime.fromtimestamp(epoch(r), BERLIN)
+        per[(local.strftime("%Y-%m-%d %H:00:00"), local.utcoffset())] += r["count"]
+    ordered = sorted(per.items(), key=lambda it: (it[0][0], -it[0][1].total_seconds()))
+    got = await api.get("/analytics/requests", **q(*day, tz="Europe/Berlin", interval="1h"))
+    assert [(d["bucket"], int(d["total_count"])) for d in got["data"]] == [(k[0], n) for k, n in ordered]
+    assert [d["bucket"] for d in got["data"]].count("2026-10-25 02:00:00") == 2
+
+
+async def test_ties_in_every_ranking(api: Api) -> None:
+    # Day 1, domains: equal counts broken by bytes, equal bytes broken by count, then name.
+    domain_rows = [
+        {"ts": "2026-03-15 10:00:00", "domain": "c.com", "count": 5, "bytes_sent": 300},
+        {"ts": "2026-03-15 10:00:00", "domain": "b.com", "count": 5, "bytes_sent": 700},
+        {"ts": "2026-03-15 10:00:00", "domain": "a.com", "count": 5, "bytes_sent": 300},
+        {"ts": "2026-03-15 10:00:00", "domain": "d.com", "count": 9, "bytes_sent": 300},
+    ]
+    # Day 2, errors: E1 and E2 tie at 10 errors (then by text); E1's samples tie at 3.
+    error_rows = [
+        {"ts": "2026-03-16 11:00:00", "domain": "z.com", "error": "E2", "count": 10, "error_count": 10},
+        {"ts": "2026-03-16 11:00:00", "domain": "y.com", "error": "E1", "count": 3, "error_count": 3},
+        {"ts": "2026-03-16 11:00:00", "domain": "x.com", "error": "E1", "count": 3, "error_count": 3},
+        {"ts": "2026-03-16 11:01:00", "domain": "w.com", "error": "E1", "count": 3, "error_count": 3},
+        {"ts": "2026-03-16 11:02:00", "domain": "u.com", "error": "E1", "count": 1, "error_count": 1},
+        {"ts": "2026-03-16 11:02:00", "domain": "v.com", "error": "E3", "count": 1, "error_count": 1},
+    ]
+    await api.ingest({"logs": domain_rows + error_rows})
+    day1, day2 = {"from": "2026-03-15", "to": "2026-03-16"}, {"from": "2026-03-16", "to": "2026-03-17"}
+    by_count = await api.get("/analytics/domains", **day1, sortBy="count")
+    assert [d["domain"] for d in by_count["data"]] == ["d.com", "b.com", "a.com", "c.com"]
+    by_bytes = await api.get("/analytics/domains", **day1)
+    assert [d["domain"] for d in by_bytes["data"]] == ["b.com", "d.com", "a.com", "c.com"]
+    errors = (await api.get("/analytics/errors", **day2))["data"]
+    assert [(e["error"], e["total_errors"], e["sample_domains"]) for e in errors] == [
+        ("E1", "10", ["w.com", "x.com", "y.com"]),
+        ("E2", "10", ["z.com"]),
+        ("E3", "1", ["v.com"]),
+    ]
+    # Websites: count desc, then name: d(9), a, b, c (5); page 2 of 2 per page is b, c.
+    sites = await api.get("/analytics/websites", **day1, limit=2, page=2)
+    assert ([d["domain"] for d in sites["data"]], sites["total"], sites["totalPages"]) == (["b.com", "c.com"], 4, 2)
+
+
+async def test_default_limits_are_the_fonproxy_defaults(api: Api) -> None:
+    rows = [{"ts": "2026-03-15 10:00:00", "domain": f"d{i:02d}.com", "error": f"E{i:02d}", "count": 100 - i,
+             "error_count": 1 + i} for i in range(60)]  # fmt: skip
+    await api.ingest({"logs": rows})
+    day = {"from": "2026-03-15", "to": "2026-03-16"}
+    domains = (await api.get("/analytics/domains", **day, sortBy="count"))["data"]
+    assert [d["domain"] for d in domains] == [f"d{i:02d}.com" for i in range(30)]
+    errors = (await api.get("/analytics/errors", **day))["data"]
+    assert [e["error"] for e in errors] == [f"E{i:02d}" for i in range(59, 9, -1)]
+    sites = await api.get("/analytics/websites", **day)
+    assert (len(sites["data"]), sites["limit"], sites["total"], sites["totalPages"]) == (25, 25, 60, 3)
+    assert len((await api.get("/analytics/domains", **day, limit=100))["data"]) == 60
