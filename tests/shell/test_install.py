@@ -10,6 +10,7 @@ pip's cache), from a copy of the source so the build leaves nothing in the repos
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -142,3 +143,29 @@ def test_fresh_venv_installs_and_both_commands_run(tmp_path: Path) -> None:
             if collector.poll() is None:
                 collector.kill()
                 collector.wait(10)
+
+
+def test_make_creates_the_venv_once_quietly_and_every_target_reuses_it(tmp_path: Path) -> None:
+    """`make venv` (the first step of demo, test and bench) on a copy of the tree: a new
+    .venv with the package and the test extra, no build warnings; then demo, test and
+    bench only reuse it, until pyproject.toml changes."""
+    src = _copy_source(tmp_path)
+    shutil.copy2(REPO / "Makefile", src / "Makefile")
+    shutil.copytree(REPO / "scripts", src / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS")}
+    first = subprocess.run(["make", "venv"], cwd=src, capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert re.findall(r"\w+Warning\b.*", first.stdout + first.stderr) == []
+    py = src / ".venv/bin/python"
+    found = subprocess.run([str(py), "-c", "import agent, aiohttp, msgpack, pytest, pytest_asyncio; print(agent.__file__)"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+    assert found == str(src / "agent/__init__.py")  # editable: the venv runs this tree's code
+    for target in ("demo", "test", "bench"):
+        dry = subprocess.run(["make", "-n", target], cwd=src, capture_output=True, text=True, timeout=60, env=env)
+        assert dry.returncode == 0, dry.stderr
+        assert "-m venv" not in dry.stdout and "pip install" not in dry.stdout, (target, dry.stdout)
+        assert f"sh scripts/system-deps.sh {target}" in dry.stdout, (target, dry.stdout)
+    os.utime(src / "pyproject.toml", (time.time() + 5, time.time() + 5))
+    for target in ("demo", "test", "bench"):
+        dry = subprocess.run(["make", "-n", target], cwd=src, capture_output=True, text=True, timeout=60, env=env)
+        assert "-m venv .venv" in dry.stdout and "pip install -q -e '.[test]'" in dry.stdout, (target, dry.stdout)
