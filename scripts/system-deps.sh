@@ -22,6 +22,11 @@ echo "system-deps: installing$missing"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q >/dev/null
 # policy-rc.d keeps the packages' own daemons from starting: tests start them as children.
-printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+# A policy-rc.d the host already has is put back afterwards, also when the install fails.
+policy=${PROXYMETER_POLICY_RC_D:-/usr/sbin/policy-rc.d}  # another path only for its test
+saved=""
+if [ -e "$policy" ]; then saved="$policy.proxymeter-saved"; mv "$policy" "$saved"; fi
+restore() { rm -f "$policy"; if [ -n "$saved" ]; then mv "$saved" "$policy"; fi; }
+trap restore EXIT
+printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
 apt-get install -y -q --no-install-recommends $missing >/dev/null
-rm -f /usr/sbin/policy-rc.d
