@@ -265,3 +265,16 @@ def test_configuration_reference_lists_every_key_with_its_default(section: str, 
     known = {p for p, _ in _fields(schema)}
     unknown = [k for k in rows if k not in known and not k.endswith(".*")]
     assert unknown == []  # the table documents no key the config does not have
+
+
+def test_readme_starts_with_the_two_commands_and_ci_runs_what_it_says() -> None:
+    text = (REPO / "README.md").read_text()
+    assert text.startswith("# proxymeter\n\n```sh\nmake demo\nmake test\n```\n"), text[:80]
+    sections = re.findall(r"<!-- section:([\w-]+) -->", text)
+    order = ["overview", "install", "agent-config", "collector-config", "api", "operations"]
+    assert [s for s in sections if s in order] == order, sections
+    ci = [line for line in (REPO / ".ci/run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci == ["set -euo pipefail", 'cd "$(dirname "$0")/.."', "make test"]
+    makefile = (REPO / "Makefile").read_text()
+    for target in ("demo", "test", "bench"):
+        assert re.search(rf"^{target}: \$\(STAMP\)$", makefile, re.M), target  # each sets up the venv first
