@@ -200,11 +200,16 @@ def _section(name: str) -> str:
 
 
 def _table_rows(section: str) -> dict[str, str]:
-    """`| `key` / `key2` | default | meaning |` rows -> {key: default cell}."""
+    """Rows `| `key` / `key2` | default | meaning |` of the tables headed
+    `| key | default | meaning |` -> {key: default cell}."""
     rows: dict[str, str] = {}
+    in_table = False
     for line in section.splitlines():
-        m = re.match(r"^\| (`[^|]+`) \| ([^|]*) \|", line)
-        if m:
+        if line.startswith("| key | default |"):
+            in_table = True
+        elif not line.startswith("|"):
+            in_table = False
+        elif in_table and (m := re.match(r"^\| (`[^|]+`) \| ([^|]*) \|", line)):
             for key in re.findall(r"`([^`]+)`", m[1]):
                 rows[key] = m[2].strip()
     return rows
