@@ -16,6 +16,16 @@ Contract:
   (with per-domain error counts for at least the candidates for the samples); both
   over the query's range and filter.
 - Times are UTC epoch seconds; `now` is passed in, a store never reads a clock.
+- A `ChartPlan` gives the bucket edges (`edges`, in UTC epoch seconds, already aligned in
+  the query's zone) and the query's `start`/`end`; a row of minute m belongs to bucket i
+  when edges[i] <= m < edges[i+1] and ceil(start) <= m < ceil(end) (minutes). Its
+  `segments` say which UTC minute/hour/day rollup can answer which span without
+  straddling a bucket: a hint for backends with such rollups, which a backend that
+  buckets rows itself (e.g. with its own time functions) may ignore.
+- Every failure of the backend is raised as StoreError (a 503 for the client; the agent
+  retries). Nothing else may escape, so a backend's own exception types stay inside it.
+- The app calls nothing but these methods (tests/collector/conftest.py runs the API
+  tests once per backend).
 """
 
 from __future__ import annotations

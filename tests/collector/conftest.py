@@ -1,10 +1,18 @@
-"""Collector fixtures: the real app in-process (aiohttp TestServer) on a real SQLite file."""
+"""Collector fixtures: the real app in-process (aiohttp TestServer) on a real store.
+
+The API tests run once per entry of BACKENDS (today: SQLite on a real file). Another
+Store backend (ClickHouse) joins them by adding its entry: how to build the store from
+the collector config, and how to read its whole state, so that "a rejected body leaves
+the store unchanged" is checked on that backend's own tables too.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -12,8 +20,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from collector.app import create_app
+from collector.app import create_app, make_store
 from collector.config import CollectorConfig, loads
+from collector.store import Store
 
 AGENT = "agent-token-1"
 ADMIN = "admin-token-1"
@@ -69,13 +78,39 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def sqlite_dump(db: Path) -> list[tuple[object, ...]]:
+    """Every row of every table: the store's whole state, for before/after comparisons."""
+    con = sqlite3.connect(db)
+    try:
+        names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        return [(n, *r) for n in names for r in sorted(con.execute(f"SELECT * FROM {n}"), key=repr)]
+    finally:
+        con.close()
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    make: Callable[[CollectorConfig], Store]  # a new, unopened store for this config
+    snapshot: Callable[[CollectorConfig], object]  # everything stored, comparable with ==
+
+
+BACKENDS = {
+    "sqlite": Backend("sqlite", make_store, lambda cfg: sqlite_dump(Path(cfg.storage.path))),
+}
+
+
 class Api:
     """A thin test helper over TestClient: ingest and query with tokens."""
 
-    def __init__(self, client: TestClient, db: Path) -> None:
+    def __init__(self, client: TestClient, db: Path, backend: Backend, config: CollectorConfig) -> None:
         self.client = client
-        self.db = db
-        self._seq = 0
+        self.db = db  # the SQLite file (backend "sqlite")
+        self.backend = backend
+        self.config = config
+
+    def snapshot(self) -> object:
+        return self.backend.snapshot(self.config)
 
     async def ingest(
         self, body: Any, *, token: str = AGENT, key: str | None = None, expect: int = 204
@@ -96,18 +131,24 @@ class Api:
         return json.loads(text)
 
 
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return BACKENDS[request.param]
+
+
 @pytest.fixture
-async def make_api(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+async def make_api(tmp_path: Path, backend: Backend) -> AsyncIterator[Callable[..., Any]]:
     clients: list[TestClient] = []
 
     async def factory(extra: str = "", sub: str = "") -> Api:
         base = tmp_path / sub if sub else tmp_path
         base.mkdir(parents=True, exist_ok=True)
         cfg = make_config(base, extra)
-        client = TestClient(TestServer(create_app(cfg, clock=lambda: NOW), host="127.0.0.1"))
+        app = create_app(cfg, store=backend.make(cfg), clock=lambda: NOW)
+        client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
         clients.append(client)
-        return Api(client, base / "collector.db")
+        return Api(client, base / "collector.db", backend, cfg)
 
     yield factory
     for c in clients:

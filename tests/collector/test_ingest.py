@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
-from pathlib import Path
 
 import msgpack
 from aiohttp import web
@@ -44,16 +42,6 @@ DAY = {"from": "2026-03-15T00:00:00Z", "to": "2026-03-16T00:00:00Z"}
 
 def row(ts: str, **fields: object) -> dict[str, object]:
     return {"ts": ts, **fields}
-
-
-def dump(db: Path) -> list[tuple[object, ...]]:
-    """Every row of every table: the store's whole state, for before/after comparisons."""
-    con = sqlite3.connect(db)
-    try:
-        names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        return [(n, *r) for n in names for r in sorted(con.execute(f"SELECT * FROM {n}"), key=repr)]
-    finally:
-        con.close()
 
 
 async def test_fonproxy_example_body_is_accepted_verbatim(api: Api) -> None:
@@ -242,7 +230,7 @@ BAD_RAW = [
 
 async def test_bad_bodies_are_400_naming_the_field_and_store_nothing(api: Api) -> None:
     await api.ingest({"logs": [row("2026-03-15 09:00:00", domain="keep.com", count=1)]}, key="k0")
-    before = dump(api.db)
+    before = api.snapshot()
     for n, (body, field) in enumerate(BAD_BODIES):
         # A good first row followed by a bad one: nothing of the body may be stored.
         err = await api.ingest(body, key=f"bad-{n}", expect=400)
@@ -257,7 +245,7 @@ async def test_bad_bodies_are_400_naming_the_field_and_store_nothing(api: Api) -
     too_long_key = {"logs": [row("2026-03-15 09:00:00", domain="keep.com", count=1)]}
     err = await api.ingest(too_long_key, key="k" * 201, expect=400)
     assert err["error"] == {"code": "invalid_header", "message": "Idempotency-Key must be 1..200 characters", "field": "Idempotency-Key"}
-    assert dump(api.db) == before
+    assert api.snapshot() == before
     # A rejected body did not burn its idempotency key: the fixed body is applied.
     await api.ingest({"logs": [row("2026-03-15 09:00:00", domain="keep.com", count=2)]}, key="bad-0")
     data = (await api.get("/analytics/domains", **DAY))["data"]
@@ -275,7 +263,7 @@ async def test_a_valid_surrogate_pair_is_text(api: Api) -> None:
 
 async def test_auth_paths(api: Api) -> None:
     body = json.dumps({"logs": [row("2026-03-15 10:00:00", domain="a.com", count=1)]}).encode()
-    before = dump(api.db)
+    before = api.snapshot()
     for headers, status in (
         ({}, 401),
         ({"Authorization": "Basic abc"}, 401),
@@ -288,7 +276,7 @@ async def test_auth_paths(api: Api) -> None:
         assert resp.status == status
         err = await resp.json()
         assert err["error"]["code"] == ("unauthorized" if status == 401 else "forbidden")
-    assert dump(api.db) == before  # a refused token stores nothing
+    assert api.snapshot() == before  # a refused token stores nothing
     metrics = await (await api.client.get("/metrics")).text()
     assert 'proxymeter_collector_ingest_rejects_total{reason="unauthorized"} 4\n' in metrics
     assert 'proxymeter_collector_ingest_rejects_total{reason="forbidden"} 2\n' in metrics
@@ -303,7 +291,7 @@ async def test_auth_paths(api: Api) -> None:
 async def test_body_over_limit_is_413_and_stores_nothing(make_api) -> None:
     api = await make_api(extra="max_body_bytes = 2000")
     await api.ingest({"logs": [row("2026-03-15 09:00:00", domain="keep.com", count=1)]})
-    before = dump(api.db)
+    before = api.snapshot()
     big = {"logs": [row("2026-03-15 10:00:00", domain=f"d{i}.example.com", count=1) for i in range(60)]}
     data = json.dumps(big).encode()
     assert len(data) > 2000
@@ -318,7 +306,7 @@ async def test_body_over_limit_is_413_and_stores_nothing(make_api) -> None:
 
     resp = await api.client.post("/analytics/ingest", data=chunks(), headers=auth(AGENT) | {"Content-Type": "application/json"})
     assert resp.status == 413
-    assert dump(api.db) == before
+    assert api.snapshot() == before
     # The limit itself is allowed: a body of exactly 2000 bytes (padded with spaces).
     exact = json.dumps({"logs": [row("2026-03-15 11:00:00", domain="edge.com", count=1)]}).encode()
     exact += b" " * (2000 - len(exact))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 import sqlite3
 from collections import defaultdict
@@ -13,6 +14,7 @@ from agent.wire.batch import Batch, Profile, Row
 from collector.model import Filter
 from collector.plan import DAY, chart_plan, UTC
 from collector.sqlite_store import MIGRATIONS, SQLiteStore
+from collector.store import Store
 
 T0 = 1773532800  # 2026-03-15 00:00:00 UTC
 
@@ -170,3 +172,14 @@ async def test_retention_drops_old_rows_and_keeps_keys_seven_days(tmp_path: Path
         assert (await store.retention(later))["idem"] == 1
     finally:
         await store.close()
+
+
+def test_sqlite_store_implements_exactly_the_store_protocol() -> None:
+    # The app only calls Store's methods; a backend must offer each with the same
+    # signature, as a coroutine (nothing blocking on the event loop).
+    members = [n for n, v in vars(Store).items() if not n.startswith("_") and callable(v)]
+    assert members == ["open", "close", "ingest", "chart", "domains", "errors", "size_bytes", "retention", "ping"]
+    for name in members:
+        impl = getattr(SQLiteStore, name)
+        assert inspect.iscoroutinefunction(impl), name
+        assert inspect.signature(impl) == inspect.signature(getattr(Store, name)), name
