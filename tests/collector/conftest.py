@@ -36,7 +36,7 @@ def sha(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def config_text(db: Path, extra: str = "") -> str:
+def config_text(db: Path, extra: str = "", storage: str = "") -> str:
     return f"""
 [server]
 listen = "127.0.0.1:8428"
@@ -45,6 +45,7 @@ listen = "127.0.0.1:8428"
 backend = "sqlite"
 path = "{db}"
 retention_days = 90
+{storage}
 
 [[auth.tokens]]
 name = "fleet-agents"
@@ -70,8 +71,8 @@ sha256 = "{sha(USER7)}"
 """
 
 
-def make_config(tmp_path: Path, extra: str = "") -> CollectorConfig:
-    return loads(config_text(tmp_path / "collector.db", extra))
+def make_config(tmp_path: Path, extra: str = "", storage: str = "") -> CollectorConfig:
+    return loads(config_text(tmp_path / "collector.db", extra, storage))
 
 
 def auth(token: str) -> dict[str, str]:
@@ -140,10 +141,10 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 async def make_api(tmp_path: Path, backend: Backend) -> AsyncIterator[Callable[..., Any]]:
     clients: list[TestClient] = []
 
-    async def factory(extra: str = "", sub: str = "") -> Api:
+    async def factory(extra: str = "", sub: str = "", storage: str = "") -> Api:
         base = tmp_path / sub if sub else tmp_path
         base.mkdir(parents=True, exist_ok=True)
-        cfg = make_config(base, extra)
+        cfg = make_config(base, extra, storage)
         app = create_app(cfg, store=backend.make(cfg), clock=lambda: NOW)
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()

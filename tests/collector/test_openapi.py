@@ -8,6 +8,7 @@ maxLength.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -275,3 +276,52 @@ async def test_every_extension_is_marked(api: Api) -> None:
                        "domain", "error", "count", "bytes_sent", "bytes_received", "error_count", "duration_ms",
                        "max_concurrency"}  # fmt: skip
     assert set(row) - fonproxy_fields == {"conn_ms", "duration_max_ms", "latency"}
+
+
+# The families README's API section lists for /metrics, with their types.
+METRIC_FAMILIES = {
+    "proxymeter_collector_batches_ingested_total": "counter",
+    "proxymeter_collector_rows_ingested_total": "counter",
+    "proxymeter_collector_profiles_ingested_total": "counter",
+    "proxymeter_collector_ingest_bytes_total": "counter",
+    "proxymeter_collector_duplicate_batches_total": "counter",
+    "proxymeter_collector_ingest_rejects_total": "counter",
+    "proxymeter_collector_ingest_seconds": "histogram",
+    "proxymeter_collector_query_seconds": "histogram",
+    "proxymeter_collector_query_errors_total": "counter",
+    "proxymeter_collector_store_size_bytes": "gauge",
+    "proxymeter_collector_retention_deleted_rows_total": "counter",
+    "proxymeter_collector_config_reloads_total": "counter",
+    "proxymeter_collector_tokens": "gauge",
+}
+
+
+async def test_metrics_has_every_documented_family(make_api) -> None:
+    # Retention every 50 ms, so the app's own sweep runs during the test.
+    api = await make_api(storage="retention_interval = 0.05")
+    body = {"logs": [{"ts": "2025-12-01 10:00:00", "domain": "old.com", "count": 1},
+                     {"ts": "2026-03-15 10:00:00", "domain": "new.com", "count": 2}]}  # fmt: skip
+    raw = json.dumps(body).encode()
+    await api.ingest(raw)
+    await api.get("/analytics/traffic", expect=400, **{"from": "2026-03-15"})
+    await api.get("/analytics/traffic", **{"from": "2026-03-15", "to": "2026-03-16"})
+    text = ""
+    for _ in range(100):  # until the first sweep ran (90 days before "now" = 2026-04-01)
+        text = await (await api.client.get("/metrics")).text()
+        if 'proxymeter_collector_retention_deleted_rows_total{table="m"} 1\n' in text:
+            break
+        await asyncio.sleep(0.05)
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    assert types == METRIC_FAMILIES
+    for reason in ("invalid_body", "too_large", "unauthorized", "forbidden", "storage_error"):
+        assert f'proxymeter_collector_ingest_rejects_total{{reason="{reason}"}} 0\n' in text
+    assert f"proxymeter_collector_ingest_bytes_total {len(raw)}\n" in text
+    assert "proxymeter_collector_ingest_seconds_count 1\n" in text
+    assert 'proxymeter_collector_query_errors_total{endpoint="traffic",status="400"} 1\n' in text
+    assert 'proxymeter_collector_query_seconds_count{endpoint="traffic"} 1\n' in text
+    assert "proxymeter_collector_tokens 4\n" in text
+    assert 'proxymeter_collector_retention_deleted_rows_total{table="m"} 1\n' in text
+    sites = await api.get("/analytics/websites", **{"from": "2026-02-01", "to": "2026-04-01"})
+    assert [d["domain"] for d in sites["data"]] == ["new.com"]
+    old = await api.get("/analytics/websites", **{"from": "2025-11-15", "to": "2025-12-15"})
+    assert old["total"] == 0

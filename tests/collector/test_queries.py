@@ -316,6 +316,21 @@ async def test_user_token_sees_only_its_own_user(loaded: Api) -> None:
     await loaded.get("/analytics/traffic", token=USER7, expect=403, **q(frm, to, userId=42))
     admin = await loaded.get("/analytics/domains", token=ADMIN, **q(frm, to, sortBy="count", userId=42))
     assert admin == got
+    # Charts and the other breakdowns are narrowed the same way (oracle: user 42's rows).
+    mine = select(ROWS, frm, to, user_id=42)
+    daily = sums(mine, lambda r: label(epoch(r), UTC, "1d"))
+    traffic = await loaded.get("/analytics/traffic", token=USER42, **q(frm, to, interval="1d"))
+    assert [(d["bucket"], d["total_count"], d["total_bytes_sent"]) for d in traffic["data"]] == [
+        (b, str(v["count"]), str(v["bytes_sent"])) for b, v in sorted(daily.items())
+    ]
+    errors = await loaded.get("/analytics/errors", token=USER42, **q(frm, to))
+    per_error: dict[str, int] = defaultdict(int)
+    for r in mine:
+        if r["error"]:
+            per_error[r["error"]] += r["error_count"]
+    assert {e["error"]: int(e["total_errors"]) for e in errors["data"]} == per_error
+    sites = await loaded.get("/analytics/websites", token=USER42, **q(frm, to, limit=100))
+    assert {d["domain"]: int(d["total_count"]) for d in sites["data"]} == {d: v["count"] for d, v in own.items() if d}
 
 
 BAD_PARAMS = [
