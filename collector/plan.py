@@ -45,8 +45,11 @@ class ChartPlan:
     segments: tuple[Segment, ...]
 
     def bucket_seconds(self, i: int) -> int:
-        """Length of bucket i inside the queried range."""
-        return min(self.edges[i + 1], self.end) - max(self.edges[i], self.start)
+        """Length of bucket i inside the time the range's rows cover: whole minutes
+        [ceil(start), ceil(end)), as a row is in the range by its minute's start (so
+        from=10:00:30 covers minute 10:01 whole, and none of minute 10:00)."""
+        a, b = row_span(self.start, self.end)
+        return max(0, min(self.edges[i + 1], b) - max(self.edges[i], a))
 
 
 def ceil_to(t: int, step: int) -> int:

@@ -99,6 +99,12 @@ async def test_avg_concurrency_is_conn_ms_over_bucket_length(api: Api) -> None:
     # A bucket clipped by from/to is divided by its clipped length (10:00..10:30).
     got = await api.get("/analytics/concurrency", **{"from": "2026-03-15T10:00:00Z", "to": "2026-03-15T10:30:00Z"}, interval="1h")
     assert got["data"][0]["avg_concurrency"] == f"{120_000 / 1_800_000:.3f}"
+    # An unaligned from: a row is in the range by its minute's start, so 10:00:30..10:02
+    # holds only minute 10:01's row (30,000 conn-ms), over one minute, not 90 s.
+    got = await api.get("/analytics/concurrency", **{"from": "2026-03-15T10:00:30Z", "to": "2026-03-15T10:02:00Z"}, interval="1h")
+    assert got["data"] == [
+        {"bucket": "2026-03-15 10:00:00", "max_concurrency": "0", "total_count": "1", "avg_concurrency": "0.500"}
+    ]
 
 
 def true_quantile(values: list[float], q: float) -> float:
