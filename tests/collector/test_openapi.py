@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from pathlib import Path
 from typing import Any
 
+from collector.openapi import build_openapi
 from tests.collector.conftest import ADMIN, AGENT, USER42, Api, auth
 
 TYPES = {"object": dict, "array": list, "string": str, "boolean": bool}
@@ -325,3 +327,15 @@ async def test_metrics_has_every_documented_family(make_api) -> None:
     assert [d["domain"] for d in sites["data"]] == ["new.com"]
     old = await api.get("/analytics/websites", **{"from": "2025-11-15", "to": "2025-12-15"})
     assert old["total"] == 0
+
+
+def test_readme_shows_every_endpoint_with_curl_and_every_extension() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("<!-- section:api -->", 1)[1].split("<!-- /section:api -->", 1)[0]
+    curls = [line for line in section.splitlines() if "curl " in line or line.lstrip().startswith("'http")]
+    doc = build_openapi()
+    for path in doc["paths"]:
+        assert any(f"8428{path}" in line for line in curls), f"no curl example for {path}"
+    for name in ("conn_ms", "duration_max_ms", "latency", "concurrency", "interval", "tz", "userId",
+                 "avg_concurrency", "Merge rules", "Idempotency-Key", "Empty buckets are omitted"):  # fmt: skip
+        assert name in section, name
