@@ -44,7 +44,7 @@ from agent.parsers import LineParser, make_parser
 from agent.record import ParseError
 from agent.shipper import Answer, Outcome, Shipper
 from agent.spool import Checkpoints, Spool
-from agent.tailer import Tailer
+from agent.tailer import Chunk, Tailer
 from agent.users import UserMapper
 from agent.wire import logfmt, sdnotify
 from agent.wire.batch import encode_msgpack
@@ -54,6 +54,7 @@ from agent.wire.tomlschema import ConfigError
 log = logging.getLogger(__name__)
 
 POLL_BYTES = 4 * 1024 * 1024  # per source per pass: bounds the time between event-loop turns
+POLL_STEP = 512 * 1024  # per Tailer.poll: bounds how far a batch can go over max_batch_rows
 ERROR_SAMPLE_EVERY = 10.0  # seconds between logged samples of unparsable lines, per source
 LIMIT_LOG_EVERY = 60.0  # seconds between warnings about a limit that keeps being hit
 # Tailer counters exposed as proxymeter_agent_file_events_total{event} (the Tailer logs
@@ -239,7 +240,7 @@ class Agent:
                 log.info("spool has room again, reading resumed", extra=kv(spool_bytes=self.spool.bytes))
             progress = self._read_pass()
             if (
-                self.aggregator.pending_rows >= self.cfg.collector.max_batch_rows
+                self.aggregator.pending_rows + self.aggregator.pending_profiles >= self.cfg.collector.max_batch_rows
                 or time.monotonic() - self._last_flush >= self.cfg.collector.flush_interval
             ):
                 self._flush()
@@ -256,61 +257,91 @@ class Agent:
         self._wake.clear()
 
     def _read_pass(self) -> bool:
-        """One poll of every source; True when anything was consumed."""
+        """Up to POLL_BYTES of every source, in polls of at most POLL_STEP bytes; True when
+        anything was consumed. Between two polls (every line a poll returned is in the
+        aggregator, so the checkpoints cover exactly what a flush drains) a batch that
+        reached `collector.max_batch_rows` is flushed at once: however many sources have
+        a backlog, a batch holds at most that many rows and profiles plus one poll's worth.
+        A flush that fills the spool ends the pass (reading pauses, see _read_loop)."""
         progress = False
+        limit = self.cfg.collector.max_batch_rows
+        aggregator = self.aggregator
+        for src in self.sources:
+            budget = POLL_BYTES
+            while budget > 0:
+                step = min(POLL_STEP, budget)
+                before = src.tailer.stats.bytes
+                self._consume(src, src.tailer.poll(step))
+                if self._account_tailer(src):
+                    progress = True
+                got = src.tailer.stats.bytes - before
+                if aggregator.pending_rows + aggregator.pending_profiles >= limit:
+                    self._flush()
+                    if self.spool.full:
+                        self._account_enrichment()
+                        return True
+                if got < step:
+                    break  # at the end of what the source has now
+                budget -= got
+        self._account_enrichment()
+        return progress
+
+    def _consume(self, src: SourceRuntime, chunks: list[Chunk]) -> None:
+        """Parse, enrich and aggregate the lines of one poll; count them in the metrics."""
+        if not chunks:
+            return
         m = self.metrics
         enrich = self.enricher.enrich
         add = self.aggregator.add
-        for src in self.sources:
-            chunks = src.tailer.poll(POLL_BYTES)
-            parse = src.parser.parse
-            n_lines = 0
-            n_records = 0
-            errors: dict[str, int] | None = None
-            sample: tuple[str, bytes] | None = None
-            for chunk in chunks:
-                lines = chunk.lines
-                n_lines += len(lines)
-                for line in lines:
-                    try:
-                        rec = parse(line)
-                        if rec is not None:
-                            enrich(rec)
-                            add(rec)
-                            n_records += 1
-                    except ParseError as exc:
-                        if errors is None:
-                            errors = {}
-                        errors[exc.reason] = errors.get(exc.reason, 0) + 1
-                        if sample is None:
-                            sample = (str(exc), line)
-                    except Exception as exc:
-                        # The aggregator's ValueError (e.g. a duration over its maximum) or a
-                        # bug in a parser must not stop the agent: count the line, keep going.
-                        reason = "record_rejected" if isinstance(exc, ValueError) else "internal_error"
-                        if errors is None:
-                            errors = {}
-                        errors[reason] = errors.get(reason, 0) + 1
-                        if sample is None:
-                            sample = (f"{type(exc).__name__}: {exc}", line)
-            label = src.cfg.path
-            if n_lines:
-                progress = True
-                m.lines.inc(n_lines, label)
-                m.records.inc(n_records, label)
-            if errors:
-                for reason, n in errors.items():
-                    m.parse_errors.inc(n, label, reason)
-                now = time.monotonic()
-                if sample is not None and now - src.last_error_log >= ERROR_SAMPLE_EVERY:
-                    src.last_error_log = now
-                    log.warning(
-                        "unparsable lines skipped",
-                        extra=kv(source=label, format=src.cfg.format, count=sum(errors.values()),
-                                 error=sample[0], line=sample[1][:300].decode("utf-8", "replace")),
-                    )
-            if self._account_tailer(src):
-                progress = True
+        parse = src.parser.parse
+        n_lines = 0
+        n_records = 0
+        errors: dict[str, int] | None = None
+        sample: tuple[str, bytes] | None = None
+        for chunk in chunks:
+            lines = chunk.lines
+            n_lines += len(lines)
+            for line in lines:
+                try:
+                    rec = parse(line)
+                    if rec is not None:
+                        enrich(rec)
+                        add(rec)
+                        n_records += 1
+                except ParseError as exc:
+                    if errors is None:
+                        errors = {}
+                    errors[exc.reason] = errors.get(exc.reason, 0) + 1
+                    if sample is None:
+                        sample = (str(exc), line)
+                except Exception as exc:
+                    # The aggregator's ValueError (e.g. a duration over its maximum) or a
+                    # bug in a parser must not stop the agent: count the line, keep going.
+                    reason = "record_rejected" if isinstance(exc, ValueError) else "internal_error"
+                    if errors is None:
+                        errors = {}
+                    errors[reason] = errors.get(reason, 0) + 1
+                    if sample is None:
+                        sample = (f"{type(exc).__name__}: {exc}", line)
+        label = src.cfg.path
+        if n_lines:
+            m.lines.inc(n_lines, label)
+            m.records.inc(n_records, label)
+        if errors:
+            for reason, n in errors.items():
+                m.parse_errors.inc(n, label, reason)
+            now = time.monotonic()
+            if sample is not None and now - src.last_error_log >= ERROR_SAMPLE_EVERY:
+                src.last_error_log = now
+                log.warning(
+                    "unparsable lines skipped",
+                    extra=kv(source=label, format=src.cfg.format, count=sum(errors.values()),
+                             error=sample[0], line=sample[1][:300].decode("utf-8", "replace")),
+                )
+
+    def _account_enrichment(self) -> None:
+        """Unmatched users and fitted values since the last pass, into the metrics."""
+        m = self.metrics
         unmatched = _stat(self.enricher, "unmatched_users")
         if unmatched > self._unmatched_seen:
             m.unmatched_users.inc(unmatched - self._unmatched_seen)
@@ -327,7 +358,6 @@ class Agent:
                 )
         self._fixed_seen = fixed
         m.pending_rows.set(self.aggregator.pending_rows)
-        return progress
 
     def _account_tailer(self, src: SourceRuntime) -> bool:
         """Add the tailer's counters since the last pass to the metrics; True if bytes moved."""

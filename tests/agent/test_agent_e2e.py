@@ -667,3 +667,31 @@ def test_unacknowledged_batches_are_resent_with_their_original_keys_after_kill9(
     finally:
         stop_process(agent.proc, signal.SIGKILL)
         rec.close()
+
+
+def test_backlog_in_many_sources_is_cut_into_batches_of_max_batch_rows(tmp_path: Path) -> None:
+    """Four sources with a backlog of high-cardinality lines, `--once`: every batch stays
+    near collector.max_batch_rows (rows + profiles), so a collector taking at most 5,000
+    per body accepts them all (one batch of every source's backlog would be refused)."""
+    col = Collector(tmp_path / "collector")
+    col.config.write_text(col.config.read_text().replace('log_level = "warning"', 'log_level = "warning"\nmax_rows = 5000'))
+    base = _base_minute(150)
+    writers = [SquidWriter(tmp_path / "logs" / f"s{i}.log", base=base, seed=60 + i, ms_per_line=3000.0,
+                           users=tuple(range(200 + 10 * i, 208 + 10 * i))) for i in range(4)]
+    for w in writers:
+        w.write(2_000)  # ~100 minutes: about one row and one profile per line
+    cfg = agent_config(tmp_path, col.url, writers[0].path, flush_interval=3600,
+                       extra="".join(f'\n[[sources]]\npath = "{w.path}"\nformat = "squid"\nread_from = "beginning"\n'
+                                     for w in writers[1:]))
+    cfg.write_text(cfg.read_text().replace("max_retry_delay = 0.5", "max_retry_delay = 0.5\nmax_batch_rows = 500"))
+    agent = AgentProc(cfg, tmp_path / "agent.log")
+    try:
+        col.start()
+        proc = agent.start("--once")
+        assert proc.wait(120) == 0, agent.tail()
+        assert list((tmp_path / "state" / "spool" / "dead-letter").iterdir()) == []
+        for w in writers:
+            assert api_totals(col, list(w.users), w.base - 60, w.last_start + 120) == w.totals()
+    finally:
+        stop_process(agent.proc, signal.SIGKILL)
+        col.stop()
