@@ -16,10 +16,11 @@ import socket
 import subprocess
 import sys
 import time
+import typing
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -59,7 +60,7 @@ def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 30.0, every
             last = exc
         else:
             if last is not None and last is not False:
-                return last
+                return typing.cast(T, last)
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
@@ -190,7 +191,7 @@ def ingest_status(base: str, token: str) -> int:
         return exc.code
 
 
-def start_collector(procs: Procs, root: Path, extra_tokens: list[dict[str, Any]] = (),  # type: ignore[assignment]
+def start_collector(procs: Procs, root: Path, extra_tokens: Sequence[dict[str, Any]] = (),
                     env: dict[str, str] | None = None, storage: str = "", server: str = "",
                     python_args: list[str] | None = None) -> Collector:
     """A collector on a free port with an admin and an agent token, once /healthz answers.

@@ -8,6 +8,7 @@ in systemd/ are accepted once their absolute paths point into a temporary folder
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from shellkit import REPO, cli
 
 EX_CONFIG = 78
 SHA = "a" * 64
+Edit = Callable[[str], str]
+Case = tuple[str, Edit, list[str]]  # (id, edit(valid text) -> broken text, fragments of the message)
 
 
 def _agent_base(root: Path) -> str:
@@ -52,7 +55,7 @@ sha256 = "{SHA}"
 
 
 # (id, edit(text) -> text, expected fragments of the message)
-AGENT_CASES = [
+AGENT_CASES: list[Case] = [
     ("unknown-key", lambda t: t.replace('worker = "w1"', 'worker = "w1"\nwrokers = 2'),
      ["agent.wrokers", "unknown key"]),
     ("unknown-table", lambda t: t + "\n[sppol]\nmax_bytes = 1\n", ["sppol", "unknown key"]),
@@ -88,7 +91,7 @@ AGENT_CASES = [
     ("bad-user-pattern", lambda t: t + '\n[users]\npattern = "user-(?P<user_id>\\\\d+"\n', ["users.pattern"]),
 ]
 
-COLLECTOR_CASES = [
+COLLECTOR_CASES: list[Case] = [
     ("unknown-key", lambda t: t.replace('listen = "127.0.0.1:8428"', 'lisen = "127.0.0.1:8428"'),
      ["server.lisen", "unknown key"]),
     ("wrong-type", lambda t: t.replace("retention_days = 90", 'retention_days = "90"'),
@@ -118,7 +121,7 @@ COLLECTOR_CASES = [
 ]
 
 
-def _run_case(service: str, command: str, base: str, edit, expected: list[str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def _run_case(service: str, command: str, base: str, edit: Edit, expected: list[str], tmp_path: Path) -> None:
     path = tmp_path / f"{service}.toml"
     path.write_text(edit(base))
     proc = cli(service, command, "--config", str(path), timeout=30)
@@ -137,13 +140,13 @@ def test_valid_bases_pass(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("case", AGENT_CASES, ids=[c[0] for c in AGENT_CASES])
-def test_agent_check_rejects(case, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_agent_check_rejects(case: Case, tmp_path: Path) -> None:
     _, edit, expected = case
     _run_case("agent", "check", _agent_base(tmp_path), edit, expected, tmp_path)
 
 
 @pytest.mark.parametrize("case", COLLECTOR_CASES, ids=[c[0] for c in COLLECTOR_CASES])
-def test_collector_check_rejects(case, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_collector_check_rejects(case: Case, tmp_path: Path) -> None:
     _, edit, expected = case
     _run_case("collector", "check", _collector_base(tmp_path), edit, expected, tmp_path)
 

@@ -116,9 +116,9 @@ def test_fresh_venv_installs_and_both_commands_run(tmp_path: Path) -> None:
     col_config.write_text(collector_toml(run_dir, port, [{"name": "a", "role": "admin", "sha256": admin_sha},
                                                          {"name": "b", "role": "agent", "sha256": agent_sha}]))
     base = f"http://127.0.0.1:{port}"
-    with open(run_dir / "collector.log", "wb") as out:
+    with open(run_dir / "collector.log", "wb") as col_log:
         collector = subprocess.Popen([str(bindir / "proxymeter-collector"), "serve", "--config", str(col_config)],
-                                     cwd=run_dir, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+                                     cwd=run_dir, stdin=subprocess.DEVNULL, stdout=col_log, stderr=subprocess.STDOUT)
     try:
         wait_for("the installed collector", lambda: collector.poll() is None and http(f"{base}/healthz")[0] == 200)
         log = run_dir / "access.log"

@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import tomllib
+import typing
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -230,9 +231,9 @@ def _fields(cls: type, prefix: str = "") -> Iterator[tuple[str, Any]]:
         tp, path = hints[f.name], f"{prefix}{f.name}"
         args = get_args(tp)
         if dataclasses.is_dataclass(tp):
-            yield from _fields(tp, path + ".")  # type: ignore[arg-type]
+            yield from _fields(typing.cast(type, tp), path + ".")
         elif get_origin(tp) in (list, tuple) and args and dataclasses.is_dataclass(args[0]):
-            yield from _fields(args[0], path + "[].")
+            yield from _fields(typing.cast(type, args[0]), path + "[].")
         else:
             yield path, f
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from shellkit import Procs, agent_toml, free_port, http, new_token, start_collector
@@ -17,7 +18,8 @@ from shellkit import Procs, agent_toml, free_port, http, new_token, start_collec
 READY, WATCHDOG, STOPPING = "READY=1", "WATCHDOG=1", "STOPPING=1"
 
 
-def _receive_lifecycle(sock: socket.socket, proc_signal, is_ready) -> list[str]:  # type: ignore[no-untyped-def]
+def _receive_lifecycle(sock: socket.socket, proc_signal: Callable[[int], None],
+                       is_ready: Callable[[], bool]) -> list[str]:
     """Collect datagrams until STOPPING=1 (sending SIGTERM after two watchdog pings)."""
     got: list[str] = []
     deadline = time.monotonic() + 40

@@ -34,7 +34,7 @@ SMALL = dict(users=20, domains=300, pool_size=2000)
 
 def _write(path: Path, n: int, seed: int, start_ms: int, append: bool = False) -> list[int]:
     truth = loggen.write_file(path, n, seed=seed, start_ms=start_ms, rate=5, append=append, **SMALL)
-    return truth.totals()  # requests, bytes_received, bytes_sent, errors
+    return [int(v) for v in truth.totals()]  # requests, bytes_received, bytes_sent, errors
 
 
 def _count(col: Collector) -> int:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from shellkit import Procs, cli, http, start_collector
+from shellkit import Procs, cli, http, ingest_status, start_collector
 
 
 def _create(*args: str) -> tuple[str, str]:
@@ -55,15 +53,6 @@ def test_created_tokens_authenticate_against_a_running_collector(tmp_path: Path,
     assert http(f"{url}&userId=8", admin_token)[0] == 200
     assert http(url, user_token[:-1] + ("x" if user_token[-1] != "x" else "y"))[0] == 401
     # A read token may not ingest (right token, wrong role); the agent token may.
-    assert _ingest(col.base, user_token) == 403
-    assert _ingest(col.base, col.agent) == 204
+    assert ingest_status(col.base, user_token) == 403
+    assert ingest_status(col.base, col.agent) == 204
 
-
-def _ingest(base: str, token: str) -> int:
-    req = urllib.request.Request(f"{base}/analytics/ingest", data=b'{"logs": []}', method="POST",
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code

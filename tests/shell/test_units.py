@@ -105,9 +105,9 @@ def _schema_paths(cls: type, prefix: str = "") -> list[str]:
         tp = hints[f.name]
         origin, args = get_origin(tp), get_args(tp)
         if dataclasses.is_dataclass(tp):
-            paths += _schema_paths(tp, path + ".")  # type: ignore[arg-type]
+            paths += _schema_paths(typing.cast(type, tp), path + ".")
         elif origin in (list, tuple) and args and dataclasses.is_dataclass(args[0]):
-            paths += _schema_paths(args[0], path + "[].")
+            paths += _schema_paths(typing.cast(type, args[0]), path + "[].")
         else:
             paths.append(path)
     return paths
@@ -117,7 +117,7 @@ def _has(doc: Any, path: str) -> bool:
     head, _, rest = path.partition(".")
     if head.endswith("[]"):
         items = doc.get(head[:-2]) if isinstance(doc, dict) else None
-        return bool(items) and any(_has(item, rest) for item in items)
+        return isinstance(items, list) and any(_has(item, rest) for item in items)
     if not isinstance(doc, dict) or head not in doc:
         return False
     return _has(doc[head], rest) if rest else True

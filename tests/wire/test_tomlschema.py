@@ -1,4 +1,5 @@
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -72,7 +73,7 @@ def test_errors_name_the_full_key_path(text: str, path: str, message: str) -> No
     assert message in info.value.message
 
 
-def test_syntax_and_file_errors(tmp_path) -> None:
+def test_syntax_and_file_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="TOML syntax error"):
         load_text(Root, "[server\n")
     with pytest.raises(ConfigError, match="cannot read config file"):
