@@ -695,3 +695,31 @@ def test_backlog_in_many_sources_is_cut_into_batches_of_max_batch_rows(tmp_path:
     finally:
         stop_process(agent.proc, signal.SIGKILL)
         col.stop()
+
+
+def test_dante_open_lines_over_the_session_limit_are_counted_and_logged(tmp_path: Path) -> None:
+    """65,536 open sessions are remembered per dante source; one more forgets the oldest,
+    which the agent counts (proxymeter_agent_open_sessions_forgotten_total) and logs."""
+    log_path = tmp_path / "logs" / "danted.log"
+    log_path.parent.mkdir(parents=True)
+    n = 65_536 + 3
+    opens = "".join(
+        f"Nov 22 07:41:07 (1795333267.{i % 1_000_000:06d}) danted[17203]: info: pass(2): tcp/connect [: "
+        f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}.40000 127.0.0.1.1080 -> 127.0.0.1.36221 192.0.2.1.443\n"
+        for i in range(n)
+    )
+    log_path.write_text(opens)
+    port = free_port()
+    cfg = agent_config(tmp_path, f"http://127.0.0.1:{free_port()}", log_path, flush_interval=0.2)
+    cfg.write_text(cfg.read_text().replace('metrics_listen = ""', f'metrics_listen = "127.0.0.1:{port}"')
+                   .replace('format = "squid"', 'format = "dante"'))
+    agent = AgentProc(cfg, tmp_path / "agent.log")
+    try:
+        agent.start()
+        wait_until(lambda: _metric(port, "proxymeter_agent_lines_read_total") == n, 60, "every open line read")
+        assert _metric(port, "proxymeter_agent_records_total") == 0  # open lines complete nothing
+        assert _metric(port, "proxymeter_agent_open_sessions_forgotten_total") == 3
+        wait_until(lambda: "open-session limit reached" in agent.tail(), 30, "the warning")
+        assert agent.stop() == 0, agent.tail()
+    finally:
+        stop_process(agent.proc, signal.SIGKILL)
