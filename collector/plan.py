@@ -104,7 +104,23 @@ def bucket_floor(t: int, step: int, tz: tzinfo) -> int:
         return start if start <= t else _local_midnight(datetime.fromtimestamp(t, tz).date() - timedelta(days=1), tz)
     off = _offset(t, tz)
     start = floor_to(t + off, step) - off
-    return start if start <= t else start - step
+    if start < t and _offset(start, tz) != off:
+        # The offset changed inside this local bucket, at an instant that is not a bucket
+        # edge (Australia/Lord_Howe: at 02:00 +11 clocks go back to 01:30 +10:30): the
+        # bucket of t begins at the change, the one before it ends there.
+        start = _offset_change(start, t, off, tz)
+    return start
+
+
+def _offset_change(lo: int, hi: int, off: int, tz: tzinfo) -> int:
+    """The first second in (lo, hi] with offset `off`, given offset(lo) != off == offset(hi)."""
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _offset(mid, tz) == off:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def _next_edge(cur: int, step: int, tz: tzinfo) -> int:
@@ -116,6 +132,12 @@ def _next_edge(cur: int, step: int, tz: tzinfo) -> int:
 
 
 def bucket_edges(start: int, end: int, step: int, tz: tzinfo) -> tuple[int, ...]:
+    if isinstance(tz, timezone):
+        # UTC (the default) or another fixed offset: plain arithmetic, where the general
+        # walk below costs a datetime per edge (~60 ms for 10,000 one-minute buckets).
+        off = _offset(start, tz)
+        first = floor_to(start + off, step) - off
+        return tuple(range(first, ceil_to(end - first, step) + first + 1, step))
     edges = [bucket_floor(start, step, tz)]
     while edges[-1] < end:
         edges.append(_next_edge(edges[-1], step, tz))

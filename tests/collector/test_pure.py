@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -124,7 +124,8 @@ def test_params_parse() -> None:
     assert exc.value.field == "to"
 
 
-PLAN_ZONES = ["UTC", "Europe/Berlin", "Europe/London", "Asia/Kolkata", "Asia/Kathmandu", "America/St_Johns", "America/Santiago"]
+PLAN_ZONES = ["UTC", "Europe/Berlin", "Europe/London", "Asia/Kolkata", "Asia/Kathmandu", "America/St_Johns", "America/Santiago",
+              "Australia/Lord_Howe"]
 
 
 @pytest.mark.parametrize("zone", PLAN_ZONES)
@@ -160,3 +161,62 @@ def test_local_days_of_a_half_hour_zone_read_hour_rollups() -> None:
     london = ZoneInfo("Europe/London")
     p = plan.chart_plan(ts(2026, 3, 20, tz=london), ts(2026, 4, 10, tz=london), plan.DAY, london)
     assert {s.level for s in p.segments} == {plan.DAY, plan.HOUR}
+
+
+# (zone, first UTC day, last UTC day) around offset changes: DST in whole hours, in half
+# an hour (Lord Howe), at midnight (Santiago, Havana), a skipped day (Apia, 2011-12-30),
+# and zones with half- and quarter-hour offsets.
+EDGE_CASES = [
+    ("Europe/Berlin", (2026, 3, 27), (2026, 3, 31)), ("Europe/Berlin", (2026, 10, 23), (2026, 10, 27)),
+    ("America/New_York", (2026, 3, 6), (2026, 3, 10)), ("America/New_York", (2026, 10, 30), (2026, 11, 3)),
+    ("Australia/Lord_Howe", (2026, 4, 3), (2026, 4, 7)), ("Australia/Lord_Howe", (2026, 10, 2), (2026, 10, 6)),
+    ("America/Santiago", (2026, 4, 3), (2026, 4, 7)), ("America/Santiago", (2026, 9, 4), (2026, 9, 8)),
+    ("America/Havana", (2026, 3, 6), (2026, 3, 10)), ("Pacific/Apia", (2011, 12, 28), (2012, 1, 1)),
+    ("Asia/Kolkata", (2026, 3, 1), (2026, 3, 3)), ("Asia/Kathmandu", (2026, 3, 1), (2026, 3, 3)),
+    ("UTC", (2026, 3, 1), (2026, 3, 3)),
+]  # fmt: skip
+
+
+def local_bucket(t: int, step: int, tz: ZoneInfo) -> tuple[object, ...]:
+    """The oracle: which bucket instant t is in, by its local wall clock (and offset, so a
+    repeated hour is a bucket of its own)."""
+    local = datetime.fromtimestamp(t, tz)
+    if step == plan.DAY:
+        return (local.date(),)
+    minute = (local.hour * 60 + local.minute) // (step // 60) * (step // 60)
+    return (local.date(), minute, local.utcoffset())
+
+
+@pytest.mark.parametrize("zone,first,last", EDGE_CASES)
+def test_bucket_edges_equal_local_wall_clock_buckets(zone: str, first: tuple[int, ...], last: tuple[int, ...]) -> None:
+    tz = ZoneInfo(zone)
+    start, end = ts(*first) + 17 * 60, ts(*last)
+    for step in (60, 300, 900, plan.HOUR, plan.DAY):
+        # Oracle edges: every minute whose bucket differs from the minute before it.
+        expected = []
+        t = start - start % 60
+        while local_bucket(t - 60, step, tz) == local_bucket(start, step, tz):
+            t -= 60
+        expected.append(t)
+        for m in range(start - start % 60 + 60, end, 60):
+            if local_bucket(m, step, tz) != local_bucket(m - 60, step, tz):
+                expected.append(m)
+        edges = plan.bucket_edges(start, end, step, tz)
+        assert [e for e in edges if e < end] == expected, (zone, step)
+        assert edges[-1] >= end
+
+
+@pytest.mark.parametrize("offset_minutes", [0, 330, -180])
+def test_fixed_offset_edges_equal_local_wall_clock_buckets(offset_minutes: int) -> None:
+    tz = timezone(timedelta(minutes=offset_minutes)) if offset_minutes else plan.UTC
+    start, end = ts(2026, 3, 1, 5, 17, 31), ts(2026, 3, 4, 2, 0, 1)
+    for step in (60, 300, 900, plan.HOUR, plan.DAY):
+        expected = [plan.bucket_floor(start, step, tz)]
+        for m in range(start - start % 60 + 60, end, 60):
+            if local_bucket(m, step, tz) != local_bucket(m - 60, step, tz):  # type: ignore[arg-type]
+                expected.append(m)
+        edges = plan.bucket_edges(start, end, step, tz)
+        assert [e for e in edges if e < end] == expected and edges[-1] >= end > edges[-2], step
+        # the first edge is the earliest instant in start's bucket
+        assert local_bucket(expected[0], step, tz) == local_bucket(start, step, tz)  # type: ignore[arg-type]
+        assert local_bucket(expected[0] - 1, step, tz) != local_bucket(start, step, tz)  # type: ignore[arg-type]
