@@ -102,7 +102,10 @@ class UserMapper:
         m = self._rx.fullmatch(name)
         if m is None:
             return self._default
-        user_id = _to_id(m.group("user_id"))
+        raw_user = m.group("user_id")
+        if raw_user is None:  # an optional group that took no part: no user in the name
+            return self._default
+        user_id = _to_id(raw_user)
         order_id = _to_id(m.groupdict().get("order_id"))
         if user_id is None or order_id is None:
             return self._default

@@ -50,6 +50,15 @@ user_id = 9
     assert cfg.pattern != DEFAULT_PATTERN
 
 
+def test_optional_user_group_that_took_no_part_is_unmatched() -> None:
+    m = UserMapper(UsersConfig(pattern=r"(?:u(?P<user_id>\d+)|guest)(?:-o(?P<order_id>\d+))?",
+                               default_user_id=8, default_order_id=9))
+    assert m.map("u12-o3") == (12, 3, True)
+    assert m.map("u12") == (12, 0, True)  # an absent order is order 0 of a matched user
+    assert m.map("guest-o3") == (8, 9, False)  # no user_id in the name: the default, counted
+    assert m.map("guest") == (8, 9, False)
+
+
 @pytest.mark.parametrize("toml,path,needle", [
     ('pattern = "(?P<uid>x)"', "pattern", "user_id"),
     ('pattern = "(?P<user_id>x"', "pattern", "regular expression"),
