@@ -208,6 +208,9 @@ def _timed(endpoint: str, fn: Callable[[web.Request], Awaitable[dict[str, Any]]]
             status = getattr(exc, "status", 400 if isinstance(exc, params.ParamError) else 503)
             m.query_errors.inc(1, endpoint, str(status))
             raise
+        except Exception:  # answered by errors_middleware as a 500
+            m.query_errors.inc(1, endpoint, "500")
+            raise
         m.query_seconds.observe(time.perf_counter() - started, endpoint)
         return web.json_response(body, dumps=_dumps)
 
