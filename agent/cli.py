@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_mod.load(args.config)
         config_mod.token_of(cfg)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        if args.command == "check":
+            print(f"config error: {exc}", file=sys.stderr)
+        else:  # a service start: one log event, like every other line in the journal
+            logfmt.setup("info")
+            log.error("config error, not starting", extra=kv(config=args.config, error=str(exc)))
         return EXIT_CONFIG
     if args.command == "check":
         print("config OK")

@@ -94,8 +94,9 @@ def cmd_token_create(role: str, user_id: int | None, name: str | None) -> int:
 def cmd_serve(path: str) -> int:
     try:
         cfg = config_mod.load(path)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # one log event, like every other line in the journal
+        setup_logging("info")
+        log.error("config error, not starting", extra=kv(config=path, error=str(exc)))
         return EXIT_CONFIG
     setup_logging(cfg.server.log_level)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:

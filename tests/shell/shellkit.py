@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -28,6 +29,12 @@ from typing import Any, TypeVar
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
 T = TypeVar("T")
+
+_VALUE = r'(?:[^\s="\\]+|"(?:[^"\\]|\\.)*")'
+LOGFMT = re.compile(  # one log event: ts level logger msg, then key=value fields
+    rf"^ts=\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z level=(debug|info|warning|error) logger=\S+ msg={_VALUE}"
+    rf"(?: [A-Za-z_][\w.]*={_VALUE})*$"
+)
 
 
 def free_port() -> int:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from shellkit import REPO, cli
+from shellkit import LOGFMT, REPO, cli
 
 EX_CONFIG = 78
 SHA = "a" * 64
@@ -151,10 +151,21 @@ def test_collector_check_rejects(case: Case, tmp_path: Path) -> None:
     _run_case("collector", "check", _collector_base(tmp_path), edit, expected, tmp_path)
 
 
-def test_run_and_serve_refuse_a_broken_config_with_78(tmp_path: Path) -> None:
-    """Starting (not only `check`) fails the same way, so systemd does not restart-loop."""
-    _run_case("agent", "run", _agent_base(tmp_path), AGENT_CASES[0][1], AGENT_CASES[0][2], tmp_path)
-    _run_case("collector", "serve", _collector_base(tmp_path), COLLECTOR_CASES[0][1], COLLECTOR_CASES[0][2], tmp_path)
+@pytest.mark.parametrize("service,command,base,case", [
+    ("agent", "run", _agent_base, dict((c[0], c) for c in AGENT_CASES)["unknown-key"]),
+    ("collector", "serve", _collector_base, dict((c[0], c) for c in COLLECTOR_CASES)["unknown-key"]),
+    ("collector", "serve", _collector_base, dict((c[0], c) for c in COLLECTOR_CASES)["bad-role"]),
+], ids=["agent-run", "collector-serve", "collector-serve-bad-role"])
+def test_run_and_serve_refuse_a_broken_config_with_78(service: str, command: str, base: Callable[[Path], str],
+                                                      case: Case, tmp_path: Path) -> None:
+    """Starting (not only `check`) fails the same way, so systemd does not restart-loop;
+    as a service the error is one logfmt event in the journal, with the config's path."""
+    _run_case(service, command, base(tmp_path), case[1], case[2], tmp_path)
+    proc = cli(service, command, "--config", str(tmp_path / f"{service}.toml"), timeout=30)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and LOGFMT.match(lines[0]), proc.stderr
+    assert " level=error " in lines[0] and f"config={tmp_path / f'{service}.toml'}" in lines[0]
+    assert proc.stdout == ""
 
 
 def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:

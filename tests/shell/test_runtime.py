@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from shellkit import (
+    LOGFMT,
     Procs,
     agent_toml,
     cli,
@@ -33,11 +34,6 @@ from shellkit import (
 
 from bench import loggen
 
-_VALUE = r'(?:[^\s="\\]+|"(?:[^"\\]|\\.)*")'
-LOGFMT = re.compile(
-    rf"^ts=\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z level=(debug|info|warning|error) logger=\S+ msg={_VALUE}"
-    rf"(?: [A-Za-z_][\w.]*={_VALUE})*$"
-)
 NOW_MS = int(time.time() * 1000)
 
 
