@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import aiohttp
 import msgpack
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -141,11 +142,31 @@ async def test_concurrent_ingests_from_several_clients_all_count(api: Api) -> No
                 count = 1 + (agent * 7 + seq * 3 + n) % 5
                 rows.append(row(f"2026-03-15 10:0{n % 3}:00", domain=domain, count=count, worker=f"w{agent}"))
                 expected[domain] = expected.get(domain, 0) + count
-            bodies.append((f"agent-{agent}:{seq}", {"logs": rows}))
-    # Each is sent twice concurrently as well: retries racing their originals.
-    await asyncio.gather(*(api.ingest(b, key=k) for k, b in bodies + bodies))
+            bodies.append((agent, f"agent-{agent}:{seq}", {"logs": rows}))
+    # One HTTP session (own connections) per agent, even agents sending msgpack; each
+    # batch is sent twice concurrently as well: retries racing their originals.
+    sessions = [aiohttp.ClientSession() for _ in range(8)]
+
+    async def send(agent: int, key: str, body: dict[str, object]) -> int:
+        if agent % 2:
+            data, ctype = json.dumps(body).encode(), "application/json"
+        else:
+            data, ctype = msgpack.packb(body), "application/msgpack"
+        headers = auth(AGENT) | {"Content-Type": ctype, "Idempotency-Key": key}
+        async with sessions[agent].post(api.client.make_url("/analytics/ingest"), data=data, headers=headers) as resp:
+            return resp.status
+
+    try:
+        statuses = await asyncio.gather(*(send(*b) for b in bodies + bodies))
+    finally:
+        for session in sessions:
+            await session.close()
+    assert statuses == [204] * 80
     data = (await api.get("/analytics/domains", **DAY, sortBy="count", limit=100))["data"]
     assert {d["domain"]: int(d["total_count"]) for d in data} == expected
+    metrics = await (await api.client.get("/metrics")).text()
+    assert "proxymeter_collector_batches_ingested_total 40\n" in metrics
+    assert "proxymeter_collector_duplicate_batches_total 40\n" in metrics
 
 
 async def test_late_rows_merge_into_stored_minutes_and_rollups(api: Api) -> None:
