@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -74,7 +75,9 @@ def cmd_check(path: str) -> int:
 
 
 def _toml_str(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A TOML basic string. JSON escapes the quote, the backslash and U+0000-U+001F with
+    escapes TOML shares; TOML also forbids a raw DEL (U+007F)."""
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def cmd_token_create(role: str, user_id: int | None, name: str | None) -> int:

@@ -34,6 +34,13 @@ def test_token_create_prints_a_token_and_its_hash_block() -> None:
     assert other != token
 
 
+def test_token_create_quotes_any_name_as_toml() -> None:
+    name = 'ops "night" \\ shift\nteam\t\u00e9\x7f'
+    token, block = _create("--role", "admin", "--name", name)
+    assert tomllib.loads(block)["auth"]["tokens"][0] == {
+        "name": name, "role": "admin", "sha256": hashlib.sha256(token.encode()).hexdigest()}
+
+
 def test_token_create_refuses_bad_arguments() -> None:
     assert cli("collector", "token", "create", "--role", "user", timeout=30).returncode == 2  # no --user-id
     assert cli("collector", "token", "create", "--role", "root", timeout=30).returncode == 2
