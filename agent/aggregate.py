@@ -22,6 +22,10 @@ Definitions (what the numbers mean; the README and the collector rely on them):
   the same key from different drains merge by max, which is a lower bound of the true
   peak when a row's connections were split across drains. The exact peak per user/order
   comes from the profiles.
+- Byte counts must be 0..2**53-1 per record (the wire's counter limit), like durations
+  0..max_duration_ms: another record is refused with a ValueError naming the field
+  (the service counts it as a parse error) and changes nothing. Row sums over the
+  limit are cut to it at drain and counted in `values_fixed`.
 - Dimension values that would break the wire's limits (a string over 255 characters, an
   int outside 0..2**63-1) are cut or set to 0 in every row they reach (when the row is
   first made, so once per row and drain) and counted in `values_fixed`; in profiles at
@@ -64,6 +68,7 @@ from agent.wire.histogram import SMALL_MS_BUCKETS, bucket_of
 DIMENSIONS: tuple[str, ...] = wire.DIMENSIONS
 
 MAX_INT = wire.MAX_INT
+MAX_COUNTER = wire.MAX_COUNTER
 MAX_STR = wire.MAX_STR
 MINUTE_MS = 60_000
 SECONDS = wire.SECONDS_PER_MINUTE
@@ -211,6 +216,11 @@ class Aggregator:
         if not 0 <= dur <= self.max_duration_ms:
             self.records_rejected += 1
             raise ValueError(f"duration_ms: {dur} is outside 0..{self.max_duration_ms}")
+        # x | y is in 0..2**53-1 iff both are (ints): one test for both byte counts
+        if not 0 <= rec.bytes_sent | rec.bytes_received <= MAX_COUNTER:
+            self.records_rejected += 1
+            raise ValueError(f"bytes_sent, bytes_received: {rec.bytes_sent}, {rec.bytes_received} "
+                             f"are not both in 0..{MAX_COUNTER}")
         self.records_added += 1
         minute = start // MINUTE_MS
         dims = self._row_get(rec)
@@ -337,6 +347,14 @@ class Aggregator:
             out.append(value)
         return tuple(out)
 
+    def _cap(self, st: list[Any]) -> None:
+        """Sums over the wire's counter limit (petabytes in one minute: only a broken
+        log gets there) are cut to it, so the row, and its batch, stay deliverable."""
+        for slot in (_SENT, _RECV, _DUR, _CONN, _DMAX):
+            if st[slot] > MAX_COUNTER:
+                st[slot] = MAX_COUNTER
+                self.values_fixed += 1
+
     def drain(self, now_ms: int) -> Batch:
         """Everything added since the last drain, as deltas; the state is released.
 
@@ -361,6 +379,8 @@ class Aggregator:
         for st in rows_state.values():
             act = st[_ACT]
             st[_ACT] = 1 if act.__class__ is int else _peak(act)
+            if st[_SENT] | st[_RECV] | st[_DUR] | st[_CONN] > MAX_COUNTER:
+                self._cap(st)
             append_row(Row(*st))
         worker = self._worker_out
         out_profiles: list[Profile] = []

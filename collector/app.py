@@ -171,6 +171,10 @@ async def ingest(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_body", exc.message, exc.path or None) from None
     try:
         applied = await _store(state).ingest(batch, key, int(state.clock()))
+    except WireError as exc:  # content only the store can judge (sums past int64)
+        m.rejects.inc(1, "invalid_body")
+        log.info("ingest body rejected", extra=kv(field=exc.path, error=exc.message, remote=request.remote))
+        raise ApiError(400, "invalid_body", exc.message, exc.path or None) from None
     except Exception:  # StoreError (503) or a bug (500); the batch was not stored
         m.rejects.inc(1, "storage_error")
         raise

@@ -29,6 +29,7 @@ from agent.wire import histogram
 from agent.wire.batch import (
     CONTENT_TYPE_JSON,
     CONTENT_TYPE_MSGPACK,
+    MAX_COUNTER,
     MAX_INT,
     MAX_STR,
     Batch,
@@ -47,7 +48,8 @@ _FIELDS = (
     "duration_max_ms",
 )  # fmt: skip
 _STR_POS = range(3, 10)
-_INT_POS = (0, 1, 2, *range(10, 18))
+_ID_POS = (0, 1, 2)
+_COUNTER_POS = tuple(range(10, 18))
 _ALL = frozenset(("ts", *_FIELDS, "latency"))
 _get = itemgetter(*_FIELDS)
 _MSGPACK_TYPES = (CONTENT_TYPE_MSGPACK, "application/x-msgpack", "application/vnd.msgpack")
@@ -132,9 +134,13 @@ def _fast(obj: Any, max_rows: int | None) -> Batch:
         add_lat(lat)
     if values:
         columns = list(zip(*values))
-        for i in _INT_POS:
+        for i in _ID_POS:
             col = columns[i]
             if set(map(type, col)) != {int} or min(col) < 0 or max(col) > MAX_INT:
+                raise _Slow
+        for i in _COUNTER_POS:
+            col = columns[i]
+            if set(map(type, col)) != {int} or min(col) < 0 or max(col) > MAX_COUNTER:
                 raise _Slow
         for i in _STR_POS:
             col = columns[i]
@@ -143,7 +149,8 @@ def _fast(obj: Any, max_rows: int | None) -> Batch:
     if lat_keys:
         if set(map(type, lat_keys)) != {int} or set(map(type, lat_counts)) != {int}:
             raise _Slow
-        if min(lat_keys) < 0 or max(lat_keys) > histogram.MAX_INDEX or min(lat_counts) < 0:
+        if (min(lat_keys) < 0 or max(lat_keys) > histogram.MAX_INDEX or min(lat_counts) < 0
+                or max(lat_counts) > histogram.MAX_COUNT):
             raise _Slow
     minutes: dict[Any, int] = {}
     for s in set(stamps) if stamps else ():

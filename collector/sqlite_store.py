@@ -58,7 +58,7 @@ from typing import Any, TypeVar
 import msgpack
 
 from agent.wire import histogram
-from agent.wire.batch import SECONDS_PER_MINUTE, Batch
+from agent.wire.batch import SECONDS_PER_MINUTE, Batch, WireError
 from agent.wire.logfmt import kv
 from collector.fastdecode import gc_paused
 from collector.model import SAMPLE_DOMAINS, ErrorTotals, Filter, Totals
@@ -68,6 +68,7 @@ from collector.store import StoreError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+_INT64_MAX = (1 << 63) - 1
 _SUMS = ("count", "bytes_sent", "bytes_received", "error_count", "duration_ms", "conn_ms")
 _MAXES = ("max_concurrency", "duration_max_ms")
 _COUNTERS = ", ".join(_SUMS + _MAXES)
@@ -166,7 +167,9 @@ def derive_sql(target: Table, src: Table, *, grouped: bool, where: str = "1", up
     if grouped:
         sql += f" GROUP BY {', '.join(keys)}"
     if upsert:
-        sets = [f"{c} = {c} + excluded.{c}" for c in _SUMS] + [f"{c} = max({c}, excluded.{c})" for c in _MAXES]
+        # Saturating: SQLite turns an overflowing integer sum into a REAL, which would
+        # be stored and shown as "1.8e+19"; min() keeps the column an exact integer.
+        sets = [f"{c} = min({c} + excluded.{c}, {_INT64_MAX})" for c in _SUMS] + [f"{c} = max({c}, excluded.{c})" for c in _MAXES]
         if target.spans:
             sets += ["first_ts = min(first_ts, excluded.first_ts)", "last_ts = max(last_ts, excluded.last_ts)"]
         if target.latency:
@@ -536,6 +539,11 @@ class SQLiteStore:
                     con.execute("RELEASE batch")
                     self._forget(new_strings[mark_s:], new_rests[mark_r:])
                     del new_strings[mark_s:], new_rests[mark_r:]
+                    if isinstance(exc, sqlite3.OperationalError) and "integer overflow" in str(exc):
+                        # the body's own rows sum past int64 in a rollup: its content is
+                        # at fault (a 400 the agent sets aside), not the store (a 503
+                        # the agent would retry forever)
+                        exc = WireError("logs", "the rows of this body sum past 2**63-1 in one rollup")
                     results.append(exc)
             con.execute("COMMIT")
         except BaseException:

@@ -23,7 +23,10 @@ Contract:
   straddling a bucket: a hint for backends with such rollups, which a backend that
   buckets rows itself (e.g. with its own time functions) may ignore.
 - Every failure of the backend is raised as StoreError (a 503 for the client; the agent
-  retries). Nothing else may escape, so a backend's own exception types stay inside it.
+  retries). Nothing else may escape, so a backend's own exception types stay inside it,
+  except one: a batch whose content the backend cannot hold (its rows sum past the
+  backend's integers) is a WireError (a 400: the agent sets the batch aside instead
+  of retrying it forever), and nothing of it is stored.
 - The app calls nothing but these methods (tests/collector/conftest.py runs the API
   tests once per backend).
 """

@@ -11,18 +11,23 @@ Row fields (FonProxy), with the default used when a field is absent:
     protocol, ip_out, ip_from, peer_id, worker,
     domain, error                                str (<= 255 chars), default ""
     count, bytes_sent, bytes_received,
-    error_count, duration_ms                     int >= 0, default 0 (added on merge)
-    max_concurrency                              int >= 0, default 0 (max on merge)
+    error_count, duration_ms                     int 0..2**53-1, default 0 (added on merge)
+    max_concurrency                              int 0..2**53-1, default 0 (max on merge)
 Extensions (optional):
-    conn_ms          int >= 0: connection-milliseconds inside this minute (added)
-    duration_max_ms  int >= 0: longest request of the row (max on merge)
-    latency          [[bucket, count], ...] on the scheme of `histogram` (added)
+    conn_ms          int 0..2**53-1: connection-milliseconds inside this minute (added)
+    duration_max_ms  int 0..2**53-1: longest request of the row (max on merge)
+    latency          [[bucket, count], ...] on the scheme of `histogram`, counts
+                     0..2**53-1 (added)
 Profile fields (extension, one per minute, user_id, order_id, worker):
     ts, user_id, order_id, worker    as in a row
-    active           list of 60 ints >= 0: connections open during each second of the
+    active           list of 60 ints 0..2**53-1: connections open during each second of the
                      minute (a delta: profiles for the same key add up)
 
 Rules: every row is a delta, merged into what is stored; unknown fields are rejected.
+Ids (user_id, order_id, port) may use the whole int64 range; counters are capped at
+2**53-1 (MAX_COUNTER) so that the sums a store keeps of many rows stay exact in 64-bit
+integers (and in the doubles a JSON reader may use) instead of overflowing.
+`ts` is at or after 1970-01-01.
 `decode_body` validates the whole body before returning anything, so a caller that
 stores only after it returns never stores half a body.
 """
@@ -54,6 +59,7 @@ PROFILE_FIELDS = ("ts", "user_id", "order_id", "worker", "active")
 SECONDS_PER_MINUTE = 60
 MAX_STR = 255
 MAX_INT = (1 << 63) - 1
+MAX_COUNTER = histogram.MAX_COUNT  # 2**53-1
 
 
 class WireError(ValueError):
@@ -135,12 +141,20 @@ def parse_ts(value: object, path: str) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     epoch = int(dt.timestamp())
+    if epoch < 0:
+        raise WireError(path, f"timestamp before 1970-01-01: {value[:40]!r}")
     return epoch - epoch % SECONDS_PER_MINUTE
 
 
 def _int(value: object, path: str) -> int:
     if type(value) is not int or not 0 <= value <= MAX_INT:
         raise WireError(path, f"expected an integer >= 0, got {_show(value)}")
+    return value
+
+
+def _count(value: object, path: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_COUNTER:
+        raise WireError(path, f"expected an integer 0..{MAX_COUNTER} (2**53-1), got {_show(value)}")
     return value
 
 
@@ -176,7 +190,7 @@ def row_from_obj(obj: object, path: str) -> Row:
             setattr(row, name, _str(obj[name], f"{path}.{name}"))
     for name in COUNTERS:
         if name in obj:
-            setattr(row, name, _int(obj[name], f"{path}.{name}"))
+            setattr(row, name, _count(obj[name], f"{path}.{name}"))
     if "latency" in obj:
         try:
             row.latency = histogram.from_wire(obj["latency"], f"{path}.latency")
@@ -203,7 +217,7 @@ def profile_from_obj(obj: object, path: str) -> Profile:
         user_id=_int(obj["user_id"], f"{path}.user_id"),
         order_id=_int(obj["order_id"], f"{path}.order_id"),
         worker=_str(obj["worker"], f"{path}.worker"),
-        active=[_int(v, f"{path}.active[{i}]") for i, v in enumerate(active)],
+        active=[_count(v, f"{path}.active[{i}]") for i, v in enumerate(active)],
     )
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 BUCKETS_PER_DOUBLING = 8
 RELATIVE_ERROR = 2 ** (1 / (2 * BUCKETS_PER_DOUBLING)) - 1
 MAX_INDEX = 8 * 64  # 2**64 ms is far beyond any duration
+MAX_COUNT = (1 << 53) - 1  # a bucket's count on the wire (= batch.MAX_COUNTER)
 
 Histogram = dict[int, int]
 
@@ -108,10 +109,10 @@ def from_wire(pairs: Iterable[object], where: str) -> Histogram:
             or len(pair) != 2
             or not all(type(x) is int for x in pair)
             or not 0 <= pair[0] <= MAX_INDEX
-            or pair[1] < 0
+            or not 0 <= pair[1] <= MAX_COUNT
         ):
             raise ValueError(
-                f"{where}[{n}]: expected [bucket, count] with 0 <= bucket <= {MAX_INDEX} and count >= 0"
+                f"{where}[{n}]: expected [bucket, count] with 0 <= bucket <= {MAX_INDEX} and 0 <= count <= {MAX_COUNT}"
             )
         out[pair[0]] = out.get(pair[0], 0) + pair[1]
     return out

@@ -134,6 +134,28 @@ def test_switched_off_dimensions_take_their_defaults() -> None:
     assert batch.profiles == [Profile(TS0, 42, 0, "", seconds((0, 3)))]
 
 
+@pytest.mark.parametrize(("sent", "received"), [(-1, 0), (0, -7), (2**53, 0), (0, 10**30)])
+def test_impossible_byte_counts_are_rejected_and_change_nothing(sent: int, received: int) -> None:
+    agg = Aggregator("w1")
+    bad = rec(0, 10)
+    bad.bytes_sent, bad.bytes_received = sent, received
+    with pytest.raises(ValueError, match="bytes_sent, bytes_received"):
+        agg.add(bad)
+    assert (agg.records_added, agg.records_rejected, agg.pending_rows, agg.pending_profiles) == (0, 1, 0, 0)
+
+
+def test_row_sums_over_the_wire_limit_are_cut_to_it_and_counted() -> None:
+    agg = Aggregator("w1")
+    half = 2**52 + 5  # two of these exceed 2**53-1
+    for k in range(2):
+        r = rec(1000 * k, 10)
+        r.bytes_sent, r.bytes_received = half, 100
+        agg.add(r)
+    (row,) = agg.drain(0).rows
+    assert (row.count, row.bytes_sent, row.bytes_received) == (2, 2**53 - 1, 200)
+    assert agg.values_fixed == 1
+
+
 def test_unknown_dimension_is_named() -> None:
     with pytest.raises(ValueError, match="dimensions: unknown colour"):
         Aggregator("w1", dimensions=frozenset({"user_id", "colour"}))

@@ -99,6 +99,8 @@ BREAKAGES: list[tuple[str, Any]] = [
     ("ts", "yesterday"), ("ts", 1773569700), ("latency", [[1, 2, 3]]), ("latency", [[-1, 2]]),
     ("latency", [[513, 1]]), ("latency", [[1, -2]]), ("latency", [[1, True]]), ("latency", {"1": 2}),
     ("latency", [["a", 1]]), ("latency", [[1.0, 1]]), ("unknown_field", 1),
+    ("bytes_received", 1 << 53), ("max_concurrency", 1 << 53), ("latency", [[3, 1 << 53]]),
+    ("ts", "1969-12-31 23:59:00"),
 ]  # fmt: skip
 
 

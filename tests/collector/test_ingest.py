@@ -358,3 +358,22 @@ async def test_an_unexpected_failure_is_a_json_500() -> None:
         assert await resp.json() == {
             "error": {"code": "internal_error", "message": "internal error (see the collector's log)", "field": None}
         }
+
+
+async def test_sums_past_int64_are_refused_or_saturate_never_turn_to_floats(api: Api) -> None:
+    big = 2**53 - 1
+    # 1,100 rows at the counter limit in one body: their day total passes 2**63-1
+    rows = [{"ts": "2026-03-15 10:00:00", "domain": f"d{i}.com", "count": 1, "bytes_sent": big} for i in range(1100)]
+    before = api.snapshot()
+    err = await api.ingest({"logs": rows}, key="overflow", expect=400)
+    assert err["error"] == {"code": "invalid_body", "field": "logs",
+                            "message": "the rows of this body sum past 2**63-1 in one rollup"}
+    assert api.snapshot() == before
+    # Across bodies the stored sums saturate at 2**63-1 and stay integers.
+    eight = [{"ts": "2026-03-15 10:00:00", "domain": "a.com", "count": 1, "bytes_sent": big}] * 8
+    for n in range(129):  # 1,032 rows of 2**53-1: past 2**63-1 after the 1,024th
+        await api.ingest({"logs": eight}, key=f"b{n}")
+    data = (await api.get("/analytics/traffic", **{"from": "2026-03-15", "to": "2026-03-16", "interval": "1d"}))["data"]
+    assert [(d["total_count"], d["total_bytes_sent"]) for d in data] == [("1032", str(2**63 - 1))]
+    minute = (await api.get("/analytics/domains", **DAY))["data"]
+    assert [(d["domain"], d["total_bytes_sent"]) for d in minute] == [("a.com", str(2**63 - 1))]

@@ -75,6 +75,10 @@ def test_timestamps_floor_to_minute_and_accept_offsets() -> None:
         ({"logs": [{**FONPROXY_ROW, "domain": "x" * 256}]}, "logs[0].domain"),
         ({"logs": [{**FONPROXY_ROW, "latency": [[1, 2, 3]]}]}, "logs[0].latency[0]"),
         ({"logs": [], "concurrency": [{"ts": "2026-03-15 10:15:00", "user_id": 1, "order_id": 0, "worker": "w", "active": [0] * 59}]}, "concurrency[0].active"),
+        ({"logs": [{**FONPROXY_ROW, "bytes_received": 2**53}]}, "logs[0].bytes_received"),
+        ({"logs": [{**FONPROXY_ROW, "latency": [[4, 2**53]]}]}, "logs[0].latency[0]"),
+        ({"logs": [{**FONPROXY_ROW, "ts": "1969-12-31 23:59:59"}]}, "logs[0].ts"),
+        ({"logs": [], "concurrency": [{"ts": "2026-03-15 10:15:00", "user_id": 1, "order_id": 0, "worker": "w", "active": [0] * 59 + [2**53]}]}, "concurrency[0].active[59]"),
         ({"rows": []}, "rows"),
         ({}, "logs"),
     ],
@@ -83,6 +87,16 @@ def test_bad_bodies_name_the_field(body: dict, path: str) -> None:
     with pytest.raises(WireError) as info:
         decode_body(json.dumps(body).encode(), CONTENT_TYPE_JSON)
     assert info.value.path == path
+
+
+def test_limits_are_inclusive() -> None:
+    """Ids take the whole int64 range; counters stop at 2**53-1 (sums of them stay exact)."""
+    big = 2**53 - 1
+    row = {**FONPROXY_ROW, "user_id": 2**63 - 1, "count": big, "bytes_sent": big, "bytes_received": big,
+           "duration_ms": big, "conn_ms": big, "max_concurrency": big, "duration_max_ms": big, "latency": [[7, big]],
+           "ts": "1970-01-01 00:00:59"}
+    (got,) = decode_body(json.dumps({"logs": [row]}).encode(), CONTENT_TYPE_JSON).rows
+    assert (got.ts, got.user_id, got.count, got.bytes_received, got.latency) == (0, 2**63 - 1, big, big, {7: big})
 
 
 def test_bad_encodings() -> None:
