@@ -303,6 +303,8 @@ def make_store(config: CollectorConfig) -> Store:
         synchronous=s.synchronous,
         readers=s.readers,
         cache_mib=s.cache_mib,
+        checkpoint_interval=s.checkpoint_interval,
+        max_wal_bytes=s.max_wal_bytes,
     )
 
 

@@ -66,6 +66,8 @@ class StorageConfig:
     synchronous: Literal["full", "normal"] = "full"
     readers: int = field(default=4, metadata=check(positive, "reader threads/connections"))
     cache_mib: int = field(default=64, metadata=check(positive, "SQLite page cache per connection"))
+    checkpoint_interval: float = field(default=1.0, metadata=check(positive, "seconds between background WAL checkpoints"))
+    max_wal_bytes: int = field(default=256 * MIB, metadata=check(positive, "WAL size at which the writer checkpoints itself"))
 
 
 @dataclass(frozen=True)

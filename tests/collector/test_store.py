@@ -183,3 +183,66 @@ def test_sqlite_store_implements_exactly_the_store_protocol() -> None:
         impl = getattr(SQLiteStore, name)
         assert inspect.iscoroutinefunction(impl), name
         assert inspect.signature(impl) == inspect.signature(getattr(Store, name)), name
+
+
+def _db_pages(db: Path) -> int:
+    """Pages of the database file itself (what checkpoints have copied there so far)."""
+    return db.stat().st_size // 4096
+
+
+async def test_checkpoints_run_in_the_background_not_in_the_writer(tmp_path: Path) -> None:
+    import asyncio
+
+    db = tmp_path / "s.db"
+    # Never in the background: the writer alone must not checkpoint (the WAL holds it all).
+    store = SQLiteStore(db, checkpoint_interval=3600)
+    await store.open()
+    try:
+        size0 = _db_pages(db)
+        for i in range(5):
+            assert await store.ingest(Batch(rows=random_rows(random.Random(i), 400)), f"k{i}", T0)
+        assert _db_pages(db) == size0
+        assert (tmp_path / "s.db-wal").stat().st_size > 100 * 4096
+        assert store.writer_checkpoints == 0
+    finally:
+        await store.close()
+    # Every 50 ms in the background: the pages reach the database file with no ingest running.
+    db2 = tmp_path / "t.db"
+    store = SQLiteStore(db2, checkpoint_interval=0.05)
+    await store.open()
+    try:
+        size0 = _db_pages(db2)
+        for i in range(5):
+            assert await store.ingest(Batch(rows=random_rows(random.Random(i), 400)), f"k{i}", T0)
+        for _ in range(100):  # bounded: 5 s at most
+            if _db_pages(db2) > size0 + 100:
+                break
+            await asyncio.sleep(0.05)
+        assert _db_pages(db2) > size0 + 100
+        assert store.writer_checkpoints == 0
+        got = await store.domains(T0, T0 + 3 * DAY, Filter())
+        rows = [r for i in range(5) for r in random_rows(random.Random(i), 400)]
+        assert {d: t.count for d, t in got.items()} == {
+            d: sum(r.count for r in rows if r.domain == d) for d in {r.domain for r in rows}
+        }
+    finally:
+        await store.close()
+
+
+async def test_writer_checkpoints_when_the_wal_passes_its_limit(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    store = SQLiteStore(db, checkpoint_interval=3600, max_wal_bytes=64 * 1024)
+    await store.open()
+    try:
+        size0 = _db_pages(db)
+        for i in range(5):
+            assert await store.ingest(Batch(rows=random_rows(random.Random(i), 400)), f"k{i}", T0)
+        assert store.writer_checkpoints == 5  # each batch alone writes more than 64 KiB
+        assert _db_pages(db) > size0 + 100
+    finally:
+        await store.close()
+    # Everything acknowledged is there after a reopen.
+    con = sqlite3.connect(db)
+    n = con.execute("SELECT sum(count) FROM m").fetchone()[0]
+    con.close()
+    assert n == sum(r.count for i in range(5) for r in random_rows(random.Random(i), 400))
