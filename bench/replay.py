@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="")
     ap.add_argument("--upto", choices=STAGES, default="encode",
                     help="stop the pipeline after this stage (to see what each stage costs)")
+    ap.add_argument("--floor", action="store_true",
+                    help="instead of the pipeline, the one library call every line of the format "
+                         "needs at the least (squid: bytes.split(), jsonl: json.loads()): the "
+                         "interpreter's floor for any Python parser of it")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -50,6 +54,20 @@ def main(argv: list[str] | None = None) -> int:
            "batches": 0, "wire_bytes": 0, "setup_s": setup_s}
     flush_ms = int(args.flush_s * 1000)
     upto = STAGES.index(args.upto)
+
+    def floor() -> None:
+        op = json.loads if args.format == "jsonl" else bytes.split
+        lines = nbytes = 0
+        while True:
+            chunks = tailer.poll(args.poll_bytes)
+            if not chunks:
+                break
+            for chunk in chunks:
+                lines += len(chunk.lines)
+                for line in chunk.lines:
+                    nbytes += len(line) + 1
+                    op(line)
+        out.update(lines=lines, bytes=nbytes)
 
     def pipeline() -> None:
         parse = parser.parse
@@ -104,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                 out["wire_bytes"] += len(encode_msgpack(batch))
 
     start = time.perf_counter()
-    if args.profile:
+    if args.floor:
+        floor()
+    elif args.profile:
         import cProfile
 
         cProfile.runctx("pipeline()", globals(), {"pipeline": pipeline}, args.profile)

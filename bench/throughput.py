@@ -30,9 +30,9 @@ def goaccess_argv(path: Path, report_json: Path) -> list[str]:
             "--time-format=%s", "--no-progress", "--no-global-config", "-o", str(report_json)]
 
 
-def replay_argv(fmt: str, path: Path, profile: str = "", upto: str = "encode") -> list[str]:
+def replay_argv(fmt: str, path: Path, profile: str = "", upto: str = "encode", floor: bool = False) -> list[str]:
     argv = [python(), "-m", "bench.replay", "--format", fmt, "--path", str(path), "--upto", upto]
-    return argv + (["--profile", profile] if profile else [])
+    return argv + (["--profile", profile] if profile else []) + (["--floor"] if floor else [])
 
 
 def run(report: Report, quick: bool) -> None:
@@ -123,10 +123,20 @@ def stages(report: Report, files: dict[str, Path], core: int | None) -> None:
     for fmt, path in files.items():
         small = sum(1 for _ in open(path, "rb"))
         per_line: dict[str, list[float]] = {s: [] for s in STAGES}
+        floor_us: list[float] = []
         for _ in range(3):
             for stage in STAGES:
                 res = json.loads(run_child(replay_argv(fmt, path, upto=stage), core=core).stdout)
                 per_line[stage].append(res["seconds"] / res["lines"] * 1e6)
+            res = json.loads(run_child(replay_argv(fmt, path, floor=True), core=core).stdout)
+            floor_us.append(res["seconds"] / res["lines"] * 1e6)
+        target = TARGET_SQUID if fmt == "squid" else TARGET_JSONL
+        call = "json.loads()" if fmt == "jsonl" else "bytes.split()"
+        fl = median(floor_us)
+        report.add(Result("1 throughput", f"interpreter floor, {fmt}: read + {call} of every line",
+                          f"{fl:.2f} us per line = {1e6 / fl:,.0f} lines/s",
+                          note=f"the {target:,} lines/s target leaves {1e6 / target:.2f} us per line for "
+                               f"everything; a Python parser of this format makes at least this call per line"))
         med = {s: median(v) for s, v in per_line.items()}
         parts, prev = [], 0.0
         for s in STAGES:
