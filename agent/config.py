@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from agent.aggregate import DEFAULT_MAX_DURATION_MS
+from agent.fileid import DEFAULT_FINGERPRINT_BYTES
+from agent.parsers.dante import DEFAULT_MAX_OPEN_SESSIONS
+from agent.tailer import DEFAULT_MAX_OPEN_FILES, DEFAULT_ROTATED_IDLE_POLLS
 from agent.users import UsersConfig
 from agent.wire.batch import DIMENSIONS
 from agent.wire.logfmt import LEVELS
@@ -56,6 +60,15 @@ def _non_empty(value: str) -> str | None:
 
 def _at_least(n: int) -> Callable[[int], str | None]:
     return lambda v: None if v >= n else f"must be >= {n}"
+
+
+def _between(lo: float, hi: float, unit: str = "") -> Callable[[float], str | None]:
+    """A range check; `unit` is appended to the bounds in the message ("seconds")."""
+    def num(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() else repr(x)
+
+    text = f"must be between {num(lo)} and {num(hi)}{' ' + unit if unit else ''}"
+    return lambda v: None if lo <= v <= hi else text
 
 
 def _dimensions(values: list[str]) -> str | None:
@@ -106,11 +119,39 @@ class Source:
     timezone: str = field(default="UTC", metadata=check(_timezone))
     read_from: Literal["end", "beginning"] = "end"
     max_line_bytes: int = field(default=64 * 1024, metadata=check(_at_least(256)))
+    # Files of this source held open at once; an idle one is parked (closed, position
+    # kept) to let a waiting one in. The unit's LimitNOFILE (65536) covers the sum over
+    # sources, so one source may not take more than a quarter of it.
+    max_open_files: int = field(default=DEFAULT_MAX_OPEN_FILES, metadata=check(_between(1, 16384)))
+    # Polls with nothing new before a rotated or deleted file is closed: the grace a
+    # writer gets to reopen its log. Bounded so a typo cannot keep old files open forever.
+    rotated_idle_polls: int = field(default=DEFAULT_ROTATED_IDLE_POLLS, metadata=check(_between(1, 10000)))
+    # Bytes at the start of a file hashed to identify it (with dev/inode). Fewer than 64
+    # would let two logs whose lines start with the same date look like copies of each
+    # other; the prefix is re-read on every poll of every open file, hence the cap.
+    fingerprint_bytes: int = field(default=DEFAULT_FINGERPRINT_BYTES, metadata=check(_between(64, 65536)))
+    # dante only (ignored by the other formats, like `timezone` by formats with offsets):
+    # open lines remembered until their close line; about 200 bytes each.
+    max_open_sessions: int = field(default=DEFAULT_MAX_OPEN_SESSIONS, metadata=check(_between(1, 4_194_304)))
+
+
+# aggregate.max_duration's cap: one request makes a row and a profile for every minute it
+# covers (86,400 for 30 days), and they must fit into one ingest body next to the other
+# rows (the collector's server.max_rows, default 200,000).
+MAX_DURATION_CAP = 30 * 24 * 3600
 
 
 @dataclass(frozen=True)
 class AggregateSection:
     drop_dimensions: list[str] = field(default_factory=list, metadata=check(_dimensions))
+    # Seconds; a longer request is refused (counted as a parse error), as the agent's
+    # other durations in seconds.
+    max_duration: float = field(default=DEFAULT_MAX_DURATION_MS / 1000,
+                                metadata=check(_between(1, MAX_DURATION_CAP, "seconds (30 days)")))
+
+    @property
+    def max_duration_ms(self) -> int:
+        return round(self.max_duration * 1000)
 
     @property
     def dimensions(self) -> frozenset[str]:

@@ -6,15 +6,19 @@ file can show up with the old number. The fingerprint - sha1 of the first bytes 
 the two apart, and also detects a file truncated and rewritten in place (copytruncate).
 
 Rules:
-- The fingerprint covers the first `length` bytes, up to `want` (default 1024). A file
-  shorter than `want` is fingerprinted over the bytes it has, and the fingerprint is
-  upgraded (re-hashed over more bytes) as the file grows, but only after the bytes it
-  already covers were checked unchanged. An empty file has length 0: it is identified by
+- The fingerprint covers the first `length` bytes, up to `want` (the source's
+  `fingerprint_bytes`, default 1024). A file shorter than `want` is fingerprinted over
+  the bytes it has, and the fingerprint is upgraded (re-hashed over more bytes) as the
+  file grows, but only after the bytes it already covers were checked unchanged. An empty file has length 0: it is identified by
   dev/inode alone, which is harmless because a reader of an empty file is at offset 0.
 - A tailer fingerprints a file before reading it, so `length >= min(want, offset)`:
   any rewrite of the bytes before the read offset within the first `want` bytes is seen.
 - A file "matches" a fingerprint when it has at least `length` bytes and its first
-  `length` bytes hash to `digest`. Two different files with identical first bytes are
+  `length` bytes hash to `digest`. The length is part of the fingerprint (and of every
+  saved checkpoint entry, `fp_len`), so a fingerprint saved under another `want` is still
+  compared over exactly the bytes it covers; `upgrade` then refits it to the new `want`
+  (grown as the file has the bytes, or cut), so changing fingerprint_bytes neither
+  re-reads nor skips a file. Two different files with identical first bytes are
   indistinguishable by fingerprint (for a log with timestamps that means a copy).
 """
 
@@ -49,10 +53,15 @@ class Fingerprint:
         return hashlib.sha1(prefix[: self.length]).hexdigest() == self.digest
 
     def upgrade(self, prefix: bytes, want: int) -> Fingerprint | None:
-        """The fingerprint over `min(want, len(prefix))` bytes, or None if the bytes it covered changed."""
+        """The fingerprint over `min(want, len(prefix))` bytes, or None if the bytes it covered changed.
+
+        `prefix` must hold at least `max(want, length)` bytes when the file has them: a
+        fingerprint longer than `want` (saved under a larger fingerprint_bytes) is checked
+        over all its bytes before it is cut to `want`.
+        """
         if not self.matches(prefix):
             return None
-        if len(prefix) > self.length and self.length < want:
+        if self.length > want or (len(prefix) > self.length and self.length < want):
             return Fingerprint.of(prefix[:want])
         return self
 

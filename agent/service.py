@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 import time
 import zoneinfo
@@ -41,6 +42,7 @@ from agent.domains import DomainResolver
 from agent.enrich import Enricher
 from agent.metrics import AgentMetrics, start_server
 from agent.parsers import LineParser, make_parser
+from agent.parsers.dante import DanteParser
 from agent.record import ParseError
 from agent.shipper import Answer, Outcome, Shipper
 from agent.spool import Checkpoints, Spool
@@ -88,6 +90,22 @@ def _stat(stats: Any, name: str) -> int:
     return int(getattr(stats, name, 0) or 0)
 
 
+FD_RESERVE = 64  # descriptors besides the log files: sockets, spool and checkpoint files, stdio
+
+
+def _check_fd_budget(cfg: Config) -> None:
+    """Warn when the sources' max_open_files add up past the process's descriptor limit
+    (the unit sets LimitNOFILE=65536): the opens past it would fail with EMFILE, each
+    counted in file_events_total{event="read_errors"} and logged, but better known now."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = sum(s.max_open_files for s in cfg.sources) + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and wanted > soft:
+        log.warning(
+            "the sources' max_open_files exceed the process's open-file limit (raise LimitNOFILE or lower them)",
+            extra=kv(max_open_files=wanted - FD_RESERVE, reserve=FD_RESERVE, nofile=soft),
+        )
+
+
 class Agent:
     def __init__(self, cfg: Config, config_path: str | Path | None = None, metrics: AgentMetrics | None = None) -> None:
         self.cfg = cfg
@@ -105,17 +123,23 @@ class Agent:
         self._unmatched_seen = 0
         self._fixed_seen = 0
         self._last_fixed_log = -1e9
+        self._files_waiting = False  # the last read pass left files waiting for an open-file limit
 
     # -- building the pipeline ---------------------------------------------------------
     def _build_enricher(self, cfg: Config) -> Enricher:
         return Enricher(UserMapper(cfg.users), DomainResolver.load(cfg.agent.public_suffix_list or None))
 
     def _build_aggregator(self, cfg: Config) -> Aggregator:
-        return Aggregator(cfg.agent.worker, dimensions=cfg.aggregate.dimensions)
+        return Aggregator(cfg.agent.worker, dimensions=cfg.aggregate.dimensions,
+                          max_duration_ms=cfg.aggregate.max_duration_ms)
 
     def _open_source(self, scfg: Source, saved: list[dict[str, Any]] | None) -> SourceRuntime:
-        tailer = Tailer(scfg.path, read_from=scfg.read_from, max_line_bytes=scfg.max_line_bytes, saved=saved)
-        parser = make_parser(scfg.format, zoneinfo.ZoneInfo(scfg.timezone))
+        tailer = Tailer(
+            scfg.path, read_from=scfg.read_from, max_line_bytes=scfg.max_line_bytes, saved=saved,
+            fingerprint_bytes=scfg.fingerprint_bytes, max_open_files=scfg.max_open_files,
+            rotated_idle_polls=scfg.rotated_idle_polls,
+        )
+        parser = make_parser(scfg.format, zoneinfo.ZoneInfo(scfg.timezone), max_open_sessions=scfg.max_open_sessions)
         log.info(
             "source opened",
             extra=kv(path=scfg.path, format=scfg.format, resumed=saved is not None, read_from=scfg.read_from),
@@ -138,6 +162,7 @@ class Agent:
         self._spooled_positions = dict(self.positions)
         self.enricher = self._build_enricher(cfg)
         self.aggregator = self._build_aggregator(cfg)
+        _check_fd_budget(cfg)
         self.sources = [self._open_source(s, self.positions.get(s.path)) for s in cfg.sources]
         self.shipper = Shipper(
             cfg.collector.url,
@@ -245,9 +270,15 @@ class Agent:
             ):
                 self._flush()
             if not progress:
-                if once:
+                # A file waiting for its source's max_open_files is read on a later poll,
+                # once an open one idled for a poll and was parked: --once is not at the
+                # end of every source yet (and a poll is all it takes, no need to sleep).
+                if once and not self._files_waiting:
                     return
-                await self._sleep(self.cfg.agent.poll_interval)
+                if once:
+                    await asyncio.sleep(0)
+                else:
+                    await self._sleep(self.cfg.agent.poll_interval)
             else:
                 await asyncio.sleep(0)  # let the shipper and the metrics server run
 
@@ -264,6 +295,7 @@ class Agent:
         a backlog, a batch holds at most that many rows and profiles plus one poll's worth.
         A flush that fills the spool ends the pass (reading pauses, see _read_loop)."""
         progress = False
+        waiting = False
         limit = self.cfg.collector.max_batch_rows
         aggregator = self.aggregator
         for src in self.sources:
@@ -274,6 +306,7 @@ class Agent:
                 self._consume(src, src.tailer.poll(step))
                 if self._account_tailer(src):
                     progress = True
+                waiting = waiting or src.tailer.waiting
                 got = src.tailer.stats.bytes - before
                 if aggregator.pending_rows + aggregator.pending_profiles >= limit:
                     self._flush()
@@ -284,6 +317,7 @@ class Agent:
                     break  # at the end of what the source has now
                 budget -= got
         self._account_enrichment()
+        self._files_waiting = waiting
         return progress
 
     def _consume(self, src: SourceRuntime, chunks: list[Chunk]) -> None:
@@ -502,6 +536,7 @@ class Agent:
         for key in ("state_dir", "metrics_listen"):
             if getattr(old.agent, key) != getattr(new.agent, key):
                 log.warning("setting changes only on restart", extra=kv(key=f"agent.{key}"))
+        _check_fd_budget(new)
         by_path = {s.cfg.path: s for s in self.sources}
         sources: list[SourceRuntime] = []
         for scfg in new.sources:
@@ -511,7 +546,12 @@ class Agent:
                 continue
             if cur is not None:
                 cur.tailer.close()
-            sources.append(self._open_source(scfg, self.positions.get(scfg.path)))
+            fresh = self._open_source(scfg, self.positions.get(scfg.path))
+            if cur is not None and isinstance(cur.parser, DanteParser) and isinstance(fresh.parser, DanteParser):
+                # The new reader resumes right after the open lines the old parser holds:
+                # their close lines are still to come, so the sessions carry over.
+                fresh.parser.take_open_sessions(cur.parser)
+            sources.append(fresh)
         for gone in by_path.values():
             gone.tailer.close()
             log.info("source removed", extra=kv(path=gone.cfg.path))

@@ -28,7 +28,10 @@ Strategy (sync I/O; the service calls `poll()` from its loop and decides the int
 - `checkpoint()` is pure (no I/O): for every tracked file, the offset after the last line
   returned by poll(). Restoring finds each saved file at its path, else in the same
   directory by dev/inode (+ fingerprint), else by fingerprint alone (a copy); files found
-  nowhere are dropped and logged.
+  nowhere are dropped and logged. Beyond `max_open_files` a restored file at a watched
+  path is parked like an idle one (reopened when it changes); a rotated-away one stays
+  open until drained. Saved fingerprints keep their own length (see agent.fileid), so a
+  changed `fingerprint_bytes` compares them over the bytes they cover, then refits them.
 Known limits: copytruncate loses what the writer appends between the copy and the
 truncation (inherent), and a truncation the fingerprint cannot see (the file held fewer
 than `fingerprint_bytes` when last looked at and the new content starts the same) is
@@ -53,6 +56,10 @@ from agent.wire.logfmt import kv
 log = logging.getLogger(__name__)
 
 READ_BLOCK = 1 << 20
+# Defaults of the per-source settings sources[].max_open_files and
+# sources[].rotated_idle_polls (agent.config; README "Agent configuration").
+DEFAULT_MAX_OPEN_FILES = 128
+DEFAULT_ROTATED_IDLE_POLLS = 5
 MAX_ORPHANS = 64
 COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".z", ".zip", ".br")
 ROTATED_SEPARATORS = (".", "-", "_")
@@ -126,8 +133,8 @@ class Tailer:
         max_line_bytes: int,
         saved: list[dict] | None = None,
         fingerprint_bytes: int = DEFAULT_FINGERPRINT_BYTES,
-        max_open_files: int = 128,
-        rotated_idle_polls: int = 5,
+        max_open_files: int = DEFAULT_MAX_OPEN_FILES,
+        rotated_idle_polls: int = DEFAULT_ROTATED_IDLE_POLLS,
     ) -> None:
         if read_from not in ("end", "beginning"):
             raise ValueError(f"read_from must be 'end' or 'beginning', got {read_from!r}")
@@ -146,6 +153,7 @@ class Tailer:
         self.max_open_files = max_open_files
         self.rotated_idle_polls = rotated_idle_polls
         self.stats = TailerStats()
+        self.waiting = False  # the last poll left a file waiting for the open-file limit
         self._files: dict[FileKey, _File] = {}
         self._done: dict[FileKey, _Done] = {}
         self._turn = 0
@@ -155,6 +163,7 @@ class Tailer:
             self._literal = (os.path.dirname(pattern) or ".", os.path.basename(pattern))
             self._bases[self._literal[0]] = {self._literal[1]}
         self._limit_logged: set[str] = set()
+        self._watched: set[str] = set()  # paths the pattern matched when the checkpoint was restored
         self._start_at_end: set[str] = set()
         # (fingerprint, offset) of content no file holds any more (saved and not found, or
         # truncated): a copy of it showing up as a sibling is read from that offset.
@@ -169,7 +178,11 @@ class Tailer:
     def poll(self, max_bytes: int) -> list[Chunk]:
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        hits = self.stats.open_limit_hits
         self._scan(start_at_end=False, recover_siblings=True)
+        # A file that waits for the open-file limit gets in on a later poll (once an open
+        # one was idle for a poll): a poll that reads nothing is then not "at the end".
+        self.waiting = self.stats.open_limit_hits > hits
         rotated = [f for f in self._files.values() if f.fd is not None and not f.live]
         live = [f for f in self._files.values() if f.fd is not None and f.live]
         if live:
@@ -247,6 +260,9 @@ class Tailer:
 
     def _restore(self, saved: list[dict]) -> None:
         parsed = [self._parse_entry(i, e) for i, e in enumerate(saved)]
+        # Files at a path the pattern matches wait for a slot like any other once
+        # max_open_files are open (see _adopt).
+        self._watched = {os.path.normpath(p) for p in globmod.glob(self.pattern)}
         # Pass 1 places every saved file found by identity, pass 2 looks for copies of the
         # ones that were not, so that a copy search never takes a file some entry owns.
         missing = []
@@ -277,13 +293,30 @@ class Tailer:
         key = key_of(st)
         self._done.pop(key, None)
         if done:
+            # The file just matched its saved fingerprint (over the saved length), so it is
+            # re-fingerprinted at the configured size: copy detection (_is_copy) compares
+            # done fingerprints of exactly that size, and one saved under another
+            # fingerprint_bytes would never match a copy of it, which would then be read.
+            try:
+                fp = Fingerprint.of(read_prefix(fd, self.fingerprint_bytes))
+            except OSError:
+                pass  # keep the saved one: still right for every check but copy detection
             os.close(fd)
             self._done[key] = _Done(path, fp, st.st_size, st.st_ctime_ns)
             return
-        self.stats.files_opened += 1
         f = _File(key, path, fd, fp, LineSplitter(self.max_line_bytes, offset), st.st_size)
         f.checked = -1  # re-check (and upgrade) the fingerprint on the first poll
         self._files[key] = f
+        if self.open_files > self.max_open_files and os.path.normpath(path) in self._watched:
+            # Over the limit (a restart, or a reload that lowered it): a file at a watched
+            # path is parked with its position and reopened by _scan once it changes and a
+            # slot is free. A file rotated away stays open: nothing could reopen it, and it
+            # is closed once drained (rotated_idle_polls), so the excess is temporary.
+            os.close(fd)  # not counted in files_opened/files_closed: it never was in use
+            f.fd = None
+            self._limit_hit(path)
+            return
+        self.stats.files_opened += 1
 
     def _open_match(self, path: str, key: FileKey | None, fp: Fingerprint, min_size: int) -> tuple[str, int, os.stat_result] | None:
         """Open `path` if it is `key` (any key when None), at least `min_size` long and starts with `fp`."""
@@ -557,7 +590,9 @@ class Tailer:
             return  # still empty: nothing to compare
         # The prefix is compared on every poll, even at an unchanged size: copytruncate
         # followed by writes can bring a file back to the very same size between polls.
-        prefix = read_prefix(f.fd, self.fingerprint_bytes)
+        # A fingerprint restored from a checkpoint written with a larger fingerprint_bytes
+        # is verified over its own (longer) length once, then cut to the configured size.
+        prefix = read_prefix(f.fd, max(self.fingerprint_bytes, f.fp.length))
         up = f.fp.upgrade(prefix, self.fingerprint_bytes) if st.st_size >= f.split.position else None
         if up is None:
             self._truncated(f, prefix)
@@ -599,13 +634,17 @@ class Tailer:
         self._close_fd(victim)  # parked: position kept, reopened when it changes
         return True
 
+    def _limit_hit(self, path: str) -> None:
+        """A file found no slot under max_open_files: counted every time, logged once a file."""
+        self.stats.open_limit_hits += 1
+        if path not in self._limit_logged:
+            self._limit_logged.add(path)
+            log.warning("open file limit reached, file waits", extra=kv(path=path, max_open_files=self.max_open_files))
+
     def _open_new(self, path: str, start: int, *, live: bool = True) -> bool:
         """Track a new file; start -1 means "after its last complete line"."""
         if not self._room():
-            self.stats.open_limit_hits += 1
-            if path not in self._limit_logged:
-                self._limit_logged.add(path)
-                log.warning("open file limit reached, file waits", extra=kv(path=path, max_open_files=self.max_open_files))
+            self._limit_hit(path)
             return False
         self._limit_logged.discard(path)
         try:

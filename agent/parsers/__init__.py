@@ -21,8 +21,10 @@ class LineParser(Protocol):
     def parse(self, line: bytes) -> Record | None: ...
 
 
-def make_parser(fmt: str, tz: datetime.tzinfo) -> LineParser:
-    """A fresh parser for `fmt`; `tz` is used by formats whose times carry no offset."""
+def make_parser(fmt: str, tz: datetime.tzinfo, *, max_open_sessions: int | None = None) -> LineParser:
+    """A fresh parser for `fmt`; `tz` is used by formats whose times carry no offset,
+    `max_open_sessions` (None: the parser's default) only by dante, the one stateful
+    parser (open lines waiting for their close)."""
     if fmt == "squid":
         from agent.parsers.squid import SquidParser
 
@@ -38,7 +40,7 @@ def make_parser(fmt: str, tz: datetime.tzinfo) -> LineParser:
     if fmt == "dante":
         from agent.parsers.dante import DanteParser
 
-        return DanteParser(tz)
+        return DanteParser(tz) if max_open_sessions is None else DanteParser(tz, max_open_sessions)
     if fmt == "jsonl":
         from agent.parsers.jsonl import JsonlParser
 

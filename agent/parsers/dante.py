@@ -14,7 +14,8 @@ line returns the session, starting at the remembered open time (exact). A close 
 whose open line was not seen (the agent started mid-session, or `log: connect` is
 off) starts at end - "Session duration", which dante logs in whole seconds: that start
 can be off by up to about one second. At most `max_open` open sessions are remembered
-(default 65536; the oldest is forgotten first, its close then uses the fallback).
+(the source's `max_open_sessions`, default 65536; the oldest is forgotten first, its
+close then uses the fallback).
 
 Lines, as danted 1.4.2 writes them (addresses are "ip.port"; with authentication the
 client is "username%alice@10.0.0.1.5000", the name written raw, spaces included):
@@ -62,6 +63,8 @@ import re
 from agent import errors as E
 from agent.parsers.common import norm_host, text
 from agent.record import PROTOCOL_SOCKS, ParseError, Record
+
+DEFAULT_MAX_OPEN_SESSIONS = 65536  # sources[].max_open_sessions (agent.config)
 
 _DURATION = re.compile(rb"Session duration: (\d+)s")
 _HOSTNAME = re.compile(rb'could not resolve hostname "([^"]*)"')
@@ -129,7 +132,9 @@ def _error(reason: bytes, blocked: bool) -> str:
 class DanteParser:
     """Pairs danted open/close lines; see the module docstring."""
 
-    def __init__(self, tz: datetime.tzinfo | None = None, max_open: int = 65536) -> None:
+    def __init__(self, tz: datetime.tzinfo | None = None, max_open: int = DEFAULT_MAX_OPEN_SESSIONS) -> None:
+        if not isinstance(max_open, int) or max_open < 1:
+            raise ValueError(f"max_open must be an integer >= 1, got {max_open!r}")
         self.max_open = max_open
         self._open: dict[tuple[bytes, bytes], int] = {}
         self.forgotten = 0  # open sessions dropped because max_open was reached
@@ -137,6 +142,16 @@ class DanteParser:
     @property
     def open_sessions(self) -> int:
         return len(self._open)
+
+    def take_open_sessions(self, old: DanteParser) -> None:
+        """Continue `old`'s remembered open lines (a reload that rebuilds the source: its
+        read position resumes right after them, so their closes are still to come); the
+        oldest beyond this parser's `max_open` are forgotten and counted."""
+        for key, t_ms in old._open.items():
+            if key not in self._open and len(self._open) >= self.max_open:
+                del self._open[next(iter(self._open))]
+                self.forgotten += 1
+            self._open[key] = t_ms
 
     def parse(self, line: bytes) -> Record | None:
         if line[-1:] == b"\r":

@@ -40,6 +40,9 @@ def test_minimal_config_has_documented_defaults() -> None:
     src = cfg.sources[0]
     assert (src.path, src.format, src.timezone, src.read_from, src.max_line_bytes) == (
         "/var/log/squid/access.log", "squid", "UTC", "end", 65536)
+    assert (src.max_open_files, src.rotated_idle_polls, src.fingerprint_bytes, src.max_open_sessions) == (
+        128, 5, 1024, 65536)
+    assert (cfg.aggregate.max_duration, cfg.aggregate.max_duration_ms) == (604800.0, 604_800_000)
     assert cfg.aggregate.dimensions == frozenset(
         ("user_id", "order_id", "port", "protocol", "ip_out", "ip_from", "peer_id", "worker", "domain", "error"))
     assert config.token_of(cfg) == "t0k"
@@ -99,6 +102,61 @@ BROKEN = [
     ('sources = []\n[collector]\nurl = "http://127.0.0.1:1"\ntoken = "t"\n', "sources", "at least one"),
     (MINIMAL.replace('token = "t0k"', 'token_file = "/nonexistent/tok"'), "collector.token_file", "cannot read"),
 ]
+
+
+# The limits that were fixed in code: (table, key, default, a good value, a value out of
+# range and its exact error, a value of the wrong type and its exact error). The table
+# "sources" is the [[sources]] entry of MINIMAL.
+LIMITS = [
+    ("sources", "max_open_files", 128, 2,
+     "0", "sources[0].max_open_files: must be between 1 and 16384, got 0",
+     '"2"', "sources[0].max_open_files: expected an integer, got '2'"),
+    ("sources", "rotated_idle_polls", 5, 1,
+     "10001", "sources[0].rotated_idle_polls: must be between 1 and 10000, got 10001",
+     "5.0", "sources[0].rotated_idle_polls: expected an integer, got 5.0"),
+    ("sources", "fingerprint_bytes", 1024, 4096,
+     "63", "sources[0].fingerprint_bytes: must be between 64 and 65536, got 63",
+     "true", "sources[0].fingerprint_bytes: expected an integer, got True"),
+    ("sources", "max_open_sessions", 65536, 3,
+     "0", "sources[0].max_open_sessions: must be between 1 and 4194304, got 0",
+     '"many"', "sources[0].max_open_sessions: expected an integer, got 'many'"),
+    ("aggregate", "max_duration", 604800.0, 90.5,
+     "2592001", "aggregate.max_duration: must be between 1 and 2592000 seconds (30 days), got 2592001",
+     '"7d"', "aggregate.max_duration: expected a number, got '7d'"),
+]
+
+
+def _with(table: str, key: str, value: str) -> str:
+    if table == "sources":
+        return MINIMAL + f"{key} = {value}\n"
+    return f"[{table}]\n{key} = {value}\n" + MINIMAL
+
+
+def _value(cfg: config.Config, table: str, key: str) -> object:
+    return getattr(cfg.sources[0] if table == "sources" else getattr(cfg, table), key)
+
+
+@pytest.mark.parametrize("table,key,default,good,bad,bad_error,wrong,wrong_error", LIMITS,
+                         ids=[f"{t}.{k}" for t, k, *_ in LIMITS])
+def test_limit_keys_default_accept_and_refuse_with_the_full_key_path(
+        table: str, key: str, default: float, good: float, bad: str, bad_error: str, wrong: str,
+        wrong_error: str) -> None:
+    assert _value(config.loads(MINIMAL), table, key) == default
+    assert _value(config.loads(_with(table, key, repr(good))), table, key) == good
+    for text, error in ((bad, bad_error), (wrong, wrong_error)):
+        with pytest.raises(ConfigError) as err:
+            config.loads(_with(table, key, text))
+        assert str(err.value) == error
+
+
+def test_limit_ranges_include_their_bounds() -> None:
+    cases = {"max_open_files": (1, 16384), "rotated_idle_polls": (1, 10000), "fingerprint_bytes": (64, 65536),
+             "max_open_sessions": (1, 4_194_304)}
+    for key, bounds in cases.items():
+        for v in bounds:
+            assert getattr(config.loads(MINIMAL + f"{key} = {v}\n").sources[0], key) == v
+    for v, ms in ((1, 1000), (1.5, 1500), (2_592_000, 2_592_000_000)):
+        assert config.loads(f"[aggregate]\nmax_duration = {v}\n" + MINIMAL).aggregate.max_duration_ms == ms
 
 
 @pytest.mark.parametrize("text,path,message", BROKEN)

@@ -82,6 +82,38 @@ def test_remembered_opens_are_bounded() -> None:
     assert p.parse(LINES[5]).start_ms == 1795333267350  # type: ignore[union-attr]
 
 
+def _open_line(i: int) -> bytes:
+    """Session i's open line, at 1795333267 s + i ms."""
+    return (b"Nov 22 07:41:07 (1795333267.%06d) danted[1]: info: pass(2): tcp/connect [: "
+            b"10.0.0.%d.40000 127.0.0.1.1080 -> 127.0.0.1.36221 192.0.2.1.443" % (i * 1000, i))
+
+
+def _close_line(i: int) -> bytes:
+    """Session i's close line, at 1795333269 s + i ms (dante says 1 s; it was 2)."""
+    return (b"Nov 22 07:41:09 (1795333269.%06d) danted[1]: info: pass(2): tcp/connect ]: 100 -> "
+            b"10.0.0.%d.40000 127.0.0.1.1080 -> 50, 50 -> 127.0.0.1.36221 192.0.2.1.443 -> 100: "
+            b"local client closed.  Session duration: 1s" % (i * 1000, i))
+
+
+def test_max_open_sessions_forgets_the_oldest_and_carries_over_to_a_new_parser() -> None:
+    """max_open (the source's max_open_sessions) = 3: of 5 open lines the 2 oldest are
+    forgotten (their closes start at end - 1 s); a parser built on a reload with 2 takes
+    the 3 it held over, forgetting the oldest of them."""
+    p = make_parser("dante", timezone.utc, max_open_sessions=3)
+    assert isinstance(p, DanteParser) and p.max_open == 3
+    assert [p.parse(_open_line(i)) for i in range(1, 6)] == [None] * 5
+    assert (p.open_sessions, p.forgotten) == (3, 2)
+    fresh = DanteParser(max_open=2)
+    fresh.take_open_sessions(p)
+    assert (fresh.open_sessions, fresh.forgotten) == (2, 1)
+    starts = [r.start_ms for r in (fresh.parse(_close_line(i)) for i in range(1, 6)) if r is not None]
+    fallback = [1795333269000 + i - 1000 for i in range(1, 4)]  # sessions 1, 2, 3: forgotten
+    exact = [1795333267000 + i for i in range(4, 6)]  # sessions 4, 5: paired with their open line
+    assert starts == fallback + exact
+    with pytest.raises(ValueError, match="max_open must be an integer >= 1, got 0"):
+        DanteParser(max_open=0)
+
+
 HAND = [
     # written after dante's documentation: authenticated user, host name target, timeout
     (b"Nov 22 10:00:05 (1700000005.250000) danted[1]: info: pass(1): tcp/connect ]: 9000 -> username%user-1001-order-7@10.0.0.1.5000 10.0.0.2.1080 -> 700, 700 -> 10.0.0.2.40000 www.Example.com.443 -> 9000: remote peer closed.  Session duration: 5s",

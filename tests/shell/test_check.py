@@ -89,6 +89,17 @@ AGENT_CASES: list[Case] = [
     ("quoted-table-key", lambda t: t + '\n[users.static."bob smith"]\nuser_id = -1\n',
      ['users.static."bob smith".user_id', "must be between 0 and"]),
     ("bad-user-pattern", lambda t: t + '\n[users]\npattern = "user-(?P<user_id>\\\\d+"\n', ["users.pattern"]),
+    # the limits that used to be fixed in code: the whole message, key path first
+    ("max-open-files-zero", lambda t: t + "max_open_files = 0\n",
+     ["sources[0].max_open_files: must be between 1 and 16384, got 0"]),
+    ("rotated-idle-polls-too-many", lambda t: t + "rotated_idle_polls = 10001\n",
+     ["sources[0].rotated_idle_polls: must be between 1 and 10000, got 10001"]),
+    ("fingerprint-bytes-too-few", lambda t: t + "fingerprint_bytes = 63\n",
+     ["sources[0].fingerprint_bytes: must be between 64 and 65536, got 63"]),
+    ("max-open-sessions-a-string", lambda t: t + 'max_open_sessions = "65536"\n',
+     ["sources[0].max_open_sessions: expected an integer, got '65536'"]),
+    ("max-duration-over-30-days", lambda t: t + "\n[aggregate]\nmax_duration = 2592001\n",
+     ["aggregate.max_duration: must be between 1 and 2592000 seconds (30 days), got 2592001"]),
 ]
 
 COLLECTOR_CASES: list[Case] = [

@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -331,3 +332,100 @@ def test_name_of_a_rotated_away_file_is_still_watched_for_siblings(tmp_path: Pat
     assert drain(t, 3) == [b"b1"]
     assert t.stats.siblings_recovered == 1
     t.close()
+
+
+def _numbered(prefix: str, first: int, n: int) -> bytes:
+    """n distinct lines of about 40 bytes; each file's first line is unique to it."""
+    return b"".join(b"%s line %06d .............................\n" % (prefix.encode(), i)
+                    for i in range(first, first + n))
+
+
+@pytest.mark.parametrize("new_size", [64, 4096])
+def test_changed_fingerprint_bytes_neither_rereads_nor_skips(tmp_path: Path, new_size: int) -> None:
+    """Positions saved under fingerprint_bytes=1024, restored under a smaller and a larger
+    size: the live file goes on after its last line, the rotated (done) one is not read
+    again, a copy of it is still recognised as one, and a truncation is still seen. The
+    saved fingerprints then have the new size (or the file's, when it is shorter)."""
+    log, old = tmp_path / "access.log", tmp_path / "access.log.1"
+    log.write_bytes(_numbered("a", 0, 200))  # ~8 KB: longer than every size used here
+    t = Tailer(str(log), read_from="beginning", max_line_bytes=MAX, fingerprint_bytes=1024, rotated_idle_polls=1)
+    assert drain(t, 2) == _numbered("a", 0, 200).splitlines()
+    os.rename(log, old)
+    log.write_bytes(_numbered("b", 0, 100))
+    assert drain(t, 4) == _numbered("b", 0, 100).splitlines()
+    saved = json.loads(json.dumps(t.checkpoint()))
+    t.close()
+
+    def by_file(entries: list[dict[str, Any]]) -> list[tuple[str, int, bool]]:
+        names = {p.stat().st_ino: p.name for p in tmp_path.iterdir()}
+        return sorted((names[e["ino"]], e["fp_len"], e["done"]) for e in entries)
+
+    assert by_file(saved) == [("access.log", 1024, False), ("access.log.1", 1024, True)]
+
+    append(log, _numbered("b", 100, 5))
+    t2 = Tailer(str(log), read_from="beginning", max_line_bytes=MAX, saved=saved, fingerprint_bytes=new_size,
+                rotated_idle_polls=1)
+    assert drain(t2, 3) == _numbered("b", 100, 5).splitlines()  # exactly the new lines
+    shutil.copyfile(old, tmp_path / "access.log.2")  # a copy of the done file shows up
+    assert drain(t2, 3) == []
+    assert (t2.stats.truncations, t2.stats.siblings_recovered, t2.stats.copies_found, t2.stats.saved_dropped) == (
+        0, 0, 0, 0)
+    assert by_file(t2.checkpoint()) == [
+        ("access.log", new_size, False), ("access.log.1", new_size, True), ("access.log.2", new_size, True)]
+    # The fingerprint still sees a rewrite in place (copytruncate) at the new size.
+    log.write_bytes(b"c fresh\n")
+    assert drain(t2, 2) == [b"c fresh"]
+    assert t2.stats.truncations == 1
+    t2.close()
+
+
+def test_configured_limits_are_the_ones_applied(tmp_path: Path) -> None:
+    """max_open_files, rotated_idle_polls and fingerprint_bytes as given, each counted."""
+    for name in "abcde":
+        (tmp_path / f"{name}.log").write_bytes(_numbered(name, 0, 30))
+    t = Tailer(str(tmp_path / "*.log"), read_from="beginning", max_line_bytes=MAX, max_open_files=2,
+               rotated_idle_polls=3, fingerprint_bytes=100)
+    got: list[bytes] = []
+    for _ in range(12):
+        got += lines_of(t.poll(1 << 20))
+        assert t.open_files <= 2
+    assert sorted(got) == sorted(line for n in "abcde" for line in _numbered(n, 0, 30).splitlines())
+    # Files c, d, e could not be opened at the first scan (2 slots, none idle yet).
+    assert t.stats.open_limit_hits >= 3 and t.stats.files_closed >= 3
+    assert {e["fp_len"] for e in t.checkpoint()} == {100}
+    t.close()
+    # rotated_idle_polls: a rotated file stays open for exactly that many idle polls.
+    log = tmp_path / "r.log"
+    log.write_bytes(b"r1\n")
+    t = Tailer(str(log), read_from="beginning", max_line_bytes=MAX, rotated_idle_polls=3)
+    assert drain(t, 1) == [b"r1"]
+    os.rename(log, tmp_path / "r.log.1")
+    open_after = []
+    for _ in range(4):
+        t.poll(1 << 20)
+        open_after.append(t.open_files)
+    assert open_after == [1, 1, 0, 0]  # idle polls 1, 2 keep it; the 3rd closes it
+    t.close()
+
+
+def test_restore_under_a_lower_open_file_limit_parks_the_extra_files(tmp_path: Path) -> None:
+    """Positions saved with five files open, restored with max_open_files = 2 (a restart
+    or reload that lowered it): at most 2 open from the start, the others wait (counted)
+    and every line written after the checkpoint is read exactly once."""
+    for name in "abcde":
+        (tmp_path / f"{name}.log").write_bytes(_numbered(name, 0, 10))
+    t = Tailer(str(tmp_path / "*.log"), read_from="beginning", max_line_bytes=MAX)
+    assert len(drain(t, 2)) == 50 and t.open_files == 5
+    saved = t.checkpoint()
+    t.close()
+    for name in "abcde":
+        append(tmp_path / f"{name}.log", _numbered(name, 10, 5))
+    t2 = Tailer(str(tmp_path / "*.log"), read_from="beginning", max_line_bytes=MAX, saved=saved, max_open_files=2)
+    assert t2.open_files == 2 and t2.stats.open_limit_hits >= 3
+    got: list[bytes] = []
+    for _ in range(12):
+        got += lines_of(t2.poll(1 << 20))
+        assert t2.open_files <= 2
+    assert sorted(got) == sorted(line for n in "abcde" for line in _numbered(n, 10, 5).splitlines())
+    assert t2.stats.saved_dropped == 0
+    t2.close()
