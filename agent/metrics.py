@@ -9,7 +9,7 @@ import logging
 
 from aiohttp import web
 
-from agent.wire.prometheus import CONTENT_TYPE, Registry
+from agent.wire.prometheus import CONTENT_TYPE, RELOAD_RESULTS, Registry
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,9 @@ class AgentMetrics:
             "proxymeter_agent_last_ack_timestamp_seconds", "Unix time of the last batch the collector acknowledged"
         )
         self.pending_rows = r.gauge("proxymeter_agent_pending_rows", "Rows aggregated and not yet flushed")
-        self.reloads = r.counter("proxymeter_agent_reloads_total", "SIGHUP reloads", ["result"])
+        self.reloads = r.counter("proxymeter_agent_reloads_total", "SIGHUP config reloads, by result", ["result"])
+        for result in RELOAD_RESULTS:
+            self.reloads.inc(0, result)
 
     def render(self) -> str:
         return self.registry.render()

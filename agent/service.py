@@ -51,6 +51,7 @@ from agent.users import UserMapper
 from agent.wire import logfmt, sdnotify
 from agent.wire.batch import encode_msgpack
 from agent.wire.logfmt import kv
+from agent.wire.prometheus import RELOAD_APPLIED, RELOAD_REFUSED
 from agent.wire.tomlschema import ConfigError
 
 log = logging.getLogger(__name__)
@@ -527,7 +528,7 @@ class Agent:
             new = config_mod.load(self.config_path)
             token = config_mod.token_of(new)
         except ConfigError as exc:
-            self.metrics.reloads.inc(1, "refused")
+            self.metrics.reloads.inc(1, RELOAD_REFUSED)
             log.error("new config refused, keeping the running one", extra=kv(path=self.config_path, error=str(exc)))
             sdnotify.notify(sdnotify.READY)
             return
@@ -572,6 +573,6 @@ class Agent:
             from dataclasses import replace
 
             self.cfg = replace(new, agent=replace(new.agent, state_dir=state_dir, metrics_listen=listen))
-        self.metrics.reloads.inc(1, "applied")
+        self.metrics.reloads.inc(1, RELOAD_APPLIED)
         log.info("config reloaded", extra=kv(path=self.config_path, sources=len(self.sources)))
         sdnotify.notify(sdnotify.READY)

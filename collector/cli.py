@@ -23,6 +23,7 @@ from aiohttp import web
 
 from agent.wire import sdnotify
 from agent.wire.logfmt import kv, set_level as set_log_level, setup as setup_logging
+from agent.wire.prometheus import RELOAD_APPLIED, RELOAD_REFUSED
 from agent.wire.tomlschema import EXIT_CONFIG, ConfigError
 from collector import config as config_mod
 from collector.app import STATE, create_app
@@ -126,7 +127,7 @@ def reload(app: web.Application, path: str) -> bool:
     try:
         new = config_mod.load(path)
     except ConfigError as exc:
-        state.metrics.reloads.inc(1, "error")
+        state.metrics.reloads.inc(1, RELOAD_REFUSED)
         log.error("config reload refused; keeping the running config", extra=kv(path=path, error=str(exc)))
         sdnotify.notify(sdnotify.READY)
         return False
@@ -135,7 +136,7 @@ def reload(app: web.Application, path: str) -> bool:
         log.warning("listen/storage changes need a restart; applying tokens, limits and log level only")
     state.apply_config(new)
     set_log_level(new.server.log_level)
-    state.metrics.reloads.inc(1, "ok")
+    state.metrics.reloads.inc(1, RELOAD_APPLIED)
     log.info("config reloaded", extra=kv(path=path, tokens=len(new.auth.tokens), log_level=new.server.log_level))
     sdnotify.notify(sdnotify.READY)
     return True

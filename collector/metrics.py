@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.wire.prometheus import Registry
+from agent.wire.prometheus import RELOAD_RESULTS, Registry
 
 QUERY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 REJECT_REASONS = ("invalid_body", "too_large", "unauthorized", "forbidden", "storage_error")
@@ -41,7 +41,11 @@ class CollectorMetrics:
         self.retention_deleted = r.counter(
             "proxymeter_collector_retention_deleted_rows_total", "Rows removed by retention, by table", ["table"]
         )
-        self.reloads = r.counter("proxymeter_collector_config_reloads_total", "SIGHUP reloads, by result", ["result"])
+        self.reloads = r.counter(
+            "proxymeter_collector_config_reloads_total", "SIGHUP config reloads, by result", ["result"]
+        )
+        for result in RELOAD_RESULTS:
+            self.reloads.inc(0, result)
         self.tokens = r.gauge("proxymeter_collector_tokens", "Tokens configured")
 
     def render(self) -> str:

@@ -12,6 +12,14 @@ from typing import TypeVar
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+# The `result` values of both services' SIGHUP reload counters (agent:
+# proxymeter_agent_reloads_total, collector: proxymeter_collector_config_reloads_total):
+# one vocabulary, so one alert rule or dashboard query fits both. Both series are there
+# (at 0) from the start, so rate() and absent-alerts work before the first reload.
+RELOAD_APPLIED = "applied"
+RELOAD_REFUSED = "refused"
+RELOAD_RESULTS = (RELOAD_APPLIED, RELOAD_REFUSED)
+
 LabelValues = tuple[str, ...]
 
 

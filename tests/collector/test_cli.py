@@ -126,6 +126,10 @@ def test_serve_lifecycle(tmp_path: Path, notify: Notifications) -> None:
         status, data = request(q, ADMIN)
         assert status == 200 and json.loads(data)["data"][0]["total_count"] == "4"
         assert request(q, "new-admin")[0] == 401
+        # Both reload results are there before the first reload (at 0), so rate() works.
+        metrics = request(f"{base}/metrics")[1].decode()
+        assert 'proxymeter_collector_config_reloads_total{result="applied"} 0\n' in metrics
+        assert 'proxymeter_collector_config_reloads_total{result="refused"} 0\n' in metrics
 
         # SIGHUP with a bad file: refused, the old tokens still work.
         good_text = cfg.read_text()
@@ -150,8 +154,10 @@ def test_serve_lifecycle(tmp_path: Path, notify: Notifications) -> None:
         assert request(q, "new-admin")[0] == 200
         assert request(q, ADMIN)[0] == 401
         metrics = request(f"{base}/metrics")[1].decode()
-        assert 'proxymeter_collector_config_reloads_total{result="error"} 1' in metrics
-        assert 'proxymeter_collector_config_reloads_total{result="ok"} 1' in metrics
+        # The same result labels as the agent's proxymeter_agent_reloads_total.
+        reloads = sorted(line for line in metrics.splitlines() if line.startswith("proxymeter_collector_config_reloads_total"))
+        assert reloads == ['proxymeter_collector_config_reloads_total{result="applied"} 1',
+                           'proxymeter_collector_config_reloads_total{result="refused"} 1']
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0

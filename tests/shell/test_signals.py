@@ -169,6 +169,11 @@ def test_agent_sighup_applies_new_flush_settings_and_token(tmp_path: Path, procs
     req2 = _write(log, 300, seed=22, start_ms=NOW_MS - 5 * 60_000, append=True)[0]
     wait_for("new lines shipped at the new interval", lambda: _count(col) == req1 + req2 or None, timeout=15)
     assert agent_metric("proxymeter_agent_reloads_total", 'result="applied"') == 1
+    assert agent_metric("proxymeter_agent_reloads_total", 'result="refused"') == 0
+    # The collector counts its reload with the same result labels.
+    collector_metrics = http(f"{col.base}/metrics")[1].decode()
+    assert metric(collector_metrics, "proxymeter_collector_config_reloads_total", 'result="applied"') == 1
+    assert metric(collector_metrics, "proxymeter_collector_config_reloads_total", 'result="refused"') == 0
     assert agent_metric("proxymeter_agent_batches_retried_total") == 0  # never sent with the dropped token
     agent.signal(signal.SIGTERM)
     assert agent.wait(60) == 0, agent.text()
