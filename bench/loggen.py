@@ -20,6 +20,15 @@ Formats:
   "%ts.%03tu %6tr %>a %Ss/%03>Hs %<st %rm %ru %[un %Sh/%<a %mt". Squid stamps the END of
   a transaction; the start is the stamp minus the elapsed time. `%<st` is the reply size
   (what the client downloaded); upload bytes are not in this format.
+  With `squid_logformat="proxymeter"` (`--squid-logformat proxymeter`) the lines are in
+  the extended logformat the README's "Proxy setup" recommends: native + "%>st %<la %>lp
+  %err_code/%err_detail", i.e. the request size (request head for the errors, the body
+  or tunnelled bytes up otherwise), squid's outgoing address ("-" when no server
+  connection was made), its listening port, and the error squid names for each
+  generated error kind (what agent.parsers.squid maps back to exactly that kind; a
+  refused connection is then logged against the server squid tried, HIER_DIRECT/<ip>,
+  as squid does). The extra fields come from their own random stream, drawn after the
+  pool, so the default output stays byte for byte what it was (benchmarks compare it).
 - "jsonl": one JSON object per line with the Webshare proxy activity fields; `timestamp`
   is the start of the request, `bytes` is upload + download; plus proxymeter's optional
   `bytes_sent`/`bytes_received` (the two directions). Only requests are written.
@@ -27,10 +36,11 @@ Formats:
 Lines with the URL "error:transaction-end-before-headers" (a client that connected and
 closed without a request) are written but are not requests: the truth leaves them out.
 What counts as an error in the truth (the proxy failed to serve the request): TCP_DENIED
-(407 auth, 403 forbidden host), 503 with HIER_NONE (DNS failure, connection refused),
-NONE_NONE/400 (invalid request), *_ABORTED/000 (client
-aborted). A status the target site returned (TCP_MISS/404, TCP_MISS/500 with HIER_DIRECT)
-is not an error.
+(407 auth, 403 forbidden host), 503 with HIER_NONE (DNS failure, connection refused; in
+the proxymeter logformat a refused connection is HIER_DIRECT with ERR_CONNECT_FAIL),
+NONE_NONE/400 (invalid request), *_ABORTED/000 (client aborted). A status the target
+site returned (TCP_MISS/404, TCP_MISS/500 with HIER_DIRECT) is not an error. The truth
+also counts requests per error kind (`error_kinds`).
 """
 
 from __future__ import annotations
@@ -46,10 +56,12 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 FORMATS = ("squid", "jsonl")
+# squid's logformat names: the native one and README's extended `proxymeter` one.
+SQUID_LOGFORMATS = ("squid", "proxymeter")
 USER_FORMAT = "user-{user_id}-order-{order_id}"
 # Names the default user pattern does not match; one holds a space (squid logs it raw).
 UNMATCHED_NAMES = ("alice", "backup-bot", "john smith")
@@ -70,6 +82,21 @@ _PATHS = ("/", "/index.html", "/api/v1/items", "/static/app.js", "/img/logo.png"
           "/login", "/feed.xml", "/products/42", "/robots.txt")
 _MIMES = ("text/html", "application/json", "application/javascript", "image/png", "text/css",
           "application/octet-stream")
+# proxymeter logformat: squid's outgoing addresses (%<la; each user sticks to one, as
+# with per-order exit IPs) and listening ports (%>lp, weighted).
+_OUT_ADDRESSES = ("198.51.100.10", "198.51.100.11", "198.51.100.12", "198.51.100.13")
+_LISTEN_PORTS = ((3128, 9), (3129, 1))
+# Generated error kind -> squid's %err_code/%err_detail for it; agent.parsers.squid reads
+# each back as that kind (ERR_ACCESS_DENIED is forbidden_host at 403, ERR_CONNECT_FAIL
+# with errno 111 connection_refused once a server was tried).
+_SQUID_ERRORS = {
+    "auth_failed": "ERR_CACHE_ACCESS_DENIED/-",
+    "forbidden_host": "ERR_ACCESS_DENIED/-",
+    "dns_failure": "ERR_DNS_FAIL/-",
+    "connection_refused": "ERR_CONNECT_FAIL/errno=111",
+    "client_aborted": "ERR_CLIENT_GONE/WITH_CLIENT",
+    "invalid_request": "ERR_INVALID_REQ/-",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +173,10 @@ class Event:
     error: str  # "" or a short kind (auth_failed, forbidden_host, dns_failure, ...)
     protocol: str  # HTTP | HTTPS
     request: bool = True  # False: a connection closed before any request (not a request)
+    # proxymeter logformat only (see with_proxymeter_fields):
+    ip_out: str = "-"  # %<la: squid's address towards the server; "-" without a connection
+    listen_port: int = 3128  # %>lp
+    err: str = "-/-"  # %err_code/%err_detail
 
 
 def _pick(rnd: random.Random, cum: Sequence[float]) -> int:
@@ -220,6 +251,40 @@ def squid_tail(ev: Event) -> str:
             f" {ev.user} {ev.hier}/{ev.peer} {ev.mime}\n")
 
 
+def proxymeter_tail(ev: Event) -> str:
+    """A `proxymeter` logformat line after its time stamp: native + %>st %<la %>lp %err_code/%err_detail."""
+    return f"{squid_tail(ev)[:-1]} {ev.sent} {ev.ip_out} {ev.listen_port} {ev.err}\n"
+
+
+def with_proxymeter_fields(ev: Event, rnd: random.Random, peer_of: dict[str, str], out_of: dict[str, str]) -> Event:
+    """`ev` with what the proxymeter logformat adds (pure: randomness from `rnd` only).
+
+    - sent (%>st): the native events of a denied, failed, aborted or invalid request carry
+      no upload bytes (that format has none); squid counts the request head it read: the
+      request line, Host and a few headers. A connection that sent nothing stays at 0.
+    - a refused connection: squid tried the target's server, so it is HIER_DIRECT/<ip>
+      with ERR_CONNECT_FAIL/errno=111 (with HIER_NONE squid would mean no server tried:
+      a DNS failure, which is how agent.parsers.squid reads it).
+    - ip_out (%<la): the user's outgoing address when squid connected to a server, "-"
+      when it did not (HIER_NONE, or the refused connect).
+    - err (%err_code/%err_detail): squid's name for the event's error kind, "-/-" for
+      none and for a connection closed before any request.
+    """
+    sent = ev.sent
+    if sent == 0 and ev.request:
+        line = f"{ev.method} {ev.url} HTTP/1.1\r\n" if ev.method != "-" else ""
+        sent = len(line) + rnd.randint(60, 420)  # Host, User-Agent, Proxy-Authorization, ...
+    hier, peer = ev.hier, ev.peer
+    if ev.error == "connection_refused":
+        hier, peer = "HIER_DIRECT", peer_of.get(ev.domain, ev.host)
+    connected = hier != "HIER_NONE" and ev.error != "connection_refused"
+    ip_out = out_of.get(ev.user, _OUT_ADDRESSES[0]) if connected else "-"
+    port = rnd.choices([p for p, _ in _LISTEN_PORTS], [w for _, w in _LISTEN_PORTS])[0]
+    # A connection closed before any request is no transaction: nothing for squid to name.
+    err = _SQUID_ERRORS[ev.error] if ev.error and ev.request else "-/-"
+    return replace(ev, sent=sent, hier=hier, peer=peer, ip_out=ip_out, listen_port=port, err=err)
+
+
 _WEBSHARE_ERRORS = {
     "auth_failed": ("client_connect_invalid_credentials", "Check the proxy username and password."),
     "forbidden_host": ("client_connect_forbidden_host",
@@ -273,12 +338,16 @@ class Truth:
     per_user: dict[str, list[int]] = field(default_factory=dict)
     per_minute: dict[tuple[str, int], list[int]] | None = None
     lines: int = 0
-    fmt_counts_sent: bool = False  # jsonl logs upload bytes; squid's native format does not
+    # jsonl and squid's proxymeter logformat log upload bytes; squid's native format does not
+    fmt_counts_sent: bool = False
+    error_kinds: Counter[str] = field(default_factory=Counter)  # requests per error kind
 
     def add(self, ev: Event, start_ms: int, n: int = 1) -> None:
         self.lines += n
         if not ev.request:
             return
+        if ev.error:
+            self.error_kinds[ev.error] += n
         sent = ev.sent if self.fmt_counts_sent else 0
         v = self.per_user.setdefault(ev.user, [0, 0, 0, 0])
         v[0] += n
@@ -315,10 +384,16 @@ class LogGen:
     """Deterministic line maker: the same seed and times give the same lines."""
 
     def __init__(self, seed: int = 1, fmt: str = "squid", *, users: int = 200, domains: int = 5000,
-                 pool_size: int = 65536, long_tunnels: float = 0.005, minutes: bool = False) -> None:
+                 pool_size: int = 65536, long_tunnels: float = 0.005, minutes: bool = False,
+                 squid_logformat: str = "squid") -> None:
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+        if squid_logformat not in SQUID_LOGFORMATS:
+            raise ValueError(f"squid_logformat must be one of {SQUID_LOGFORMATS}, got {squid_logformat!r}")
+        if squid_logformat != "squid" and fmt != "squid":
+            raise ValueError(f"squid_logformat={squid_logformat!r} needs fmt='squid', got {fmt!r}")
         self.fmt = fmt
+        self.squid_logformat = squid_logformat
         self.population = make_population(seed, users, domains)
         rnd = random.Random(f"pool:{seed}")
         self.pool = []
@@ -327,6 +402,14 @@ class LogGen:
             if ev.request or fmt == "squid":  # a worker writes activity objects for requests only
                 self.pool.append(ev)
         tail = squid_tail if fmt == "squid" else jsonl_tail
+        if squid_logformat == "proxymeter":
+            # Its own stream, after the pool: the same events as the native log, plus fields.
+            ext = random.Random(f"proxymeter:{seed}")
+            pop = self.population
+            peer_of = dict(zip(pop.domains, pop.peers))
+            out_of = {u.name: ext.choice(_OUT_ADDRESSES) for u in pop.users}
+            self.pool = [with_proxymeter_fields(ev, ext, peer_of, out_of) for ev in self.pool]
+            tail = proxymeter_tail
         self._tails = [tail(ev) for ev in self.pool]
         self._elapsed = [ev.elapsed_ms for ev in self.pool]
         self._rnd = random.Random(f"pick:{seed}")
@@ -368,7 +451,7 @@ class LogGen:
         """The generator's own account of every line rendered so far."""
         users = {u.name: (u.user_id, u.order_id) if u.user_id is not None else None for u in self.population.users}
         out = Truth(users=users, per_minute={} if self._minutes else None)
-        out.fmt_counts_sent = self.fmt == "jsonl"
+        out.fmt_counts_sent = self.fmt == "jsonl" or self.squid_logformat == "proxymeter"
         if self._minutes:
             for (minute, j), n in self._per_minute.items():
                 out.add(self.pool[j], minute * 1000, n)
@@ -393,9 +476,9 @@ def lines(seed: int, start_ms: int, rate: float, fmt: str = "squid", **kw: int |
 
 def write_file(path: str | os.PathLike[str], n: int, *, seed: int = 1, start_ms: int = 1_767_225_600_000,
                rate: float = 10_000, fmt: str = "squid", gen: LogGen | None = None, append: bool = False,
-               **kw: int | float) -> Truth:
+               squid_logformat: str = "squid", **kw: int | float) -> Truth:
     """Write `n` lines to `path` (fast) and return what was written."""
-    gen = gen or LogGen(seed, fmt, **kw)  # type: ignore[arg-type]
+    gen = gen or LogGen(seed, fmt, squid_logformat=squid_logformat, **kw)  # type: ignore[arg-type]
     chunk = 100_000
     with open(path, "a" if append else "w", encoding="utf-8", newline="") as out:
         for first in range(0, n, chunk):
@@ -404,9 +487,10 @@ def write_file(path: str | os.PathLike[str], n: int, *, seed: int = 1, start_ms:
 
 
 def live(path: str | os.PathLike[str], rate: float, *, seed: int = 1, fmt: str = "squid",
-         seconds: float | None = None, tick: float = 0.1, **kw: int | float) -> Truth:
+         seconds: float | None = None, tick: float = 0.1, squid_logformat: str = "squid",
+         **kw: int | float) -> Truth:
     """Append lines stamped with the wall clock at `rate` lines/s until SIGTERM/SIGINT or `seconds`."""
-    gen = LogGen(seed, fmt, **kw)  # type: ignore[arg-type]
+    gen = LogGen(seed, fmt, squid_logformat=squid_logformat, **kw)  # type: ignore[arg-type]
     stop = False
 
     def _stop(signum: int, frame: object) -> None:
@@ -437,6 +521,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("mode", choices=("write", "live"), help="write: N lines now; live: append at a steady rate")
     p.add_argument("--path", required=True)
     p.add_argument("--format", choices=FORMATS, default="squid")
+    p.add_argument("--squid-logformat", choices=SQUID_LOGFORMATS, default="squid",
+                   help="squid lines: the native format (default) or the README's extended 'proxymeter' one")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--lines", type=int, default=100_000, help="write: how many lines")
     p.add_argument("--start", type=float, default=1_767_225_600, help="write: epoch seconds of the first line")
@@ -446,12 +532,15 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--domains", type=int, default=5000)
     p.add_argument("--pool", type=int, default=65536, help="distinct events replayed")
     args = p.parse_args(list(argv) if argv is not None else None)
+    if args.squid_logformat != "squid" and args.format != "squid":
+        p.error(f"--squid-logformat {args.squid_logformat} needs --format squid")
     kw = dict(users=args.users, domains=args.domains, pool_size=args.pool)
     if args.mode == "write":
         t = write_file(args.path, args.lines, seed=args.seed, start_ms=int(args.start * 1000), rate=args.rate,
-                       fmt=args.format, **kw)
+                       fmt=args.format, squid_logformat=args.squid_logformat, **kw)
     else:
-        t = live(args.path, args.rate, seed=args.seed, fmt=args.format, seconds=args.seconds, **kw)
+        t = live(args.path, args.rate, seed=args.seed, fmt=args.format, seconds=args.seconds,
+                 squid_logformat=args.squid_logformat, **kw)
     req, recv, sent, errors = t.totals()
     print(json.dumps({"lines": t.lines, "requests": req, "bytes_received": recv, "bytes_sent": sent,
                       "errors": errors}), file=sys.stderr)

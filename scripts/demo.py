@@ -232,15 +232,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"demo: the collector did not come up; its log ({collector.log}):\n{tail(collector.log)}",
                   file=sys.stderr)
             return 1
+        # squid's extended `proxymeter` logformat (README, "Proxy setup"): with upload sizes,
+        # squid's outgoing address and listening port and its exact error codes.
         children.append(start("loggen", ["-m", "bench.loggen", "live", "--path", str(root / "access.log"),
                                           "--rate", str(args.rate), "--seed", str(SEED), "--users", str(USERS),
-                                          "--domains", str(DOMAINS)], root, 10))
+                                          "--domains", str(DOMAINS), "--squid-logformat", "proxymeter"], root, 10))
         children.append(start("agent", ["-m", "agent", "run", "--config", str(root / "agent.toml")], root, 60))
         print(f"""
 proxymeter demo is running (files in {root}):
   collector API  {base}        (SQLite: {root / 'collector.db'})
   agent metrics  {metrics}/metrics
-  squid log      {root / 'access.log'}  ({args.rate:g} lines/s, {USERS} users, long tunnels included)
+  squid log      {root / 'access.log'}  ({args.rate:g} lines/s, {USERS} users, long tunnels included;
+                 logformat proxymeter)
   process logs   tail -f {root}/collector.log {root}/agent.log
 
 Tokens (only their SHA-256 is in {root / 'collector.toml'}):
@@ -248,9 +251,10 @@ Tokens (only their SHA-256 is in {root / 'collector.toml'}):
   user   {tokens['user'][0]}   (may read user_id {user[0]} only)
   agent  {tokens['agent'][0]}   (ingest only; in {root / 'agent.token'})
 
-The agent ships every 2 s: data shows up a few seconds after start. The log is squid's
-native format, which has no upload sizes: bytes_sent is 0 here (README, "Proxy setup",
-has the squid logformat with them). Try:
+The agent ships every 2 s: data shows up a few seconds after start. The log uses the
+squid logformat that the README's "Proxy setup" recommends (`proxymeter`: the native
+fields plus upload size, outgoing address, listening port and squid's error code), so
+bytes_sent, ip_out and every error kind are exact. Try:
 """)
         for title, cmd in examples(base, metrics, tokens, user, datetime.now(timezone.utc)):
             print(f"# {title}\n{cmd}\n")

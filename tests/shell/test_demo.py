@@ -76,6 +76,11 @@ def test_demo_prints_working_curl_examples_and_stops_on_ctrl_c(tmp_path: Path) -
             return True
 
         wait_for("every analytics example to return data", all_have_data, timeout=60, every=1.0)
+        # The generated log is squid's extended `proxymeter` logformat: uploads are counted.
+        assert "logformat proxymeter" in text and "bytes_sent is 0" not in text
+        traffic = next(c for c in analytics if "/analytics/traffic?" in c and "orderId" not in c)
+        status, body = _run_curl(traffic)
+        assert status == 200 and sum(int(i["total_bytes_sent"]) for i in json.loads(body)["data"]) > 0, body[:300]
         for cmd in curls:
             status, body = _run_curl(cmd)
             assert status == 200, (cmd, status, body[:300])

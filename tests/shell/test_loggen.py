@@ -1,12 +1,14 @@
 """The log generator: deterministic, realistic, and its truth matches what it wrote.
 
 The truth is checked against an independent reading of the written file (a small parser
-written here from the squid native format, splitting from both ends because squid logs
-user names with raw spaces).
+written here from the squid native format and the extended `proxymeter` one, splitting
+from both ends because squid logs user names with raw spaces), and against the agent's
+own parsers. The default output is pinned by its SHA-256: benchmarks compare runs on it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -24,10 +26,14 @@ LINE = re.compile(
 )
 
 
-def _read_squid(path: Path) -> list[dict[str, str]]:
+# The `proxymeter` logformat: native + %>st %<la %>lp %err_code/%err_detail.
+EXTENDED = re.compile(LINE.pattern[:-1] + r" (?P<sent>\d+) (?P<ip_out>\S+) (?P<port>\d+) (?P<err_code>[A-Z_-]+)/(?P<err_detail>\S+)$")
+
+
+def _read_squid(path: Path, line: re.Pattern[str] = LINE) -> list[dict[str, str]]:
     out = []
     for raw in path.read_text().splitlines():
-        m = LINE.match(raw)
+        m = line.match(raw)
         assert m, raw
         out.append(m.groupdict())
     return out
@@ -126,6 +132,108 @@ def test_jsonl_lines_carry_webshare_fields(tmp_path: Path) -> None:
     assert round(start + first["request_duration"] * 1000) == START_MS
 
 
+def test_default_output_is_byte_for_byte_unchanged(tmp_path: Path) -> None:
+    """The native squid and jsonl output of given seeds (the benchmarks' inputs) stays
+    what it was before the proxymeter logformat was added, through the API and the CLI."""
+    path = tmp_path / "a.log"
+    for fmt, digest in (("squid", "ad471fe3e7f6e873ffd0afb7fe839cc198a31cc12ac4550fba7ce13f161f25ee"),
+                        ("jsonl", "175bd3190f30f77c243a2a3d52dcca854eb7c8682b4b52d6575ef8513c9ea791")):
+        loggen.write_file(path, 5000, seed=3, start_ms=START_MS, rate=200, fmt=fmt, pool_size=4000, users=30,
+                          domains=300)
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, fmt
+    subprocess.run([sys.executable, "-m", "bench.loggen", "write", "--path", str(path), "--lines", "3000", "--seed",
+                    "9", "--pool", "1000"], cwd=REPO, capture_output=True, timeout=60, check=True)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == \
+        "8b0ca845d4641adc8acf09426485c9a85f509b94009ae2db19b05ae5042e8711"
+
+
+def _proxymeter_error(rec: dict[str, str]) -> bool:
+    return rec["err_code"] != "-"
+
+
+def test_proxymeter_logformat_is_the_native_line_plus_four_fields_and_matches_the_truth(tmp_path: Path) -> None:
+    """Same seed, same events: each extended line is its native line plus %>st %<la %>lp
+    %err_code/%err_detail (a refused connection names the server squid tried instead of
+    HIER_NONE/-); read back independently, the per-user and per-minute requests, bytes
+    both ways and errors are exactly the truth, whose bytes_sent are now the uploads."""
+    native, extended = tmp_path / "native.log", tmp_path / "extended.log"
+    loggen.write_file(native, 20_000, seed=3, start_ms=START_MS, rate=200, minutes=True)
+    truth = loggen.write_file(extended, 20_000, seed=3, start_ms=START_MS, rate=200, minutes=True,
+                              squid_logformat="proxymeter")
+    plain, recs = _read_squid(native), _read_squid(extended, EXTENDED)
+    assert len(recs) == len(plain) == 20_000 == truth.lines
+    refused = 0
+    for a, b in zip(plain, recs):
+        if b["err_code"] == "ERR_CONNECT_FAIL":
+            refused += 1
+            assert (a["hier"], a["peer"], b["hier"], b["err_detail"]) == ("HIER_NONE", "-", "HIER_DIRECT", "errno=111")
+            assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", b["peer"]) and b["ip_out"] == "-"
+            b = dict(b, hier=a["hier"], peer=a["peer"])
+        assert {k: b[k] for k in a} == a
+    assert refused > 0
+    per_user: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    per_minute: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for r in recs:
+        if r["url"] == "error:transaction-end-before-headers":
+            assert (r["sent"], r["err_code"]) == ("0", "-")  # the client sent nothing
+            continue
+        end = round(float(r["ts"]) * 1000)
+        for acc in (per_user[r["user"]], per_minute[(r["user"], (end - int(r["elapsed"])) // 60_000 * 60)]):
+            acc[0] += 1
+            acc[1] += int(r["size"])
+            acc[2] += int(r["sent"])
+            acc[3] += _proxymeter_error(r)
+        assert int(r["sent"]) > 0  # every request has at least its request head
+        assert r["port"] in ("3128", "3129")
+        assert (r["ip_out"] == "-") == (r["hier"] == "HIER_NONE" or r["err_code"] == "ERR_CONNECT_FAIL")
+    assert dict(per_user) == truth.per_user
+    assert dict(per_minute) == truth.per_minute
+    assert truth.totals()[2] == sum(v[2] for v in per_user.values()) > 0
+    codes = {r["err_code"] + "/" + r["err_detail"] for r in recs}
+    assert codes == {"-/-", "ERR_CACHE_ACCESS_DENIED/-", "ERR_ACCESS_DENIED/-", "ERR_DNS_FAIL/-",
+                     "ERR_CONNECT_FAIL/errno=111", "ERR_CLIENT_GONE/WITH_CLIENT", "ERR_INVALID_REQ/-"}
+    assert {r["ip_out"] for r in recs} == {"-", "198.51.100.10", "198.51.100.11", "198.51.100.12", "198.51.100.13"}
+
+
+def test_agent_reads_the_proxymeter_logformat_as_the_generator_meant() -> None:
+    """The agent's squid parser on extended lines: per user and start minute, requests,
+    bytes_received, bytes_sent and errors equal the truth, and every error is read as
+    the kind the generator made (a refused connection is not a DNS failure here)."""
+    from datetime import timezone
+
+    from agent.parsers import make_parser
+
+    gen = loggen.LogGen(3, squid_logformat="proxymeter", pool_size=8000, minutes=True)
+    text = gen.render(loggen.times(START_MS, 200, 20_000))
+    parser = make_parser("squid", timezone.utc)
+    per_user: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    per_minute: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    kinds: Counter[str] = Counter()
+    listen_ports: Counter[int] = Counter()
+    for line in text.encode().splitlines():
+        rec = parser.parse(line)
+        if rec is None:
+            continue
+        user = rec.user or loggen.NO_USER
+        for acc in (per_user[user], per_minute[(user, rec.start_ms // 60_000 * 60)]):
+            acc[0] += 1
+            acc[1] += rec.bytes_received
+            acc[2] += rec.bytes_sent
+            acc[3] += rec.error != ""
+        if rec.error:
+            kinds[rec.error] += 1
+        listen_ports[rec.listen_port] += 1
+        assert rec.ip_out in ("", "198.51.100.10", "198.51.100.11", "198.51.100.12", "198.51.100.13")
+    truth = gen.truth()
+    assert dict(per_user) == truth.per_user
+    assert dict(per_minute) == truth.per_minute
+    assert kinds == truth.error_kinds
+    assert set(truth.error_kinds) == {"auth_failed", "forbidden_host", "dns_failure", "connection_refused",
+                                      "client_aborted", "invalid_request"}
+    assert set(listen_ports) == {3128, 3129} and listen_ports[3128] > 5 * listen_ports[3129]
+    assert truth.totals()[2] > 0
+
+
 def test_command_line_write(tmp_path: Path) -> None:
     path = tmp_path / "cli.log"
     proc = subprocess.run(
@@ -140,6 +248,27 @@ def test_command_line_write(tmp_path: Path) -> None:
     assert summary["requests"] == len(requests)
     assert summary["bytes_received"] == sum(int(r["size"]) for r in requests)
     assert summary["errors"] == sum(_is_error(r) for r in requests)
+    assert summary["bytes_sent"] == 0  # the native format has no upload sizes
+
+
+def test_command_line_write_proxymeter_logformat(tmp_path: Path) -> None:
+    path = tmp_path / "cli.log"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.loggen", "write", "--path", str(path), "--lines", "1234", "--seed", "9",
+         "--pool", "1000", "--squid-logformat", "proxymeter"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=True,
+    )
+    summary = json.loads(proc.stderr)
+    recs = _read_squid(path, EXTENDED)
+    requests = [r for r in recs if r["url"] != "error:transaction-end-before-headers"]
+    assert summary == {"lines": 1234, "requests": len(requests),
+                       "bytes_received": sum(int(r["size"]) for r in requests),
+                       "bytes_sent": sum(int(r["sent"]) for r in requests),
+                       "errors": sum(_proxymeter_error(r) for r in requests)}
+    wrong = subprocess.run(
+        [sys.executable, "-m", "bench.loggen", "write", "--path", str(path), "--format", "jsonl",
+         "--squid-logformat", "proxymeter"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "--squid-logformat proxymeter needs --format squid" in wrong.stderr
 
 
 def test_agent_parsers_read_the_lines_as_the_generator_meant() -> None:
