@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import config as config_mod
-from agent import gcsettings
+from agent.wire import gcsettings
 from agent.aggregate import Aggregator
 from agent.config import Config, Source
 from agent.domains import DomainResolver
@@ -177,7 +177,7 @@ class Agent:
         # leave the rotated file outside the glob with nothing pointing at it.
         self._flush()
         self._update_spool_metrics()
-        gcsettings.settle()  # start-up is done: see agent.gcsettings
+        gcsettings.settle()  # start-up is done: see agent.wire.gcsettings
         runner = None
         loop = asyncio.get_running_loop()
         tasks: list[asyncio.Task[Any]] = []

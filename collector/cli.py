@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 from aiohttp import web
 
-from agent.wire import sdnotify
+from agent.wire import gcsettings, sdnotify
 from agent.wire.logfmt import kv, set_level as set_log_level, setup as setup_logging
 from agent.wire.prometheus import RELOAD_APPLIED, RELOAD_REFUSED
 from agent.wire.tomlschema import EXIT_CONFIG, ConfigError
@@ -156,6 +156,7 @@ async def serve(path: str, cfg: config_mod.CollectorConfig) -> int:
         return 1
     addresses = " ".join(f"{a[0]}:{a[1]}" for a in runner.addresses)
     log.info("listening", extra=kv(address=addresses, store=cfg.storage.path, loop=loop_name()))
+    gcsettings.settle()  # start-up is done: see agent.wire.gcsettings
     sdnotify.notify(sdnotify.READY)
 
     loop = asyncio.get_running_loop()

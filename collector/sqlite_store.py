@@ -911,9 +911,10 @@ class SQLiteStore:
             )
             for row in con.execute(sql, (seg.start, seg.end, *args)):
                 t = by_id.get(row[0])
-                if t is None:
-                    t = by_id[row[0]] = Totals()
-                t.add_sums(*row[1:])
+                if t is None:  # the row's columns are Totals' first ten fields, in order
+                    by_id[row[0]] = Totals(*row[1:])
+                else:
+                    t.add_sums(*row[1:])
         names = self._names(con, list(by_id))
         return {names[i]: t for i, t in by_id.items()}
 

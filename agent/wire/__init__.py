@@ -7,7 +7,9 @@ This package is the single place the collector imports from `agent`:
 - `prometheus`: the text exposition format of `/metrics`;
 - `sdnotify`: the systemd notification datagrams;
 - `logfmt`: the one-event-per-line `key=value` log format;
-- `tomlschema`: TOML config files into frozen dataclasses, errors naming the key path.
-Everything here is pure except `sdnotify.notify` and `logfmt.setup`, which touch a
-socket or the logging module and do nothing else.
+- `tomlschema`: TOML config files into frozen dataclasses, errors naming the key path;
+- `gcsettings`: the garbage-collector settings both long-running services use.
+Everything here is pure except `sdnotify.notify`, `logfmt.setup` and
+`gcsettings.settle`, which touch a socket, the logging module or the interpreter's
+collector and do nothing else.
 """

@@ -1,10 +1,10 @@
-"""agent.gcsettings.settle: what it changes in the collector (restored afterwards)."""
+"""agent.wire.gcsettings.settle: what it changes in the collector (restored afterwards)."""
 
 from __future__ import annotations
 
 import gc
 
-from agent import gcsettings
+from agent.wire import gcsettings
 
 
 def test_settle_freezes_start_up_objects_and_raises_thresholds() -> None:

@@ -1,4 +1,4 @@
-"""Cyclic garbage-collector settings for a process running the agent's pipeline.
+"""Cyclic garbage-collector settings for a long-running service (agent or collector).
 
 Why: the pipeline makes about one container per log line that lives until the next
 flush (an aggregation row: a list and a histogram dict) and many short-lived ones
@@ -8,11 +8,17 @@ re-walking the growing aggregation state and everything built at start (modules,
 Public Suffix List, memo dicts): about a fifth of the agent's CPU on a replay, for
 nothing. Reference counting frees all of it anyway.
 
-Rule: call `settle()` once, after start-up is done (config read, resolvers loaded),
-before the read loop. It collects once, freezes what exists (moved to the permanent
+The collector is alike: a breakdown query builds one totals object per domain (thousands)
+and an ingest decodes one row object per row, all acyclic and freed after the answer;
+with the default thresholds full collections re-walk everything built at start
+(aiohttp, the OpenAPI document, the store's dictionaries) while they are alive.
+
+Rule: call `settle()` once, after start-up is done (config read, resolvers loaded, the
+store open), before serving. It collects once, freezes what exists (moved to the permanent
 generation: never walked again), and makes young-generation passes rare. Cycles made
 later are still collected, only later. Process-wide, so only entry points call it
-(the agent's service, the benchmarks replaying its pipeline), never library code.
+(the agent's service, the collector's serve, the benchmark replaying the agent's
+pipeline), never library code.
 """
 
 from __future__ import annotations
