@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from agent.wire.tomlschema import ConfigError, check, load_file, load_text, positive
+from agent.wire.tomlschema import ConfigError, check, load_file, load_text, non_negative, positive
 
 MIB = 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -66,7 +66,7 @@ class StorageConfig:
     synchronous: Literal["full", "normal"] = "full"
     readers: int = field(default=4, metadata=check(positive, "reader threads/connections"))
     cache_mib: int = field(default=64, metadata=check(positive, "SQLite page cache per connection"))
-    checkpoint_interval: float = field(default=1.0, metadata=check(positive, "seconds between background WAL checkpoints"))
+    checkpoint_interval: float = field(default=1.0, metadata=check(non_negative, "seconds between background WAL checkpoints; 0: SQLite's own, in the writer"))
     max_wal_bytes: int = field(default=256 * MIB, metadata=check(positive, "WAL size at which the writer checkpoints itself"))
 
 

@@ -419,9 +419,10 @@ class SQLiteStore:
 
     async def open(self) -> None:
         await self._write(self._open_writer)
-        self._checkpoint_stop.clear()
-        self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True)
-        self._checkpointer.start()
+        if self.checkpoint_interval > 0:
+            self._checkpoint_stop.clear()
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True)
+            self._checkpointer.start()
         log.info("store opened", extra=kv(path=self.path, strings=len(self._strings), rests=len(self._rests)))
 
     def _open_writer(self) -> None:
@@ -433,7 +434,8 @@ class SQLiteStore:
         con.execute("PRAGMA journal_size_limit = 67108864")
         con.execute("PRAGMA busy_timeout = 5000")
         con.execute("PRAGMA temp_store = MEMORY")
-        con.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
+        if self.checkpoint_interval > 0:
+            con.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
         con.create_function("hist_merge", 2, _hist_merge, deterministic=True)
         con.create_function("hist_join", 1, _hist_join, deterministic=True)
         self._migrate(con)
@@ -507,6 +509,9 @@ class SQLiteStore:
     def _close_writer(self) -> None:
         assert self._w is not None
         try:
+            # Leave the database file whole: the readers may still be open, so closing
+            # the writer would not checkpoint by itself.
+            self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             self._w.execute("PRAGMA optimize")
         finally:
             self._w.close()

@@ -190,6 +190,14 @@ def _db_pages(db: Path) -> int:
     return db.stat().st_size // 4096
 
 
+FIVE_BATCHES = [random_rows(random.Random(i), 400) for i in range(5)]
+
+
+async def _ingest_five(store: SQLiteStore) -> None:
+    for i, rows in enumerate(FIVE_BATCHES):
+        assert await store.ingest(Batch(rows=rows), f"k{i}", T0)
+
+
 async def test_checkpoints_run_in_the_background_not_in_the_writer(tmp_path: Path) -> None:
     import asyncio
 
@@ -199,8 +207,7 @@ async def test_checkpoints_run_in_the_background_not_in_the_writer(tmp_path: Pat
     await store.open()
     try:
         size0 = _db_pages(db)
-        for i in range(5):
-            assert await store.ingest(Batch(rows=random_rows(random.Random(i), 400)), f"k{i}", T0)
+        await _ingest_five(store)
         assert _db_pages(db) == size0
         assert (tmp_path / "s.db-wal").stat().st_size > 100 * 4096
         assert store.writer_checkpoints == 0
@@ -212,8 +219,7 @@ async def test_checkpoints_run_in_the_background_not_in_the_writer(tmp_path: Pat
     await store.open()
     try:
         size0 = _db_pages(db2)
-        for i in range(5):
-            assert await store.ingest(Batch(rows=random_rows(random.Random(i), 400)), f"k{i}", T0)
+        await _ingest_five(store)
         for _ in range(100):  # bounded: 5 s at most
             if _db_pages(db2) > size0 + 100:
                 break
@@ -221,7 +227,7 @@ async def test_checkpoints_run_in_the_background_not_in_the_writer(tmp_path: Pat
         assert _db_pages(db2) > size0 + 100
         assert store.writer_checkpoints == 0
         got = await store.domains(T0, T0 + 3 * DAY, Filter())
-        rows = [r for i in range(5) for r in random_rows(random.Random(i), 400)]
+        rows = [r for batch in FIVE_BATCHES for r in batch]
         assert {d: t.count for d, t in got.items()} == {
             d: sum(r.count for r in rows if r.domain == d) for d in {r.domain for r in rows}
         }
@@ -235,14 +241,32 @@ async def test_writer_checkpoints_when_the_wal_passes_its_limit(tmp_path: Path) 
     await store.open()
     try:
         size0 = _db_pages(db)
-        for i in range(5):
-            assert await store.ingest(Batch(rows=random_rows(random.Random(i), 400)), f"k{i}", T0)
+        await _ingest_five(store)
         assert store.writer_checkpoints == 5  # each batch alone writes more than 64 KiB
         assert _db_pages(db) > size0 + 100
     finally:
         await store.close()
+    # Stopping leaves the database file whole: the WAL is checkpointed and emptied.
+    wal = tmp_path / "s.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
     # Everything acknowledged is there after a reopen.
     con = sqlite3.connect(db)
     n = con.execute("SELECT sum(count) FROM m").fetchone()[0]
     con.close()
-    assert n == sum(r.count for i in range(5) for r in random_rows(random.Random(i), 400))
+    assert n == sum(r.count for batch in FIVE_BATCHES for r in batch)
+
+
+async def test_checkpoint_interval_zero_leaves_checkpoints_to_sqlite(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    store = SQLiteStore(db, checkpoint_interval=0)
+    await store.open()
+    try:
+        size0 = _db_pages(db)
+        for i in range(40):  # bounded: SQLite checkpoints by itself past 1,000 WAL pages
+            assert await store.ingest(Batch(rows=random_rows(random.Random(i), 1000)), f"k{i}", T0)
+            if _db_pages(db) > size0 + 100:
+                break
+        assert _db_pages(db) > size0 + 100
+        assert store.writer_checkpoints == 0
+    finally:
+        await store.close()
