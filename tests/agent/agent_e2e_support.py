@@ -262,7 +262,11 @@ class SquidWriter:
 def agent_config(
     root: Path, collector_url: str, log_path: Path, *, flush_interval: float = 0.5, extra: str = "",
     read_from: str = "beginning", shutdown_timeout: float = 10.0, once_timeout: float = 60.0,
+    metrics_port: int | None = None, source_extra: str = "",
 ) -> Path:
+    """An agent config for one squid source; `metrics_port` serves /metrics on loopback,
+    `source_extra` adds lines to the [[sources]] table."""
+    metrics = "" if metrics_port is None else f"127.0.0.1:{metrics_port}"
     token_file = root / "agent.token"
     token_file.write_text(AGENT_TOKEN + "\n")
     cfg = root / "agent.toml"
@@ -272,7 +276,7 @@ def agent_config(
 worker = "e2e-worker"
 state_dir = "{root / 'state'}"
 log_level = "info"
-metrics_listen = ""
+metrics_listen = "{metrics}"
 poll_interval = 0.05
 
 [collector]
@@ -289,6 +293,7 @@ path = "{log_path}"
 format = "squid"
 timezone = "UTC"
 read_from = "{read_from}"
+{source_extra}
 
 [users]
 pattern = '{USERS_PATTERN}'
@@ -332,3 +337,12 @@ class AgentProc:
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+
+def once_delivers_every_writer(agent: "AgentProc", col: Collector, writers: list[SquidWriter]) -> None:
+    """`run --once` exits 0 and the collector holds exactly what every writer wrote."""
+    col.start()
+    proc = agent.start("--once")
+    assert proc.wait(120) == 0, agent.tail()
+    for w in writers:
+        assert api_totals(col, list(w.users), w.base - 60, w.last_start + 120) == w.totals()

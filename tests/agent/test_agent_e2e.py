@@ -28,6 +28,7 @@ from agent_e2e_support import (
     free_port,
     iso,
     minute_str,
+    once_delivers_every_writer,
     _env,
     stop_process,
     wait_until,
@@ -414,10 +415,8 @@ def test_bad_and_too_long_lines_are_counted_and_skipped(tmp_path: Path) -> None:
     log_path = tmp_path / "logs" / "access.log"
     writer = SquidWriter(log_path, base=_base_minute(10), seed=41)
     port = free_port()
-    cfg = agent_config(tmp_path, col.url, log_path, flush_interval=0.2)
-    cfg.write_text(cfg.read_text()
-                   .replace('metrics_listen = ""', f'metrics_listen = "127.0.0.1:{port}"')
-                   .replace('read_from = "beginning"', 'read_from = "beginning"\nmax_line_bytes = 512'))
+    cfg = agent_config(tmp_path, col.url, log_path, flush_interval=0.2, metrics_port=port,
+                       source_extra="max_line_bytes = 512")
     agent = AgentProc(cfg, tmp_path / "agent.log")
     try:
         col.start()
@@ -468,10 +467,8 @@ def test_metrics_endpoint_reports_exact_values(tmp_path: Path) -> None:
     log_path = tmp_path / "logs" / "access.log"
     log_path.parent.mkdir(parents=True)
     port = free_port()
-    cfg = agent_config(tmp_path, col.url, log_path, flush_interval=0.2)
-    cfg.write_text(cfg.read_text()
-                   .replace('metrics_listen = ""', f'metrics_listen = "127.0.0.1:{port}"')
-                   .replace('read_from = "beginning"', 'read_from = "beginning"\nmax_line_bytes = 512'))
+    cfg = agent_config(tmp_path, col.url, log_path, flush_interval=0.2, metrics_port=port,
+                       source_extra="max_line_bytes = 512")
     agent = AgentProc(cfg, tmp_path / "agent.log")
     state = tmp_path / "state"
     src = str(log_path)
@@ -686,12 +683,8 @@ def test_backlog_in_many_sources_is_cut_into_batches_of_max_batch_rows(tmp_path:
     cfg.write_text(cfg.read_text().replace("max_retry_delay = 0.5", "max_retry_delay = 0.5\nmax_batch_rows = 500"))
     agent = AgentProc(cfg, tmp_path / "agent.log")
     try:
-        col.start()
-        proc = agent.start("--once")
-        assert proc.wait(120) == 0, agent.tail()
+        once_delivers_every_writer(agent, col, writers)
         assert list((tmp_path / "state" / "spool" / "dead-letter").iterdir()) == []
-        for w in writers:
-            assert api_totals(col, list(w.users), w.base - 60, w.last_start + 120) == w.totals()
     finally:
         stop_process(agent.proc, signal.SIGKILL)
         col.stop()

@@ -30,6 +30,7 @@ from agent_e2e_support import (
     api_totals,
     free_port,
     minute_str,
+    once_delivers_every_writer,
     stop_process,
     wait_until,
 )
@@ -193,10 +194,7 @@ def test_once_reads_the_files_that_wait_for_the_open_file_limit(tmp_path: Path) 
                    .replace('timezone = "UTC"\n', 'timezone = "UTC"\nmax_open_files = 1\n', 1))
     agent = AgentProc(cfg, tmp_path / "agent.log")
     try:
-        col.start()
-        assert agent.start("--once").wait(120) == 0, agent.tail()
-        for w in writers:
-            assert api_totals(col, list(w.users), w.base - 60, w.last_start + 120) == w.totals()
+        once_delivers_every_writer(agent, col, writers)
     finally:
         stop_process(agent.proc, signal.SIGKILL)
         col.stop()
