@@ -253,10 +253,11 @@ async def _breakdown(request: web.Request, kind: str) -> dict[str, Any]:
     tz = p.common.tz
     if kind == "errors":
         return render.errors(await store.errors(p.common.start, p.common.end, filt), p.limit, tz)
-    totals = await store.domains(p.common.start, p.common.end, filt)
     if kind == "domains":
-        return render.domains(totals, p.sort_by, p.limit)
-    return render.websites(totals, p.page, p.limit, tz)
+        return render.domains(await store.domains(p.common.start, p.common.end, filt, order=p.sort_by, limit=p.limit))
+    offset = (p.page - 1) * p.limit
+    page = await store.domains(p.common.start, p.common.end, filt, order="visits", limit=p.limit, offset=offset)
+    return render.websites(page, p.page, p.limit, tz)
 
 
 def _chart_handler(kind: str) -> Callable[[web.Request], Awaitable[dict[str, Any]]]:

@@ -69,6 +69,23 @@ class Totals:
 # /analytics/errors lists this many sample domains per error.
 SAMPLE_DOMAINS = 3
 
+# How /domains (sortBy=bytes|count) and /websites ("visits") rank domains: most first
+# by each measure in turn, then by domain name ascending (code point order): the one
+# definition every backend ranks by.
+DOMAIN_ORDERS: dict[str, tuple[str, ...]] = {
+    "bytes": ("bytes_total", "count"),
+    "count": ("count", "bytes_total"),
+    "visits": ("count",),
+}
+
+
+@dataclass(slots=True)
+class DomainPage:
+    """One ranked page of the domain breakdown."""
+
+    items: list[tuple[str, Totals]]  # (domain, totals), in DOMAIN_ORDERS[order] order
+    total: int  # distinct non-empty domains the range and filter hold
+
 
 @dataclass(slots=True)
 class ErrorTotals:

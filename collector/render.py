@@ -8,6 +8,8 @@ in the requested zone. Ordering rules (documented in the README):
 - errors: by total_errors descending, ties by error text ascending; sample_domains are
   the (up to 3) domains with the most errors of that kind, ties by name;
 - websites: by total_count descending, ties by domain name ascending.
+Domains and websites arrive ranked and paged by the store (collector.model.DOMAIN_ORDERS):
+only the page is rendered.
 Empty buckets are omitted; the empty domain "" is not a website and is left out of
 domains/websites.
 """
@@ -19,7 +21,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from agent.wire import histogram
-from collector.model import SAMPLE_DOMAINS, ErrorTotals, Totals
+from collector.model import SAMPLE_DOMAINS, DomainPage, ErrorTotals, Totals
 from collector.plan import ChartPlan
 
 Obj = dict[str, Any]
@@ -105,16 +107,7 @@ def latency(p: ChartPlan, buckets: dict[int, Totals], tz: tzinfo) -> Obj:
     return {"data": out}
 
 
-def rank_domains(totals: dict[str, Totals], sort_by: str) -> list[tuple[str, Totals]]:
-    items = [(d, t) for d, t in totals.items() if d]
-    if sort_by == "count":
-        items.sort(key=lambda it: (-it[1].count, -(it[1].bytes_sent + it[1].bytes_received), it[0]))
-    else:
-        items.sort(key=lambda it: (-(it[1].bytes_sent + it[1].bytes_received), -it[1].count, it[0]))
-    return items
-
-
-def domains(totals: dict[str, Totals], sort_by: str, limit: int) -> Obj:
+def domains(page: DomainPage) -> Obj:
     return {
         "data": [
             {
@@ -125,7 +118,7 @@ def domains(totals: dict[str, Totals], sort_by: str, limit: int) -> Obj:
                 "total_bytes_received": str(t.bytes_received),
                 "total_errors": str(t.error_count),
             }
-            for d, t in rank_domains(totals, sort_by)[:limit]
+            for d, t in page.items
         ]
     }
 
@@ -147,10 +140,9 @@ def errors(totals: dict[str, ErrorTotals], limit: int, tz: tzinfo) -> Obj:
     return {"data": out}
 
 
-def websites(totals: dict[str, Totals], page: int, limit: int, tz: tzinfo) -> Obj:
-    items = sorted(((d, t) for d, t in totals.items() if d), key=lambda it: (-it[1].count, it[0]))
-    total = len(items)
-    chunk = items[(page - 1) * limit : page * limit]
+def websites(page: DomainPage, page_no: int, limit: int, tz: tzinfo) -> Obj:
+    total = page.total
+    chunk = page.items
     return {
         "data": [
             {
@@ -162,7 +154,7 @@ def websites(totals: dict[str, Totals], page: int, limit: int, tz: tzinfo) -> Ob
             }
             for d, t in chunk
         ],
-        "page": page,
+        "page": page_no,
         "limit": limit,
         "total": total,
         "totalPages": math.ceil(total / limit),

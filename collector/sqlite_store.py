@@ -67,7 +67,7 @@ from agent.wire import histogram
 from agent.wire.batch import SECONDS_PER_MINUTE, Batch, WireError
 from agent.wire.logfmt import kv
 from collector.fastdecode import gc_paused
-from collector.model import SAMPLE_DOMAINS, ErrorTotals, Filter, Totals
+from collector.model import DOMAIN_ORDERS, SAMPLE_DOMAINS, DomainPage, ErrorTotals, Filter, Totals
 from collector.plan import DAY, HOUR, MINUTE, ChartPlan, breakdown_cover, floor_to
 from collector.store import StoreError
 
@@ -329,6 +329,15 @@ def _hist_join(hexes: str) -> bytes | None:
         for k, v in msgpack.unpackb(bytes.fromhex(h), strict_map_key=False).items():
             acc[k] = get(k, 0) + v
     return hist_pack(acc)
+
+
+# DOMAIN_ORDERS as an ORDER BY over the ranked query's columns (c: count, bt: bytes);
+# SQLite's BINARY collation orders UTF-8 by code point, as Python orders str.
+_ORDER_COLUMN = {"count": "c", "bytes_total": "bt"}
+_ORDER_SQL = {
+    order: ", ".join(f"{_ORDER_COLUMN[m]} DESC" for m in measures) + ", name"
+    for order, measures in DOMAIN_ORDERS.items()
+}
 
 
 def peak_level(filt: Filter) -> tuple[int, int, int]:
@@ -895,33 +904,54 @@ class SQLiteStore:
                     bucket(ts).add_peak(peak)
         return buckets
 
-    async def domains(self, start: int, end: int, filt: Filter) -> dict[str, Totals]:
-        return await self._read(self._domains, start, end, filt)
+    async def domains(
+        self, start: int, end: int, filt: Filter, *, order: str, limit: int, offset: int = 0
+    ) -> DomainPage:
+        return await self._read(self._domains, start, end, filt, order, limit, offset)
 
-    def _domains(self, con: sqlite3.Connection, start: int, end: int, filt: Filter) -> dict[str, Totals]:
+    def _domains(
+        self, con: sqlite3.Connection, start: int, end: int, filt: Filter, order: str, limit: int, offset: int
+    ) -> DomainPage:
         ok, domain_id = self._domain_id(con, filt)
-        by_id: dict[int, Totals] = {}
         if not ok:
-            return {}
+            return DomainPage([], 0)
         where, args = self._where(filt, domain_id)
         narrow = self._family(filt) in ("t", "n")
+        parts, params = [], []
         for seg in breakdown_cover(start, end):
             table = FAMILIES[("n", seg.level)] if narrow else BASE[seg.level]
+            first, last = ("first_ts", "last_ts") if table.spans else ("ts", "ts")
             # Only the measures the breakdowns show (see Store.domains): every
             # aggregate costs about a millisecond per 10,000 rows.
-            sql = (
-                f"SELECT domain, sum(count), sum(bytes_sent), sum(bytes_received), sum(error_count), 0, 0, 0, 0, "
-                f"{self._span_cols(table, True)} FROM {table.name} "
-                f"WHERE ts >= ? AND ts < ?{where} AND domain != 0 GROUP BY domain"
+            parts.append(
+                f"SELECT domain, count, bytes_sent, bytes_received, error_count, {first} AS f, {last} AS l "
+                f"FROM {table.name} WHERE ts >= ? AND ts < ?{where} AND domain != 0"
             )
-            for row in con.execute(sql, (seg.start, seg.end, *args)):
-                t = by_id.get(row[0])
-                if t is None:  # the row's columns are Totals' first ten fields, in order
-                    by_id[row[0]] = Totals(*row[1:])
-                else:
-                    t.add_sums(*row[1:])
-        names = self._names(con, list(by_id))
-        return {names[i]: t for i, t in by_id.items()}
+            params += [seg.start, seg.end, *args]
+        if not parts:
+            return DomainPage([], 0)
+        # Grouped, ranked and cut to the page in SQL: a week holds thousands of domains
+        # and only the page's rows (and their names) come back to Python.
+        grouped = (
+            "SELECT domain, sum(count) AS c, sum(bytes_sent) AS bs, sum(bytes_received) AS br, "
+            f"sum(error_count) AS e, min(f) AS f, max(l) AS l FROM ({' UNION ALL '.join(parts)}) GROUP BY domain"
+        )
+        sql = (
+            f"SELECT s.s AS name, c, bs, br, e, f, l, bs + br AS bt, count(*) OVER () FROM ({grouped}) "
+            f"JOIN strings AS s ON s.id = domain ORDER BY {_ORDER_SQL[order]} LIMIT ? OFFSET ?"
+        )
+        rows = con.execute(sql, (*params, limit, offset)).fetchall()
+        if rows:
+            total = rows[0][8]
+        elif offset:  # a page past the end still tells how many there are
+            total = con.execute(f"SELECT count(*) FROM ({grouped})", params).fetchone()[0]
+        else:
+            total = 0
+        items = [
+            (name, Totals(count=c, bytes_sent=bs, bytes_received=br, error_count=e, first_ts=f, last_ts=l))
+            for name, c, bs, br, e, f, l, _bt, _n in rows
+        ]
+        return DomainPage(items, total)
 
     async def errors(self, start: int, end: int, filt: Filter) -> dict[str, ErrorTotals]:
         return await self._read(self._errors, start, end, filt)

@@ -11,10 +11,13 @@ Contract:
   `peak` set (when asked for) from concurrency profiles where any exist for the bucket
   and the filter has no domain (a bucket with a peak but no rows is present, counters
   zero), and `latency` filled only when asked for.
-- `domains` returns totals per domain (count, bytes, error_count and first/last seen:
-  what the breakdowns show; the other fields may be left 0), `errors` per error text
-  (with per-domain error counts for at least the candidates for the samples); both
-  over the query's range and filter.
+- `domains` returns one page of the domains ranked by `DOMAIN_ORDERS[order]` (rows
+  `offset` to `offset + limit`; domain "" is never listed) with their totals (count,
+  bytes, error_count and first/last seen: what the breakdowns show; the other fields
+  may be left 0) and the number of distinct domains; `errors` returns totals per error
+  text (with per-domain error counts for at least the candidates for the samples);
+  both over the query's range and filter. Ranking and paging belong to the backend
+  because a week of a busy fleet holds thousands of domains and a page shows 100.
 - Times are UTC epoch seconds; `now` is passed in, a store never reads a clock.
 - A `ChartPlan` gives the bucket edges (`edges`, in UTC epoch seconds, already aligned in
   the query's zone) and the query's `start`/`end`; a row of minute m belongs to bucket i
@@ -36,7 +39,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from agent.wire.batch import Batch
-from collector.model import ErrorTotals, Filter, Totals
+from collector.model import DomainPage, ErrorTotals, Filter, Totals
 from collector.plan import ChartPlan
 
 
@@ -55,7 +58,9 @@ class Store(Protocol):
         self, plan: ChartPlan, filt: Filter, *, with_latency: bool = False, with_peaks: bool = False
     ) -> dict[int, Totals]: ...
 
-    async def domains(self, start: int, end: int, filt: Filter) -> dict[str, Totals]: ...
+    async def domains(
+        self, start: int, end: int, filt: Filter, *, order: str, limit: int, offset: int = 0
+    ) -> DomainPage: ...
 
     async def errors(self, start: int, end: int, filt: Filter) -> dict[str, ErrorTotals]: ...
 

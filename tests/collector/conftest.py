@@ -159,3 +159,10 @@ async def make_api(tmp_path: Path, backend: Backend) -> AsyncIterator[Callable[.
 @pytest.fixture
 async def api(make_api: Callable[..., Any]) -> Api:
     return await make_api()
+
+
+async def all_domains(store: Any, start: int, end: int, filt: Any) -> dict[str, Any]:
+    """Every domain's totals from a Store's ranked breakdown (one page holding all)."""
+    page = await store.domains(start, end, filt, order="visits", limit=10**9)
+    assert page.total == len(page.items)
+    return dict(page.items)

@@ -12,6 +12,7 @@ import msgpack
 
 from agent.wire.batch import Batch, Profile, Row
 from collector.model import Filter
+from tests.collector.conftest import all_domains
 from collector.plan import DAY, chart_plan, UTC
 from collector.sqlite_store import MIGRATIONS, SQLiteStore
 from collector.store import Store
@@ -138,7 +139,7 @@ async def test_reopen_keeps_data_and_dictionaries(tmp_path: Path) -> None:
         try:
             await store.ingest(Batch(rows=[Row(ts=T0, domain="a.com", worker="w", count=1)]), f"k{n}", T0)
             assert not await store.ingest(Batch(rows=[Row(ts=T0, domain="a.com", count=1)]), "k0", T0)
-            totals = await store.domains(T0, T0 + DAY, Filter())
+            totals = await all_domains(store, T0, T0 + DAY, Filter())
             assert {d: t.count for d, t in totals.items()} == {"a.com": n + 1}
         finally:
             await store.close()
@@ -163,7 +164,7 @@ async def test_retention_drops_old_rows_and_keeps_keys_seven_days(tmp_path: Path
         deleted = await store.retention(now)
         assert deleted["m"] == 1 and deleted["h"] == 1 and deleted["d"] == 1
         assert deleted["conc_m"] == 4 and deleted["idem"] == 0
-        totals = await store.domains(T0, T0 + 5 * DAY, Filter())
+        totals = await all_domains(store, T0, T0 + 5 * DAY, Filter())
         assert {d: t.count for d, t in totals.items()} == {"new.com": 2}
         # Keys stay 7 days: a retry of the old batch is still recognised...
         assert not await store.ingest(Batch(rows=[old]), "old-key", now)
@@ -226,7 +227,7 @@ async def test_checkpoints_run_in_the_background_not_in_the_writer(tmp_path: Pat
             await asyncio.sleep(0.05)
         assert _db_pages(db2) > size0 + 100
         assert store.writer_checkpoints == 0
-        got = await store.domains(T0, T0 + 3 * DAY, Filter())
+        got = await all_domains(store, T0, T0 + 3 * DAY, Filter())
         rows = [r for batch in FIVE_BATCHES for r in batch]
         assert {d: t.count for d, t in got.items()} == {
             d: sum(r.count for r in rows if r.domain == d) for d in {r.domain for r in rows}
@@ -268,5 +269,48 @@ async def test_checkpoint_interval_zero_leaves_checkpoints_to_sqlite(tmp_path: P
                 break
         assert _db_pages(db) > size0 + 100
         assert store.writer_checkpoints == 0
+    finally:
+        await store.close()
+
+
+async def test_domains_are_ranked_and_paged_as_documented(tmp_path: Path) -> None:
+    """Every order, with ties on each measure, across minute/hour/day segments, page by
+    page, against a ranking computed here from the rows."""
+    rnd = random.Random(5)
+    names = [f"d{i:02d}.com" for i in range(40)] + ["Z.com", "\u00e9.com", "a.com"]
+    rows = []
+    for _ in range(900):
+        n = rnd.choice([1, 2, 2, 3])  # few distinct values: many ties
+        rows.append(Row(ts=T0 + rnd.randrange(3 * 24 * 60) * 60, domain=rnd.choice(names), count=n,
+                        bytes_sent=100 * rnd.choice([0, 1]), bytes_received=100 * rnd.choice([1, 2])))
+    rows.append(Row(ts=T0 + 60, domain="", count=50, bytes_received=10**6))  # never listed
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        assert await store.ingest(Batch(rows=rows), "k", T0)
+        start, end = T0 + 7 * 60 + 13, T0 + 3 * DAY - 3 * 3600 - 120
+        inside = [r for r in rows if start <= r.ts // 60 * 60 < end and r.ts >= (start + 59) // 60 * 60 and r.domain]
+        count: dict[str, int] = defaultdict(int)
+        nbytes: dict[str, int] = defaultdict(int)
+        for r in inside:
+            count[r.domain] += r.count
+            nbytes[r.domain] += r.bytes_sent + r.bytes_received
+        expected = {
+            "bytes": sorted(count, key=lambda d: (-nbytes[d], -count[d], d)),
+            "count": sorted(count, key=lambda d: (-count[d], -nbytes[d], d)),
+            "visits": sorted(count, key=lambda d: (-count[d], d)),
+        }
+        assert len(set(count.values())) < len(count)  # ties were met
+        for order, want in expected.items():
+            got: list[str] = []
+            for offset in range(0, len(want) + 10, 7):
+                page = await store.domains(start, end, Filter(), order=order, limit=7, offset=offset)
+                assert page.total == len(want)
+                got += [d for d, _ in page.items]
+                for d, t in page.items:
+                    assert (t.count, t.bytes_sent + t.bytes_received) == (count[d], nbytes[d])
+            assert got == want, order
+        empty = await store.domains(start, end, Filter(domain="nowhere.com"), order="bytes", limit=5)
+        assert (empty.items, empty.total) == ([], 0)
     finally:
         await store.close()
