@@ -14,7 +14,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
 from datetime import timezone
+from typing import Any
 
 
 STAGES = ("read", "parse", "enrich", "aggregate", "encode")
@@ -57,18 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     flush_ms = int(args.flush_s * 1000)
     upto = STAGES.index(args.upto)
 
+    def chunks() -> Iterator[Any]:
+        while True:
+            got = tailer.poll(args.poll_bytes)
+            if not got:
+                return
+            yield from got
+
     def floor() -> None:
         op = json.loads if args.format == "jsonl" else bytes.split
         lines = nbytes = 0
-        while True:
-            chunks = tailer.poll(args.poll_bytes)
-            if not chunks:
-                break
-            for chunk in chunks:
-                lines += len(chunk.lines)
-                for line in chunk.lines:
-                    nbytes += len(line) + 1
-                    op(line)
+        for chunk in chunks():
+            lines += len(chunk.lines)
+            for line in chunk.lines:
+                nbytes += len(line) + 1
+                op(line)
         out.update(lines=lines, bytes=nbytes)
 
     def pipeline() -> None:
@@ -77,38 +82,34 @@ def main(argv: list[str] | None = None) -> int:
         add = agg.add
         lines = nbytes = errors = records = 0
         next_flush = None
-        while True:
-            chunks = tailer.poll(args.poll_bytes)
-            if not chunks:
-                break
-            for chunk in chunks:
-                lines += len(chunk.lines)
-                if upto == 0:
-                    nbytes += sum(map(len, chunk.lines)) + len(chunk.lines)
+        for chunk in chunks():
+            lines += len(chunk.lines)
+            if upto == 0:
+                nbytes += sum(map(len, chunk.lines)) + len(chunk.lines)
+                continue
+            for line in chunk.lines:
+                nbytes += len(line) + 1
+                try:
+                    rec = parse(line)
+                except ParseError:
+                    errors += 1
                     continue
-                for line in chunk.lines:
-                    nbytes += len(line) + 1
-                    try:
-                        rec = parse(line)
-                    except ParseError:
-                        errors += 1
-                        continue
-                    if rec is None:
-                        continue
-                    records += 1
-                    if upto < 2:
-                        continue
-                    enrich(rec)
-                    if upto < 3:
-                        continue
-                    add(rec)
-                    # log time: squid stamps the end, so end_ms is the clock of the file
-                    now = rec.start_ms + rec.duration_ms
-                    if next_flush is None:
-                        next_flush = now + flush_ms
-                    elif now >= next_flush:
-                        flush(now)
-                        next_flush = now + flush_ms
+                if rec is None:
+                    continue
+                records += 1
+                if upto < 2:
+                    continue
+                enrich(rec)
+                if upto < 3:
+                    continue
+                add(rec)
+                # log time: squid stamps the end, so end_ms is the clock of the file
+                now = rec.start_ms + rec.duration_ms
+                if next_flush is None:
+                    next_flush = now + flush_ms
+                elif now >= next_flush:
+                    flush(now)
+                    next_flush = now + flush_ms
         flush(next_flush or 0)
         out.update(lines=lines, bytes=nbytes, parse_errors=errors, records=records)
 

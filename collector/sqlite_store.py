@@ -904,6 +904,28 @@ class SQLiteStore:
                     bucket(ts).add_peak(peak)
         return buckets
 
+    def _breakdown_source(
+        self, con: sqlite3.Connection, start: int, end: int, filt: Filter, family: str, columns: str, keep: str
+    ) -> tuple[str, list[int]] | None:
+        """`SELECT columns, f, l` (first and last minute) over the rollup segments that
+        cover [start, end) for a breakdown, as one UNION ALL with its parameters; the
+        narrow `family` where the filter allows it. None: nothing can match."""
+        ok, domain_id = self._domain_id(con, filt)
+        if not ok:
+            return None
+        where, args = self._where(filt, domain_id)
+        narrow = self._family(filt) in ("t", "n")
+        parts, params = [], []
+        for seg in breakdown_cover(start, end):
+            table = FAMILIES[(family, seg.level)] if narrow else BASE[seg.level]
+            first, last = ("first_ts", "last_ts") if table.spans else ("ts", "ts")
+            parts.append(
+                f"SELECT {columns}, {first} AS f, {last} AS l FROM {table.name} "
+                f"WHERE ts >= ? AND ts < ?{where} AND {keep}"
+            )
+            params += [seg.start, seg.end, *args]
+        return (" UNION ALL ".join(parts), params) if parts else None
+
     async def domains(
         self, start: int, end: int, filt: Filter, *, order: str, limit: int, offset: int = 0
     ) -> DomainPage:
@@ -912,29 +934,19 @@ class SQLiteStore:
     def _domains(
         self, con: sqlite3.Connection, start: int, end: int, filt: Filter, order: str, limit: int, offset: int
     ) -> DomainPage:
-        ok, domain_id = self._domain_id(con, filt)
-        if not ok:
+        # Only the measures the breakdowns show (see Store.domains): every aggregate
+        # costs about a millisecond per 10,000 rows.
+        source = self._breakdown_source(
+            con, start, end, filt, "n", "domain, count, bytes_sent, bytes_received, error_count", "domain != 0"
+        )
+        if source is None:
             return DomainPage([], 0)
-        where, args = self._where(filt, domain_id)
-        narrow = self._family(filt) in ("t", "n")
-        parts, params = [], []
-        for seg in breakdown_cover(start, end):
-            table = FAMILIES[("n", seg.level)] if narrow else BASE[seg.level]
-            first, last = ("first_ts", "last_ts") if table.spans else ("ts", "ts")
-            # Only the measures the breakdowns show (see Store.domains): every
-            # aggregate costs about a millisecond per 10,000 rows.
-            parts.append(
-                f"SELECT domain, count, bytes_sent, bytes_received, error_count, {first} AS f, {last} AS l "
-                f"FROM {table.name} WHERE ts >= ? AND ts < ?{where} AND domain != 0"
-            )
-            params += [seg.start, seg.end, *args]
-        if not parts:
-            return DomainPage([], 0)
+        union, params = source
         # Grouped, ranked and cut to the page in SQL: a week holds thousands of domains
         # and only the page's rows (and their names) come back to Python.
         grouped = (
             "SELECT domain, sum(count) AS c, sum(bytes_sent) AS bs, sum(bytes_received) AS br, "
-            f"sum(error_count) AS e, min(f) AS f, max(l) AS l FROM ({' UNION ALL '.join(parts)}) GROUP BY domain"
+            f"sum(error_count) AS e, min(f) AS f, max(l) AS l FROM ({union}) GROUP BY domain"
         )
         sql = (
             f"SELECT s.s AS name, c, bs, br, e, f, l, bs + br AS bt, count(*) OVER () FROM ({grouped}) "
@@ -957,28 +969,16 @@ class SQLiteStore:
         return await self._read(self._errors, start, end, filt)
 
     def _errors(self, con: sqlite3.Connection, start: int, end: int, filt: Filter) -> dict[str, ErrorTotals]:
-        ok, domain_id = self._domain_id(con, filt)
-        if not ok:
+        source = self._breakdown_source(con, start, end, filt, "e", "error, domain, error_count AS n", "error != 0")
+        if source is None:
             return {}
-        where, args = self._where(filt, domain_id)
-        narrow = self._family(filt) in ("t", "n")
-        parts, params = [], []
-        for seg in breakdown_cover(start, end):
-            table = FAMILIES[("e", seg.level)] if narrow else BASE[seg.level]
-            first, last = ("first_ts", "last_ts") if table.spans else ("ts", "ts")
-            parts.append(
-                f"SELECT error, domain, error_count AS n, {first} AS f, {last} AS l FROM {table.name} "
-                f"WHERE ts >= ? AND ts < ?{where} AND error != 0"
-            )
-            params += [seg.start, seg.end, *args]
-        if not parts:
-            return {}
+        union, params = source
         # Totals per error, and per error only the domains that can be among the
         # samples (rank <= SAMPLE_DOMAINS keeps every tie), all in SQL: a week holds
         # tens of thousands of (error, domain) pairs.
         sql = (
             f"WITH g AS MATERIALIZED (SELECT error, domain, sum(n) AS n, min(f) AS f, max(l) AS l "
-            f"FROM ({' UNION ALL '.join(parts)}) GROUP BY error, domain) "
+            f"FROM ({union}) GROUP BY error, domain) "
             "SELECT 0, error, 0, sum(n), min(f), max(l) FROM g GROUP BY error "
             "UNION ALL SELECT 1, error, domain, n, 0, 0 FROM ("
             "SELECT error, domain, n, rank() OVER (PARTITION BY error ORDER BY n DESC) AS rk FROM g WHERE domain != 0"
