@@ -122,7 +122,7 @@ def run(report: Report, quick: bool) -> None:
         dump = wd / "ingest.prof"
         child = run_child([sys.executable, "-m", "bench.profiles", "ingest", "--db", str(db), "--rows",
                            str(min(n_rows, 100_000)), "--dump", str(dump)])
-        report.profiles.append((f"ingest: decode_body + SQLite Store write of {min(n_rows, 100_000):,} rows in "
+        report.profiles.append((f"ingest: collector decode + SQLite Store write of {min(n_rows, 100_000):,} rows in "
                                 "msgpack bodies of 10,000 (synchronous, in-process, no HTTP)",
                                 child.stdout.decode()))
         for p in db_files(db):

@@ -2,7 +2,7 @@
 
 `profile_agent` runs `agent.cli.main` (argv after the known options) under cProfile with
 a CPU clock. `profile_ingest` runs in a child (`python -m bench.profiles ingest ...`): it decodes
-msgpack bodies and applies them with the SQLite store's writer *synchronously on the
+msgpack bodies with the collector's decoder and applies them with the SQLite store's writer *synchronously on the
 main thread*, because cProfile sees only the thread it runs in and the collector does
 its writes on a worker thread.
 """
@@ -42,7 +42,7 @@ def profile_ingest(db: str, bodies: list[bytes], dump: str) -> None:
     import asyncio
     import cProfile
 
-    from agent.wire.batch import decode_body
+    from collector.fastdecode import decode
     from collector.sqlite_store import SQLiteStore
 
     store = SQLiteStore(db)
@@ -50,7 +50,7 @@ def profile_ingest(db: str, bodies: list[bytes], dump: str) -> None:
     prof = cProfile.Profile()
     prof.enable()
     for i, body in enumerate(bodies):
-        batch = decode_body(body, "application/msgpack")
+        batch = decode(body, "application/msgpack")  # the collector's own decoder
         store._ingest(batch, f"profile:{i}", 0)  # noqa: SLF001 - see the module docstring
     prof.disable()
     prof.dump_stats(dump)

@@ -105,7 +105,7 @@ def run(report: Report, quick: bool) -> None:
         report.add(Result("6 wire", f"msgpack bytes per million {fmt} lines (10 s flushes)",
                           f"{r['wire_bytes'] * per_m / MIB:,.2f} MiB",
                           note=f"{r['rows'] * per_m:,.0f} rows + {r['profiles'] * per_m:,.0f} profiles per M lines; "
-                               f"{r['bytes'] / max(1, r['wire_bytes']):,.1f}x smaller than the log; "
+                               f"wire bytes / log bytes = {r['wire_bytes'] / max(1, r['bytes']):,.2f}; "
                                f"log rate 2,000 lines/s"))
 
     small = min(n, 200_000)

@@ -149,11 +149,19 @@ _TEMPS = (_B, _XH, _XO, _XN)
 
 
 # The merged histogram of a group, in C for the common group of at most one histogram;
-# larger groups hand their blobs (hex, comma-separated) to one Python call per group.
-HIST_SUM = "CASE WHEN count(latency) <= 1 THEN max(latency) ELSE hist_join(group_concat(hex(latency))) END"
+# larger groups hand their blobs, concatenated into one msgpack stream, to one Python
+# call per group (group_concat skips NULLs and keeps every byte; the CAST makes the
+# TEXT it returns a BLOB again).
+HIST_SUM = ("CASE WHEN count(latency) <= 1 THEN max(latency) "
+            "ELSE hist_sum(CAST(group_concat(latency, '') AS BLOB)) END")
+# What migration 2 was written with (hex, comma-separated): an applied migration's text
+# never changes, so its function stays registered too.
+HIST_SUM_V2 = "CASE WHEN count(latency) <= 1 THEN max(latency) ELSE hist_join(group_concat(hex(latency))) END"
 
 
-def derive_sql(target: Table, src: Table, *, grouped: bool, where: str = "1", upsert: bool = True) -> str:
+def derive_sql(
+    target: Table, src: Table, *, grouped: bool, where: str = "1", upsert: bool = True, hist_sum: str = HIST_SUM
+) -> str:
     """INSERT INTO target the rows of src rolled up to target's keys and level."""
     keys = [f"ts - ts % {target.level}" if k == "ts" and target.level > src.level else k for k in target.keys]
     first, last = ("first_ts", "last_ts") if src.spans else ("ts", "ts")
@@ -162,7 +170,7 @@ def derive_sql(target: Table, src: Table, *, grouped: bool, where: str = "1", up
         if target.spans:
             vals += [f"min({first})", f"max({last})"]
         if target.latency:
-            vals.append(HIST_SUM)
+            vals.append(hist_sum)
     else:
         vals = [*_SUMS, *_MAXES]
         if target.spans:
@@ -253,7 +261,8 @@ def _migration_2() -> str:
         parts.append(f"INSERT INTO {new.name} ({cols}) SELECT {cols} FROM {old}")
         parts.append(f"DROP TABLE {old}")
     for (fam, _level), table in FAMILIES.items():
-        parts.append(derive_sql(table, M, grouped=True, where="error != 0" if fam == "e" else "1", upsert=False))
+        parts.append(derive_sql(table, M, grouped=True, where="error != 0" if fam == "e" else "1", upsert=False,
+                                hist_sum=HIST_SUM_V2))
     return ";\n".join(parts) + ";\n"
 
 
@@ -317,6 +326,18 @@ def _hist_merge(a: bytes | None, b: bytes | None) -> bytes | None:
     if not b:
         return a
     return hist_pack(histogram.add(hist_unpack(a), hist_unpack(b)))
+
+
+def _hist_sum(stream: bytes) -> bytes | None:
+    """hist_sum(CAST(group_concat(latency, '') AS BLOB)): the sum of a group's histograms."""
+    acc: histogram.Histogram = {}
+    get = acc.get
+    unpacker = msgpack.Unpacker(strict_map_key=False)
+    unpacker.feed(stream)
+    for hist in unpacker:
+        for k, v in hist.items():
+            acc[k] = get(k, 0) + v
+    return hist_pack(acc)
 
 
 def _hist_join(hexes: str) -> bytes | None:
@@ -447,6 +468,7 @@ class SQLiteStore:
             con.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread does it
         con.create_function("hist_merge", 2, _hist_merge, deterministic=True)
         con.create_function("hist_join", 1, _hist_join, deterministic=True)
+        con.create_function("hist_sum", 1, _hist_sum, deterministic=True)
         self._migrate(con)
         for t in _TEMPS:
             con.execute(t.ddl(temp=True))
