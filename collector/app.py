@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.wire.batch import Batch, WireError
+from agent.wire.batch import WireError
 from agent.wire.logfmt import kv
 from agent.wire.prometheus import CONTENT_TYPE as PROM_CONTENT_TYPE
 from collector import params, plan, render
@@ -31,7 +31,6 @@ from collector.model import Filter
 from collector.openapi import build_openapi
 from collector.sqlite_store import SQLiteStore
 from collector.store import Store, StoreError
-from collector.textcheck import first_unencodable, may_hold_surrogates
 
 log = logging.getLogger(__name__)
 
@@ -125,22 +124,6 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def decode_checked(body: bytes, content_type: str, max_rows: int) -> Batch:
-    """decode_body plus what it lets through: nesting too deep for the JSON/msgpack
-    parsers, and strings that are not valid Unicode (see collector.textcheck)."""
-    try:
-        batch = decode_body(body, content_type, max_rows)
-    except RecursionError:
-        raise WireError("", "body is nested too deeply") from None
-    # msgpack strings are decoded as strict UTF-8: no surrogate gets through
-    is_msgpack = content_type.split(";", 1)[0].strip().lower().endswith("msgpack")
-    if not is_msgpack and may_hold_surrogates(body):
-        path = first_unencodable(batch)
-        if path is not None:
-            raise WireError(path, "not valid Unicode text (a lone UTF-16 surrogate)")
-    return batch
-
-
 async def ingest(request: web.Request) -> web.Response:
     state = _state(request)
     m = state.metrics
@@ -163,7 +146,7 @@ async def ingest(request: web.Request) -> web.Response:
     try:
         # Off the loop: a 16 MiB body takes a while to validate.
         batch = await asyncio.get_running_loop().run_in_executor(
-            None, decode_checked, body, request.headers.get("Content-Type", ""), state.config.server.max_rows
+            None, decode_body, body, request.headers.get("Content-Type", ""), state.config.server.max_rows
         )
     except WireError as exc:
         m.rejects.inc(1, "invalid_body")

@@ -28,15 +28,17 @@ import msgpack
 from agent.wire import histogram
 from agent.wire.batch import (
     CONTENT_TYPE_JSON,
-    CONTENT_TYPE_MSGPACK,
     MAX_COUNTER,
     MAX_INT,
     MAX_STR,
+    MSGPACK_TYPES,
     Batch,
     Profile,
     Row,
     WireError,
     decode_body,
+    first_unencodable,
+    may_hold_surrogates,
     parse_ts,
     profile_from_obj,
 )
@@ -52,7 +54,6 @@ _ID_POS = (0, 1, 2)
 _COUNTER_POS = tuple(range(10, 18))
 _ALL = frozenset(("ts", *_FIELDS, "latency"))
 _get = itemgetter(*_FIELDS)
-_MSGPACK_TYPES = (CONTENT_TYPE_MSGPACK, "application/x-msgpack", "application/vnd.msgpack")
 
 
 class _Slow(Exception):
@@ -84,13 +85,16 @@ def gc_paused() -> Iterator[None]:
 def _decode(body: bytes, content_type: str, max_rows: int | None) -> Batch:
     ctype = content_type.split(";", 1)[0].strip().lower()
     try:
-        if ctype in _MSGPACK_TYPES:
+        if ctype in MSGPACK_TYPES:
             obj = msgpack.unpackb(body, raw=False, strict_map_key=False)
         elif ctype in (CONTENT_TYPE_JSON, ""):
             obj = json.loads(body)
         else:
             raise _Slow
-        return _fast(obj, max_rows)
+        batch = _fast(obj, max_rows)
+        if ctype not in MSGPACK_TYPES and may_hold_surrogates(body) and first_unencodable(batch) is not None:
+            raise _Slow  # a lone surrogate: the reference names the field
+        return batch
     except Exception:  # _Slow, or anything the parsers raise: the reference decides
         return decode_body(body, content_type, max_rows)
 

@@ -29,13 +29,15 @@ Ids (user_id, order_id, port) may use the whole int64 range; counters are capped
 integers (and in the doubles a JSON reader may use) instead of overflowing.
 `ts` is at or after 1970-01-01.
 `decode_body` validates the whole body before returning anything, so a caller that
-stores only after it returns never stores half a body.
+stores only after it returns never stores half a body; that includes JSON nested too
+deeply for the parser and strings that are not valid Unicode (lone surrogates).
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,6 +49,7 @@ from agent.wire import histogram
 
 CONTENT_TYPE_MSGPACK = "application/msgpack"
 CONTENT_TYPE_JSON = "application/json"
+MSGPACK_TYPES = (CONTENT_TYPE_MSGPACK, "application/x-msgpack", "application/vnd.msgpack")
 
 INT_DIMENSIONS = ("user_id", "order_id", "port")
 STR_DIMENSIONS = ("protocol", "ip_out", "ip_from", "peer_id", "worker", "domain", "error")
@@ -244,7 +247,7 @@ def batch_from_obj(obj: object, max_rows: int | None = None) -> Batch:
 def decode_body(body: bytes, content_type: str, max_rows: int | None = None) -> Batch:
     """Parse and validate a whole ingest body; raise WireError on the first problem."""
     ctype = content_type.split(";", 1)[0].strip().lower()
-    if ctype in (CONTENT_TYPE_MSGPACK, "application/x-msgpack", "application/vnd.msgpack"):
+    if ctype in MSGPACK_TYPES:
         try:
             obj = msgpack.unpackb(body, raw=False, strict_map_key=False)
         except Exception as exc:  # msgpack raises several unrelated types
@@ -252,11 +255,53 @@ def decode_body(body: bytes, content_type: str, max_rows: int | None = None) -> 
     elif ctype == CONTENT_TYPE_JSON or ctype == "":
         try:
             obj = json.loads(body)
+        except RecursionError:
+            raise WireError("", "body is nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise WireError("", f"body is not valid JSON: {exc}") from None
     else:
         raise WireError("", f"unsupported Content-Type {ctype!r}; use {CONTENT_TYPE_MSGPACK} or {CONTENT_TYPE_JSON}")
-    return batch_from_obj(obj, max_rows)
+    batch = batch_from_obj(obj, max_rows)
+    if ctype not in MSGPACK_TYPES and may_hold_surrogates(body):
+        path = first_unencodable(batch)
+        if path is not None:
+            raise WireError(path, "not valid Unicode text (a lone UTF-16 surrogate)")
+    return batch
+
+
+# JSON lets a body carry lone UTF-16 surrogates ("\ud800", or the bytes ED A0 80, which
+# the json module decodes with "surrogatepass"): such a string cannot be encoded as
+# UTF-8, so no store can write it. msgpack strings are decoded as strict UTF-8 and never
+# hold one. A body holds one only if its bytes hold one of the two spellings, so the
+# per-string scan runs only when this C-speed search finds one (rare false positives,
+# such as an escaped backslash before "ud800", only cost the scan).
+_SURROGATE_SPELLINGS = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+
+
+def may_hold_surrogates(body: bytes) -> bool:
+    return _SURROGATE_SPELLINGS.search(body) is not None
+
+
+def _unencodable(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def first_unencodable(batch: Batch) -> str | None:
+    """Path of the first string field that is not valid Unicode text, e.g. logs[3].domain."""
+    for i, row in enumerate(batch.rows):
+        for name in STR_DIMENSIONS:
+            if _unencodable(getattr(row, name)):
+                return f"logs[{i}].{name}"
+    for i, profile in enumerate(batch.profiles):
+        if _unencodable(profile.worker):
+            return f"concurrency[{i}].worker"
+    return None
 
 
 # Encoding is on the agent's hot path (about one row per log line). A dict display with

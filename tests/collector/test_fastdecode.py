@@ -140,3 +140,14 @@ def test_gc_is_enabled_again_after_decoding() -> None:
     with pytest.raises(WireError):
         decode(b"\xc1", CONTENT_TYPE_MSGPACK)
     assert gc.isenabled()
+
+
+def test_lone_surrogates_and_deep_nesting_give_the_reference_error() -> None:
+    obj = body_obj(4, 20)
+    obj["logs"][7]["ip_from"] = "10.0.0.\ud800"
+    body = json.dumps(obj).encode()  # ensure_ascii: written as the escape \ud800
+    assert fast_outcome(body, CONTENT_TYPE_JSON) == outcome(body, CONTENT_TYPE_JSON) == (
+        "error", ("logs[7].ip_from", "not valid Unicode text (a lone UTF-16 surrogate)"))
+    deep = b'{"logs": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    assert fast_outcome(deep, CONTENT_TYPE_JSON) == outcome(deep, CONTENT_TYPE_JSON) == (
+        "error", ("", "body is nested too deeply"))

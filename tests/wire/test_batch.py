@@ -99,6 +99,25 @@ def test_limits_are_inclusive() -> None:
     assert (got.ts, got.user_id, got.count, got.bytes_received, got.latency) == (0, 2**63 - 1, big, big, {7: big})
 
 
+def test_json_the_parser_or_a_store_cannot_hold_is_named() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(WireError, match="nested too deeply") as info:
+        decode_body(deep, CONTENT_TYPE_JSON)
+    assert info.value.path == ""
+    # "\ud800" escaped in JSON, and a surrogate as raw bytes (ED B3 BF)
+    escaped = b'{"logs": [{"ts": "2026-03-15 10:00:00"}, {"ts": "2026-03-15 10:00:00", "domain": "a\\ud800"}]}'
+    profile = {"ts": "2026-03-15 10:15:00", "user_id": 1, "order_id": 0, "worker": "w\udcff", "active": [0] * 60}
+    raw = json.dumps({"logs": [], "concurrency": [profile]}, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    for body, path in ((escaped, "logs[1].domain"), (raw, "concurrency[0].worker")):
+        with pytest.raises(WireError, match="lone UTF-16 surrogate") as info:
+            decode_body(body, CONTENT_TYPE_JSON)
+        assert info.value.path == path
+    # a surrogate pair is one character, and an escaped backslash before "ud800" is text
+    ok = b'{"logs": [{"ts": "2026-03-15 10:00:00", "domain": "\\ud83d\\ude00.x", "error": "\\\\ud800"}]}'
+    (row,) = decode_body(ok, CONTENT_TYPE_JSON).rows
+    assert (row.domain, row.error) == ("\U0001f600.x", "\\ud800")
+
+
 def test_bad_encodings() -> None:
     with pytest.raises(WireError, match="not valid JSON"):
         decode_body(b"{", CONTENT_TYPE_JSON)
