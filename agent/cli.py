@@ -14,12 +14,11 @@ import argparse
 import asyncio
 import logging
 import sys
-import typing
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from agent import config as config_mod
-from agent.wire import logfmt
+from agent.wire import eventloop, logfmt
 from agent.wire.logfmt import kv
 from agent.wire.tomlschema import EXIT_CONFIG, ConfigError
 
@@ -40,24 +39,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop when it is installed; None (the stdlib loop) otherwise."""
-    try:
-        import uvloop
-    except ImportError:  # optional: the services run on the stdlib loop too
-        return None
-    return typing.cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
-
-
 def _run(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run `coro_fn()` on uvloop when available, logging which loop it is."""
 
     async def main() -> T:
-        loop = type(asyncio.get_running_loop()).__module__
-        log.info("event loop", extra=kv(loop="uvloop" if loop.startswith("uvloop") else "asyncio"))
+        log.info("event loop", extra=kv(loop=eventloop.loop_name()))
         return await coro_fn()
 
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=eventloop.loop_factory()) as runner:
         return runner.run(main())
 
 

@@ -16,12 +16,11 @@ import json
 import logging
 import signal
 import sys
-import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from aiohttp import web
 
-from agent.wire import gcsettings, sdnotify
+from agent.wire import eventloop, gcsettings, sdnotify
 from agent.wire.logfmt import kv, set_level as set_log_level, setup as setup_logging
 from agent.wire.prometheus import RELOAD_APPLIED, RELOAD_REFUSED
 from agent.wire.tomlschema import EXIT_CONFIG, ConfigError
@@ -103,22 +102,8 @@ def cmd_serve(path: str) -> int:
         log.error("config error, not starting", extra=kv(config=path, error=str(exc)))
         return EXIT_CONFIG
     setup_logging(cfg.server.log_level)
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=eventloop.loop_factory()) as runner:
         return runner.run(serve(path, cfg))
-
-
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop when it is installed; None (the stdlib loop) otherwise."""
-    try:
-        import uvloop
-    except ImportError:  # optional: the stdlib loop works too
-        return None
-    return typing.cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
-
-
-def loop_name() -> str:
-    """`uvloop` or `asyncio`: which event loop runs (logged at start)."""
-    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
 
 
 def reload(app: web.Application, path: str) -> bool:
@@ -155,7 +140,7 @@ async def serve(path: str, cfg: config_mod.CollectorConfig) -> int:
         await runner.cleanup()
         return 1
     addresses = " ".join(f"{a[0]}:{a[1]}" for a in runner.addresses)
-    log.info("listening", extra=kv(address=addresses, store=cfg.storage.path, loop=loop_name()))
+    log.info("listening", extra=kv(address=addresses, store=cfg.storage.path, loop=eventloop.loop_name()))
     gcsettings.settle()  # start-up is done: see agent.wire.gcsettings
     sdnotify.notify(sdnotify.READY)
 
