@@ -23,9 +23,10 @@ Definitions (what the numbers mean; the README and the collector rely on them):
   peak when a row's connections were split across drains. The exact peak per user/order
   comes from the profiles.
 - Byte counts must be 0..2**53-1 per record (the wire's counter limit), like durations
-  0..max_duration_ms: another record is refused with a ValueError naming the field
-  (the service counts it as a parse error) and changes nothing. Row sums over the
-  limit are cut to it at drain and counted in `values_fixed`.
+  0..max_duration_ms: a record outside either is refused with a ValueError naming the
+  field (the service counts it as a parse error) and changes nothing. Row sums over
+  the limit (bytes, duration, conn_ms) are cut to it at drain and counted in
+  `values_fixed`.
 - Dimension values that would break the wire's limits (a string over 255 characters, an
   int outside 0..2**63-1) are cut or set to 0 in every row they reach (when the row is
   first made, so once per row and drain) and counted in `values_fixed`; in profiles at
@@ -350,7 +351,7 @@ class Aggregator:
     def _cap(self, st: list[Any]) -> None:
         """Sums over the wire's counter limit (petabytes in one minute: only a broken
         log gets there) are cut to it, so the row, and its batch, stay deliverable."""
-        for slot in (_SENT, _RECV, _DUR, _CONN, _DMAX):
+        for slot in (_SENT, _RECV, _DUR, _CONN):  # _DMAX <= max_duration_ms already
             if st[slot] > MAX_COUNTER:
                 st[slot] = MAX_COUNTER
                 self.values_fixed += 1

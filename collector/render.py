@@ -141,8 +141,6 @@ def errors(totals: dict[str, ErrorTotals], limit: int, tz: tzinfo) -> Obj:
 
 
 def websites(page: DomainPage, page_no: int, limit: int, tz: tzinfo) -> Obj:
-    total = page.total
-    chunk = page.items
     return {
         "data": [
             {
@@ -152,10 +150,10 @@ def websites(page: DomainPage, page_no: int, limit: int, tz: tzinfo) -> Obj:
                 "first_visit": fmt_time(t.first_ts or 0, tz),
                 "last_visit": fmt_time(t.last_ts or 0, tz),
             }
-            for d, t in chunk
+            for d, t in page.items
         ],
         "page": page_no,
         "limit": limit,
-        "total": total,
-        "totalPages": math.ceil(total / limit),
+        "total": page.total,
+        "totalPages": math.ceil(page.total / limit),
     }

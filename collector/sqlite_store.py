@@ -585,7 +585,6 @@ class SQLiteStore:
                 results = self._ingest_group([(b, k, n) for b, k, n, _ in items])
         except BaseException as exc:  # the COMMIT itself failed: nothing was stored
             results = [exc] * len(items)
-
         for (_b, _k, _n, fut), res in zip(items, results):
             if isinstance(res, sqlite3.Error):
                 log.error("sqlite failed", extra=kv(error=str(res), path=self.path))

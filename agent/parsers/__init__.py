@@ -38,9 +38,9 @@ def make_parser(fmt: str, tz: datetime.tzinfo, *, max_open_sessions: int | None 
 
         return NginxParser(tz)
     if fmt == "dante":
-        from agent.parsers.dante import DanteParser
+        from agent.parsers.dante import DEFAULT_MAX_OPEN_SESSIONS, DanteParser
 
-        return DanteParser(tz) if max_open_sessions is None else DanteParser(tz, max_open_sessions)
+        return DanteParser(tz, DEFAULT_MAX_OPEN_SESSIONS if max_open_sessions is None else max_open_sessions)
     if fmt == "jsonl":
         from agent.parsers.jsonl import JsonlParser
 
