@@ -67,7 +67,7 @@ def zipf_table(rnd: random.Random, size: int = 1 << 16) -> list[int]:
 
 
 async def build(db: str, end: int, days: int, per_minute: int, batch_minutes: int) -> dict:
-    from collector.sqlite_store import SQLiteStore
+    from collector.storage.sqlite import SQLiteStore
 
     store = SQLiteStore(db, retention_days=3650, synchronous="normal")
     await store.open()

@@ -43,7 +43,7 @@ def profile_ingest(db: str, bodies: list[bytes], dump: str) -> None:
     import cProfile
 
     from collector.fastdecode import decode
-    from collector.sqlite_store import SQLiteStore
+    from collector.storage.sqlite import SQLiteStore
 
     store = SQLiteStore(db)
     asyncio.run(store.open())

@@ -37,7 +37,7 @@ def store_path(quick: bool) -> tuple[Path, Path, int, int]:
     """The store's file, named after its size and a hash of the schema (the migrations)
     and of the generator: a change in the on-disk format or the data must not be
     benchmarked against a stale file, but a faster ingest path need not rebuild it."""
-    from collector.sqlite_store import MIGRATIONS
+    from collector.storage.sqlite import MIGRATIONS
 
     wd = workdir("queries")
     days, per_minute = (2, 100) if quick else (30, 463)

@@ -29,8 +29,7 @@ from collector.config import CollectorConfig
 from collector.metrics import CollectorMetrics
 from collector.model import Filter
 from collector.openapi import build_openapi
-from collector.sqlite_store import SQLiteStore
-from collector.store import Store, StoreError
+from collector.storage import Store, StoreError, make_store
 
 log = logging.getLogger(__name__)
 
@@ -276,20 +275,6 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 # ---- lifecycle ------------------------------------------------------------------------
-
-
-def make_store(config: CollectorConfig) -> Store:
-    s = config.storage
-    return SQLiteStore(
-        s.path,
-        retention_days=s.retention_days,
-        idempotency_days=s.idempotency_days,
-        synchronous=s.synchronous,
-        readers=s.readers,
-        cache_mib=s.cache_mib,
-        checkpoint_interval=s.checkpoint_interval,
-        max_wal_bytes=s.max_wal_bytes,
-    )
 
 
 async def _retention_loop(state: State) -> None:

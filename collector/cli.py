@@ -27,7 +27,7 @@ from agent.wire.tomlschema import EXIT_CONFIG, ConfigError
 from collector import config as config_mod
 from collector.app import STATE, create_app
 from collector.auth import digest, new_token
-from collector.store import StoreError
+from collector.storage.base import StoreError
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from collector.app import create_app, make_store
+from collector.app import create_app
+from collector.storage import make_store
 from collector.config import CollectorConfig, loads
-from collector.store import Store
+from collector.storage.base import Store
 
 AGENT = "agent-token-1"
 ADMIN = "admin-token-1"

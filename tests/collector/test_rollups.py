@@ -22,7 +22,7 @@ from agent.wire.batch import Batch, Row
 from collector.model import Filter
 from tests.collector.conftest import all_domains
 from collector.plan import DAY, HOUR, MINUTE, UTC, chart_plan
-from collector.sqlite_store import BASE, FAMILIES, M, MIGRATIONS, SQLiteStore, Table
+from collector.storage.sqlite import BASE, FAMILIES, M, MIGRATIONS, SQLiteStore, Table
 
 T0 = 1773532800  # 2026-03-15 00:00:00 UTC
 DOMAINS = ["a.com", "b.org", "c.net", "d.io", ""]

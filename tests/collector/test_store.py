@@ -14,8 +14,8 @@ from agent.wire.batch import Batch, Profile, Row
 from collector.model import Filter
 from tests.collector.conftest import all_domains
 from collector.plan import DAY, chart_plan, UTC
-from collector.sqlite_store import MIGRATIONS, SQLiteStore
-from collector.store import Store
+from collector.storage.sqlite import MIGRATIONS, SQLiteStore
+from collector.storage.base import Store
 
 T0 = 1773532800  # 2026-03-15 00:00:00 UTC
 

@@ -69,7 +69,7 @@ from agent.wire.logfmt import kv
 from collector.fastdecode import gc_paused
 from collector.model import DOMAIN_ORDERS, SAMPLE_DOMAINS, DomainPage, ErrorTotals, Filter, Totals
 from collector.plan import DAY, HOUR, MINUTE, ChartPlan, breakdown_cover, floor_to
-from collector.store import StoreError
+from collector.storage.base import StoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,0 +1,32 @@
+"""Storage backends behind one `Store` protocol (collector.storage.base).
+
+`make_store(config)` is the one place that knows the backends: the app and its handlers
+call only the protocol's methods and never import a backend module.
+"""
+
+from __future__ import annotations
+
+from collector.config import CollectorConfig
+from collector.storage.base import Store, StoreError
+
+
+def make_store(config: CollectorConfig) -> Store:
+    """A new, unopened store of the configured `storage.backend`."""
+    s = config.storage
+    if s.backend == "sqlite":
+        from collector.storage.sqlite import SQLiteStore
+
+        return SQLiteStore(
+            s.path,
+            retention_days=s.retention_days,
+            idempotency_days=s.idempotency_days,
+            synchronous=s.synchronous,
+            readers=s.readers,
+            cache_mib=s.cache_mib,
+            checkpoint_interval=s.checkpoint_interval,
+            max_wal_bytes=s.max_wal_bytes,
+        )
+    raise ValueError(f"storage.backend: unknown backend {s.backend!r}")
+
+
+__all__ = ["Store", "StoreError", "make_store"]
