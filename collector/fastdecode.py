@@ -32,10 +32,12 @@ from agent.wire.batch import (
     MAX_INT,
     MAX_STR,
     MSGPACK_TYPES,
+    Activity,
     Batch,
     Profile,
     Row,
     WireError,
+    activity_from_obj,
     decode_body,
     first_unencodable,
     may_hold_surrogates,
@@ -100,13 +102,16 @@ def _decode(body: bytes, content_type: str, max_rows: int | None) -> Batch:
 
 
 def _fast(obj: Any, max_rows: int | None) -> Batch:
-    if type(obj) is not dict or not obj.keys() <= {"logs", "concurrency"}:
+    if type(obj) is not dict or not obj.keys() <= {"logs", "concurrency", "activity"}:
         raise _Slow
     logs = obj.get("logs")
     profiles_in = obj.get("concurrency", [])
     if type(logs) is not list or type(profiles_in) is not list:
         raise _Slow
-    if max_rows is not None and len(logs) + len(profiles_in) > max_rows:
+    activity_in = obj.get("activity", [])
+    if type(activity_in) is not list:
+        raise _Slow
+    if max_rows is not None and len(logs) + len(profiles_in) + len(activity_in) > max_rows:
         raise _Slow
     values: list[tuple[Any, ...]] = []
     stamps: list[Any] = []
@@ -171,4 +176,10 @@ def _fast(obj: Any, max_rows: int | None) -> Batch:
             profiles.append(profile_from_obj(p, f"concurrency[{i}]"))
         except WireError:
             raise _Slow from None
-    return Batch(rows=rows, profiles=profiles)
+    activity: list[Activity] = []
+    for i, a in enumerate(activity_in):
+        try:
+            activity.append(activity_from_obj(a, f"activity[{i}]"))
+        except WireError:
+            raise _Slow from None
+    return Batch(rows=rows, profiles=profiles, activity=activity)

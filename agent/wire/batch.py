@@ -2,7 +2,8 @@
 
 Body (JSON or msgpack, same structure):
     {"logs": [row, ...],            # required (may be empty)
-     "concurrency": [profile, ...]} # optional extension
+     "concurrency": [profile, ...], # optional extension
+     "activity": [record, ...]}     # optional extension: one per request (Webshare)
 
 Row fields (FonProxy), with the default used when a field is absent:
     ts               "YYYY-MM-DD HH:MM:SS" in UTC (ISO 8601 with an offset is also
@@ -22,6 +23,23 @@ Profile fields (extension, one per minute, user_id, order_id, worker):
     ts, user_id, order_id, worker    as in a row
     active           list of 60 ints 0..2**53-1: connections open during each second of the
                      minute (a delta: profiles for the same key add up)
+
+Activity record fields (extension, one per request or connection; every field is
+required, `null` where the proxy's log does not hold it; see ACTIVITY_FIELDS):
+    ts_us            int >= 0: start of the request, UTC epoch MICROseconds
+    protocol         "http" | "socks"
+    duration_ms      int 0..2**53-1: whole request (Webshare's request_duration)
+    handshake_ms, tunnel_ms       int 0..2**53-1 or null
+    error            str: our error code ("" = no error; see agent.wire.errorcodes)
+    auth_username, proxy_address, ip_address, hostname, domain, listen_address
+                     str (<= 255 chars) or null
+    client_address   str (<= 255 chars)
+    port, proxy_port, listen_port int 0..65535 or null
+    user_id, order_id             int >= 0
+    worker           str (<= 255 chars)
+    bytes_sent, bytes_received    int 0..2**53-1 (Webshare's `bytes` is their sum)
+Activity records are not deltas: each is one request, appended once (the batch's
+Idempotency-Key keeps a resent batch from appending them twice).
 
 Rules: every row is a delta, merged into what is stored; unknown fields are rejected.
 Ids (user_id, order_id, port) may use the whole int64 range; counters are capped at
@@ -58,6 +76,20 @@ SUM_COUNTERS = ("count", "bytes_sent", "bytes_received", "error_count", "duratio
 MAX_COUNTERS = ("max_concurrency", "duration_max_ms")
 COUNTERS = SUM_COUNTERS + MAX_COUNTERS
 ROW_FIELDS = ("ts",) + DIMENSIONS + COUNTERS + ("latency",)
+ACTIVITY_PROTOCOLS = ("http", "socks")
+# Activity fields in Activity's positional order, by kind (see the module docstring).
+ACTIVITY_FIELDS = (
+    "ts_us", "protocol", "duration_ms", "handshake_ms", "tunnel_ms", "error", "auth_username",
+    "proxy_address", "client_address", "ip_address", "hostname", "domain", "port", "proxy_port",
+    "listen_address", "listen_port", "user_id", "order_id", "worker", "bytes_sent", "bytes_received",
+)  # fmt: skip
+ACTIVITY_COUNTERS = ("duration_ms", "bytes_sent", "bytes_received")
+ACTIVITY_OPT_COUNTERS = ("handshake_ms", "tunnel_ms")
+ACTIVITY_OPT_STRS = ("auth_username", "proxy_address", "ip_address", "hostname", "domain", "listen_address")
+ACTIVITY_STRS = ("error", "client_address", "worker")
+ACTIVITY_OPT_PORTS = ("port", "proxy_port", "listen_port")
+ACTIVITY_IDS = ("user_id", "order_id")
+MAX_PORT = 65535
 PROFILE_FIELDS = ("ts", "user_id", "order_id", "worker", "active")
 SECONDS_PER_MINUTE = 60
 MAX_STR = 255
@@ -108,9 +140,37 @@ class Profile:
 
 
 @dataclass(slots=True)
+class Activity:
+    """One request as Webshare's activity object needs it (see the module docstring)."""
+
+    ts_us: int  # request start, UTC epoch microseconds
+    protocol: str  # "http" | "socks"
+    duration_ms: int
+    handshake_ms: int | None
+    tunnel_ms: int | None
+    error: str  # our error code, "" when the proxy served the request
+    auth_username: str | None
+    proxy_address: str | None
+    client_address: str
+    ip_address: str | None
+    hostname: str | None
+    domain: str | None
+    port: int | None
+    proxy_port: int | None
+    listen_address: str | None
+    listen_port: int | None
+    user_id: int
+    order_id: int
+    worker: str
+    bytes_sent: int
+    bytes_received: int
+
+
+@dataclass(slots=True)
 class Batch:
     rows: list[Row] = field(default_factory=list)
     profiles: list[Profile] = field(default_factory=list)
+    activity: list[Activity] = field(default_factory=list)
 
 
 def _format_ts(epoch_s: int) -> str:
@@ -224,23 +284,71 @@ def profile_from_obj(obj: object, path: str) -> Profile:
     )
 
 
+_ACTIVITY_FIELD_SET = frozenset(ACTIVITY_FIELDS)
+
+
+def activity_from_obj(obj: object, path: str) -> Activity:
+    if not isinstance(obj, dict):
+        raise WireError(path, "expected an object")
+    for key in obj:
+        if key not in _ACTIVITY_FIELD_SET:
+            raise WireError(f"{path}.{key}" if isinstance(key, str) else path, f"unknown field {_show(key)}")
+    for key in ACTIVITY_FIELDS:
+        if key not in obj:
+            raise WireError(f"{path}.{key}", "required field is missing (null where unknown)")
+    out: dict[str, Any] = {}
+    ts = obj["ts_us"]
+    if type(ts) is not int or not 0 <= ts <= MAX_INT:
+        raise WireError(f"{path}.ts_us", f"expected epoch microseconds (an integer >= 0), got {_show(ts)}")
+    out["ts_us"] = ts
+    if obj["protocol"] not in ACTIVITY_PROTOCOLS:
+        raise WireError(f"{path}.protocol", f"expected one of {', '.join(ACTIVITY_PROTOCOLS)}, got {_show(obj['protocol'])}")
+    out["protocol"] = obj["protocol"]
+    for name in ACTIVITY_COUNTERS:
+        out[name] = _count(obj[name], f"{path}.{name}")
+    for name in ACTIVITY_OPT_COUNTERS:
+        v = obj[name]
+        out[name] = None if v is None else _count(v, f"{path}.{name}")
+    for name in ACTIVITY_STRS:
+        out[name] = _str(obj[name], f"{path}.{name}")
+    for name in ACTIVITY_OPT_STRS:
+        v = obj[name]
+        out[name] = None if v is None else _str(v, f"{path}.{name}")
+    for name in ACTIVITY_OPT_PORTS:
+        v = obj[name]
+        if v is not None and (type(v) is not int or not 0 <= v <= MAX_PORT):
+            raise WireError(f"{path}.{name}", f"expected a port 0..{MAX_PORT} or null, got {_show(v)}")
+        out[name] = v
+    for name in ACTIVITY_IDS:
+        out[name] = _int(obj[name], f"{path}.{name}")
+    return Activity(**out)
+
+
+def activity_to_obj(rec: Activity) -> dict[str, Any]:
+    return {name: getattr(rec, name) for name in ACTIVITY_FIELDS}
+
+
 def batch_from_obj(obj: object, max_rows: int | None = None) -> Batch:
     if not isinstance(obj, dict):
         raise WireError("", "body must be an object with a 'logs' list")
     for key in obj:
-        if key not in ("logs", "concurrency"):
-            raise WireError(str(key), "unknown top-level field (expected 'logs' and optionally 'concurrency')")
+        if key not in ("logs", "concurrency", "activity"):
+            raise WireError(str(key), "unknown top-level field (expected 'logs' and optionally 'concurrency', 'activity')")
     logs = obj.get("logs")
     if not isinstance(logs, list):
         raise WireError("logs", "required list is missing" if logs is None else "expected a list of rows")
     profiles = obj.get("concurrency", [])
     if not isinstance(profiles, list):
         raise WireError("concurrency", "expected a list of profiles")
-    if max_rows is not None and len(logs) + len(profiles) > max_rows:
-        raise WireError("logs", f"too many rows: {len(logs) + len(profiles)} > limit {max_rows}")
+    activity = obj.get("activity", [])
+    if not isinstance(activity, list):
+        raise WireError("activity", "expected a list of activity records")
+    if max_rows is not None and len(logs) + len(profiles) + len(activity) > max_rows:
+        raise WireError("logs", f"too many rows: {len(logs) + len(profiles) + len(activity)} > limit {max_rows}")
     return Batch(
         rows=[row_from_obj(r, f"logs[{i}]") for i, r in enumerate(logs)],
         profiles=[profile_from_obj(p, f"concurrency[{i}]") for i, p in enumerate(profiles)],
+        activity=[activity_from_obj(a, f"activity[{i}]") for i, a in enumerate(activity)],
     )
 
 
@@ -301,6 +409,11 @@ def first_unencodable(batch: Batch) -> str | None:
     for i, profile in enumerate(batch.profiles):
         if _unencodable(profile.worker):
             return f"concurrency[{i}].worker"
+    for i, rec in enumerate(batch.activity):
+        for name in ACTIVITY_STRS + ACTIVITY_OPT_STRS:
+            value = getattr(rec, name)
+            if value is not None and _unencodable(value):
+                return f"activity[{i}].{name}"
     return None
 
 
@@ -404,6 +517,8 @@ def batch_to_obj(batch: Batch) -> dict[str, Any]:
     obj: dict[str, Any] = {"logs": _rows_to_objs(batch.rows)}
     if batch.profiles:
         obj["concurrency"] = [profile_to_obj(p) for p in batch.profiles]
+    if batch.activity:
+        obj["activity"] = [activity_to_obj(a) for a in batch.activity]
     return obj
 
 
@@ -436,13 +551,18 @@ def encode_msgpack(batch: Batch) -> bytes:
     # them), and each dict is freed while still in the CPU cache.
     packer = msgpack.Packer(use_bin_type=True, autoreset=False)
     pack = packer.pack
-    packer.pack_map_header(2 if batch.profiles else 1)
+    packer.pack_map_header(1 + bool(batch.profiles) + bool(batch.activity))
     pack("logs")
     packer.pack_array_header(len(batch.rows))
     _emit_row_objs(batch.rows, pack)
     if batch.profiles:
         pack("concurrency")
         pack([profile_to_obj(p) for p in batch.profiles])
+    if batch.activity:
+        pack("activity")
+        packer.pack_array_header(len(batch.activity))
+        for rec in batch.activity:
+            pack(activity_to_obj(rec))
     return packer.bytes()
 
 
