@@ -55,7 +55,7 @@ import sqlite3
 import struct
 import threading
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,11 +64,23 @@ from typing import Any, TypeVar
 import msgpack
 
 from agent.wire import histogram
-from agent.wire.batch import SECONDS_PER_MINUTE, Batch, WireError
+from agent.wire.batch import SECONDS_PER_MINUTE, Activity, Batch, WireError
 from agent.wire.logfmt import kv
 from collector.fastdecode import gc_paused
-from collector.model import DOMAIN_ORDERS, SAMPLE_DOMAINS, DomainPage, ErrorTotals, Filter, Totals
+from collector.model import (
+    DOMAIN_ORDERS,
+    SAMPLE_DOMAINS,
+    ActivityPage,
+    ActivityQuery,
+    DomainPage,
+    DownloadToken,
+    ErrorTotals,
+    Filter,
+    StatsTotals,
+    Totals,
+)
 from collector.plan import DAY, HOUR, MINUTE, ChartPlan, breakdown_cover, floor_to
+from collector.storage import sqlite_activity
 from collector.storage.base import StoreError
 
 log = logging.getLogger(__name__)
@@ -290,6 +302,7 @@ CREATE TABLE idem (key TEXT PRIMARY KEY, applied_at INTEGER NOT NULL) WITHOUT RO
 CREATE INDEX idem_time ON idem(applied_at);
 """,
     _migration_2(),
+    sqlite_activity.MIGRATION,  # activity records and download tokens (the Webshare API)
 )
 
 CONC_TABLES = {MINUTE: "conc_m", HOUR: "conc_h", DAY: "conc_d"}
@@ -384,6 +397,7 @@ class SQLiteStore:
         cache_mib: int = 64,
         checkpoint_interval: float = 1.0,
         max_wal_bytes: int = 256 * 1024 * 1024,
+        activity_retention_days: int = 90,
     ) -> None:
         self.path = str(path)
         self.checkpoint_interval = checkpoint_interval
@@ -392,6 +406,7 @@ class SQLiteStore:
         self._checkpointer: threading.Thread | None = None
         self.writer_checkpoints = 0  # times the background checkpoint had fallen behind
         self.retention_days = retention_days
+        self.activity_retention_days = activity_retention_days
         self.idempotency_days = idempotency_days
         self.synchronous = synchronous.upper()
         self.cache_kib = cache_mib * 1024
@@ -659,6 +674,7 @@ class SQLiteStore:
                 return False
         self._ingest_rows(con, batch, new_strings, new_rests)
         self._ingest_profiles(con, batch)
+        sqlite_activity.insert(con, batch.activity)
         return True
 
     def _sid(self, con: sqlite3.Connection, s: str, new: list[str]) -> int:
@@ -762,6 +778,9 @@ class SQLiteStore:
             ("conc_h", "ts", floor_to(cutoff, HOUR), 0),
             ("conc_d", "ts", floor_to(cutoff, DAY), 0),
             ("idem", "applied_at", now - max(self.idempotency_days, 7) * DAY, 0),
+            ("activity", "ts_us", (now - self.activity_retention_days * DAY) * 1_000_000,
+             sqlite_activity.RETENTION_CHUNK_US),
+            ("download_tokens", "expire_at", now + 1, 0),  # expired: expire_at <= now
         ]
         order_led = {t.name for t in (M, *ROLLUPS) if t.keys[0] == "order_id"}
         for table, column, before, step in jobs:
@@ -1017,6 +1036,30 @@ class SQLiteStore:
             else:
                 t.by_domain[names[d]] = n
         return out
+
+    # ---- Webshare-compatible API: collector.storage.sqlite_activity ---------------
+
+    async def activity_page(self, q: ActivityQuery) -> ActivityPage:
+        return await self._read(sqlite_activity.page, q)
+
+    async def _activity_chunk(self, q: ActivityQuery) -> list[tuple[int, Activity]]:
+        return await self._read(sqlite_activity.chunk, q)
+
+    def activity_stream(self, q: ActivityQuery) -> AsyncIterator[list[tuple[int, Activity]]]:
+        return sqlite_activity.stream(self._activity_chunk, q)
+
+    async def hourly_stats(self, plan: ChartPlan, filt: Filter) -> dict[int, StatsTotals]:
+        return await self._read(sqlite_activity.hourly_stats, plan, filt)
+
+    async def download_token(
+        self, user_id: int | None, scope: str, now: int, ttl: int, new_key: str, *, reset: bool = False
+    ) -> DownloadToken:
+        return await self._write(
+            self._in_write_tx, lambda con: sqlite_activity.download_token(con, user_id, scope, now, ttl, reset, new_key)
+        )
+
+    async def find_download_token(self, key: str, scope: str, now: int) -> DownloadToken | None:
+        return await self._read(sqlite_activity.find_download_token, key, scope, now)
 
 
 def _settle(fut: "asyncio.Future[bool]", res: bool | BaseException) -> None:

@@ -271,6 +271,14 @@ async def test_every_extension_is_marked(api: Api) -> None:
     for path, params in EXPECTED_PARAMS.items():
         names = [p["name"] for p in doc["paths"][path]["get"]["parameters"]]
         expected |= {f"$.paths.{path}.get.parameters[{names.index(n)}]" for n in ("userId", "tz", "interval") if n in names}
+    # The Webshare-compatible API: the activity records of the ingest body, and our
+    # user_id and tz parameters (Webshare has neither).
+    expected |= {f"{schemas}.IngestBody.properties.activity", f"{schemas}.ActivityRecord"}
+    for path, item in doc["paths"].items():
+        if path.startswith("/api/v2/"):
+            for method, op in item.items():
+                names = [p["name"] for p in op["parameters"]]
+                expected |= {f"$.paths.{path}.{method}.parameters[{names.index(n)}]" for n in ("user_id", "tz") if n in names}
     assert marked == expected
     # and nothing from the FonProxy doc is marked as an extension
     row = doc["components"]["schemas"]["Row"]["properties"]
