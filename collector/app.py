@@ -201,8 +201,13 @@ def _scoped(principal: Principal, filt: Filter) -> Filter:
     return Filter(user_id=user, order_id=filt.order_id, domain=filt.domain)
 
 
-def _timed(endpoint: str, fn: Callable[[web.Request], Awaitable[Any]]) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def handler(request: web.Request) -> web.Response:
+def _timed(
+    endpoint: str, fn: Callable[[web.Request], Awaitable[Any]]
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A query handler with its metrics; `fn` returns a JSON body, or a response it
+    has already streamed (the CSV download)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
         m = _state(request).metrics
         started = time.perf_counter()
         try:
@@ -215,6 +220,8 @@ def _timed(endpoint: str, fn: Callable[[web.Request], Awaitable[Any]]) -> Callab
             m.query_errors.inc(1, endpoint, "500")
             raise
         m.query_seconds.observe(time.perf_counter() - started, endpoint)
+        if isinstance(body, web.StreamResponse):
+            return body
         return web.json_response(body, dumps=_dumps)
 
     return handler
@@ -304,8 +311,6 @@ async def activity_list(request: web.Request) -> dict[str, Any]:
 
 async def activity_download(request: web.Request) -> web.StreamResponse:
     state = _state(request)
-    m = state.metrics
-    started = time.perf_counter()
     now = state.clock()
     p = params.parse_activity(request.query, int(now * params.US), state.limits, download=True)
     store = _store(state)
@@ -337,12 +342,11 @@ async def activity_download(request: web.Request) -> web.StreamResponse:
         # Too late for an error response: cut the connection, so the client sees a
         # broken transfer instead of a CSV that looks complete.
         log.error("activity download aborted", extra=kv(error=str(exc)))
-        m.query_errors.inc(1, "activity_download", "503")
+        state.metrics.query_errors.inc(1, "activity_download", "503" if isinstance(exc, StoreError) else "499")
         if request.transport is not None:
             request.transport.close()
         return resp
     await resp.write_eof()
-    m.query_seconds.observe(time.perf_counter() - started, "activity_download")
     return resp
 
 
@@ -451,7 +455,7 @@ def create_app(
     for kind in params.BREAKDOWN_ENDPOINTS:
         app.router.add_get(f"/analytics/{kind}", _timed(kind, _breakdown_handler(kind)))
     app.router.add_get("/api/v2/proxy/activity/", _timed("activity", activity_list))
-    app.router.add_get("/api/v2/proxy/activity/download/", activity_download)
+    app.router.add_get("/api/v2/proxy/activity/download/", _timed("activity_download", activity_download))
     token = _timed("download_token", download_token_get)
     app.router.add_route("GET", "/api/v2/download_token/activity/", token)
     app.router.add_route("POST", "/api/v2/download_token/activity/", token)

@@ -501,3 +501,38 @@ async def test_both_auth_schemes_work_everywhere(api: Api) -> None:
             assert resp.status == 200, (scheme, path, await resp.text())
     resp = await api.client.get(ACTIVITY, headers={"Authorization": f"Basic {ADMIN}"})
     assert resp.status == 401
+
+
+NASTY = ["", " ", "\x00", "9" * 30, "-1", "+", "%", "~", "~1", "*", "2026-02-30", "2026-03-01T25:00:00",
+         "2026-03-30T00:00:00Z~", "2026-03-30T00:00:00Z~-1", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
+         "٣", "x" * 5000, "%ED%A0%80", "\ud800", "../../etc", "Europe/../../x", "1e9", "0x10", "NaN"]  # fmt: skip
+
+
+async def test_no_parameter_value_makes_a_500(api: Api) -> None:
+    await ingest_activity(api, RECORDS[:50])
+    endpoints = [(ACTIVITY, "GET"), (DOWNLOAD, "GET"), (STATS, "GET"), (AGGREGATE, "GET"), (TOKEN, "GET"),
+                 (TOKEN + "reset/", "POST")]  # fmt: skip
+    names = ["timestamp__gte", "timestamp__lte", "plan_id", "user_id", "tz", "search", "error_reason", "bytes__gte",
+             "bytes__lte", "starting_after", "page_size", "download_token", "\ud800", "x" * 300]  # fmt: skip
+    for path, method in endpoints:
+        for name in names:
+            for value in NASTY:
+                resp = await api.client.request(method, path, params={name: value}, headers=token_auth(ADMIN))
+                text = await resp.text()
+                assert resp.status in (200, 400, 401), (path, name, value, resp.status, text)
+                if resp.status != 200:
+                    body = await resp.json()
+                    assert list(body) in ([name[:64]], ["detail"]) or resp.status == 400, (path, name, value, body)
+
+
+async def test_a_rejected_body_stores_none_of_its_activity(api: Api) -> None:
+    before = api.snapshot()
+    body = {"logs": [{"ts": "2026-03-30 10:00:00", "count": -1}], "activity": RECORDS[:10]}
+    await api.ingest(body, key="bad", expect=400)
+    bad_record = {"logs": [], "activity": RECORDS[:10] + [RECORDS[10] | {"port": 70000}]}
+    got = await api.ingest(bad_record, key="bad", expect=400)
+    assert got["error"]["field"] == "activity[10].port"
+    assert api.snapshot() == before
+    await api.ingest({"logs": [], "activity": RECORDS[:10]}, key="good")
+    await api.ingest({"logs": [], "activity": RECORDS[:10]}, key="good")  # a resent batch
+    assert (await v2(api, ACTIVITY))["count"] == 10

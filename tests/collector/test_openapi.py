@@ -418,3 +418,13 @@ async def test_every_v2_response_conforms_and_every_parameter_is_documented(api:
         await conforms(method.upper(), path, 401, token=None if "download/" not in path else "nope")
         await conforms(method.upper(), path, 403, token=AGENT)
         await conforms(method.upper(), path, 403, token=USER42, user_id="7")
+
+
+def test_readme_documents_every_v2_parameter_and_error_shape() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("<!-- section:api -->", 1)[1].split("<!-- /section:api -->", 1)[0]
+    for name in set().union(*EXPECTED_V2_PARAMS.values()):
+        assert f"`{name}`" in section, name
+    for text in ('{"timestamp__gte": [', '{"detail": ', "`Authorization: Token $TOKEN`", "`next`", "`count`",
+                 "Time, Hostname, Destination Port, Bytes, Duration,\nProxy, Your IP Address, Error Reason, Protocol"):
+        assert text in section, text
