@@ -536,3 +536,34 @@ async def test_a_rejected_body_stores_none_of_its_activity(api: Api) -> None:
     await api.ingest({"logs": [], "activity": RECORDS[:10]}, key="good")
     await api.ingest({"logs": [], "activity": RECORDS[:10]}, key="good")  # a resent batch
     assert (await v2(api, ACTIVITY))["count"] == 10
+
+
+def test_every_code_a_parser_produces_has_one_webshare_reason() -> None:
+    import re
+    from pathlib import Path
+
+    from agent import errors as agent_errors
+
+    parsers = Path(__file__).resolve().parents[2] / "agent" / "parsers"
+    used = {name for f in parsers.glob("*.py") for name in re.findall(r"\bE\.([A-Z_]+)\b", f.read_text())}
+    codes = {getattr(agent_errors, name) for name in used}
+    assert codes == set(ERRORS) == set(REASONS) - {"other:ERR_X/1"} | {
+        "dns_failure", "connection_refused", "upstream_error", "client_aborted", "invalid_request", "proxy_error"}
+    reasons = [describe(c).error_reason for c in ERRORS]
+    assert len(set(reasons)) == len(reasons)  # one-to-one: an error_reason filter finds exactly one code
+    for code in (*ERRORS, agent_errors.unknown_error("TCP_X/503")):
+        e = describe(code)
+        assert e.type in ("configuration", "connection") and 400 <= e.http_status <= 599 and len(e.how_to_fix) > 20
+    assert describe("other:TCP_X/503").error_reason == "other:TCP_X/503"
+    for code, (why, kind, status) in REASONS.items():
+        assert (describe(code).error_reason, describe(code).type, describe(code).http_status) == (why, kind, status)
+
+
+def test_readme_error_reason_table_is_the_table() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("**Error reasons.**"):]
+    rows = re.findall(r"^\| `([a-z_]+)` \| `([a-z_]+)` \| (\w+) \| (\d+) \|$", section, re.M)
+    assert rows == [(e.code, e.reason, e.type, str(e.http_status)) for e in ERRORS.values()]
