@@ -181,6 +181,7 @@ async def ingest(request: web.Request) -> web.Response:
         m.batches.inc()
         m.rows.inc(len(batch.rows))
         m.profiles.inc(len(batch.profiles))
+        m.activity.inc(len(batch.activity))
         m.bytes.inc(len(body))
     else:
         m.duplicate_batches.inc()

@@ -448,7 +448,9 @@ _DOC: Schema = {
         "title": "proxymeter collector",
         "version": "0.1.0",
         "description": "FonProxy-compatible analytics API with proxymeter extensions. Numbers in query "
-        "results are strings; times are 'YYYY-MM-DD HH:MM:SS' in tz. Errors are {\"error\": {code, message, field}}.",
+        "results are strings; times are 'YYYY-MM-DD HH:MM:SS' in tz. Errors are {\"error\": {code, message, field}}. "
+        "Under /api/v2: Webshare's proxy activity and stats API (JSON numbers, ISO 8601 times with offset, "
+        "Django REST framework errors: see WebshareError).",
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",

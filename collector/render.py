@@ -264,7 +264,8 @@ def stat_fields(t: StatsTotals, seconds: float, tz: tzinfo) -> Obj:
         "bandwidth_total": total,
         "bandwidth_average": total / t.count if t.count else 0.0,
         "requests_total": t.count,
-        "requests_successful": t.count - t.error_count,
+        # max(): a hand-made row may claim more errors than requests; never below 0
+        "requests_successful": max(0, t.count - t.error_count),
         "requests_failed": t.error_count,
         "error_reasons": _error_reasons(t.errors),
         "countries_used": {},

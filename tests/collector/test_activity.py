@@ -536,6 +536,8 @@ async def test_a_rejected_body_stores_none_of_its_activity(api: Api) -> None:
     await api.ingest({"logs": [], "activity": RECORDS[:10]}, key="good")
     await api.ingest({"logs": [], "activity": RECORDS[:10]}, key="good")  # a resent batch
     assert (await v2(api, ACTIVITY))["count"] == 10
+    metrics = await (await api.client.get("/metrics")).text()
+    assert "proxymeter_collector_activity_ingested_total 10\n" in metrics
 
 
 def test_every_code_a_parser_produces_has_one_webshare_reason() -> None:

@@ -293,6 +293,7 @@ METRIC_FAMILIES = {
     "proxymeter_collector_batches_ingested_total": "counter",
     "proxymeter_collector_rows_ingested_total": "counter",
     "proxymeter_collector_profiles_ingested_total": "counter",
+    "proxymeter_collector_activity_ingested_total": "counter",
     "proxymeter_collector_ingest_bytes_total": "counter",
     "proxymeter_collector_duplicate_batches_total": "counter",
     "proxymeter_collector_ingest_rejects_total": "counter",
