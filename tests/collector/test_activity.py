@@ -569,3 +569,24 @@ def test_readme_error_reason_table_is_the_table() -> None:
     section = readme[readme.index("**Error reasons.**"):]
     rows = re.findall(r"^\| `([a-z_]+)` \| `([a-z_]+)` \| (\w+) \| (\d+) \|$", section, re.M)
     assert rows == [(e.code, e.reason, e.type, str(e.http_status)) for e in ERRORS.values()]
+
+
+async def test_hourly_stats_follow_local_hours_across_a_dst_change(api: Api) -> None:
+    # Los Angeles skips 02:00-03:00 local on 2026-03-08 (10:00 UTC).
+    base = int(datetime(2026, 3, 8, 8, 0, tzinfo=UTC).timestamp())
+    rows = [{"ts": datetime.fromtimestamp(base + m * 60, UTC).strftime("%Y-%m-%d %H:%M:%S"), "count": 1 + m % 7,
+             "conn_ms": 1000 * m} for m in range(0, 5 * 60, 13)]  # fmt: skip
+    await api.ingest({"logs": rows})
+    hours = await v2(api, STATS, timestamp__gte="2026-03-08T00:00:00-08:00", timestamp__lte="2026-03-08T05:59:59-07:00",
+                     tz="America/Los_Angeles")  # fmt: skip
+    labels = [datetime.fromtimestamp(minute_of(r), LA).strftime("%Y-%m-%dT%H:00:00.000000%z") for r in rows]
+    expected: dict[str, list[dict[str, Any]]] = {}
+    for label, r in zip(labels, rows):
+        expected.setdefault(label[:-2] + ":" + label[-2:], []).append(r)
+    assert [h["timestamp"] for h in hours] == [
+        "2026-03-08T00:00:00.000000-08:00", "2026-03-08T01:00:00.000000-08:00", "2026-03-08T03:00:00.000000-07:00",
+        "2026-03-08T04:00:00.000000-07:00", "2026-03-08T05:00:00.000000-07:00"]  # fmt: skip
+    for h in hours:
+        got = expected.get(h["timestamp"], [])
+        assert h["requests_total"] == sum(r["count"] for r in got), h["timestamp"]
+        assert h["average_concurrency"] == pytest.approx(sum(r["conn_ms"] for r in got) / 3_600_000, rel=1e-12)
