@@ -326,29 +326,36 @@ async def activity_download(request: web.Request) -> web.StreamResponse:
     else:
         user = scope_user(_reader(request), p.window.user_id)
     chunks = store.activity_stream(replace(p.query, user_id=user)).__aiter__()
-    # The first chunk is read before the response starts, so a store that fails at
-    # once still gets a JSON 503; later chunks are written as they are read.
-    first = await anext(chunks, [])
-    resp = web.StreamResponse(headers={
-        "Content-Type": "text/csv; charset=utf-8",
-        "Content-Disposition": 'attachment; filename="proxy_activity.csv"',
-    })  # fmt: skip
-    await resp.prepare(request)
-    tz = p.window.tz
     try:
-        await resp.write(render.csv_text(first, tz, header=True).encode())
-        async for items in chunks:
-            await resp.write(render.csv_text(items, tz).encode())
-    except (StoreError, ConnectionResetError) as exc:
-        # Too late for an error response: cut the connection, so the client sees a
-        # broken transfer instead of a CSV that looks complete.
-        log.error("activity download aborted", extra=kv(error=str(exc)))
-        state.metrics.query_errors.inc(1, "activity_download", "503" if isinstance(exc, StoreError) else "499")
-        if request.transport is not None:
-            request.transport.close()
+        # The first chunk is read before the response starts, so a store that fails
+        # at once still gets a JSON 503; later chunks are written as they are read.
+        first = await anext(chunks, [])
+        resp = web.StreamResponse(headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": 'attachment; filename="proxy_activity.csv"',
+        })  # fmt: skip
+        await resp.prepare(request)
+        tz = p.window.tz
+        try:
+            await resp.write(render.csv_text(first, tz, header=True).encode())
+            async for items in chunks:
+                await resp.write(render.csv_text(items, tz).encode())
+        except (StoreError, ConnectionResetError) as exc:
+            # Too late for an error response: cut the connection, so the client sees
+            # a broken transfer instead of a CSV that looks complete.
+            log.error("activity download aborted", extra=kv(error=str(exc)))
+            state.metrics.query_errors.inc(1, "activity_download", "503" if isinstance(exc, StoreError) else "499")
+            if request.transport is not None:
+                request.transport.close()
+            return resp
+        await resp.write_eof()
         return resp
-    await resp.write_eof()
-    return resp
+    finally:
+        # A client that went away leaves the stream unfinished: close it now rather
+        # than when the event loop shuts down.
+        close = getattr(chunks, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _token_user(request: web.Request) -> int | None:
@@ -456,7 +463,8 @@ def create_app(
     for kind in params.BREAKDOWN_ENDPOINTS:
         app.router.add_get(f"/analytics/{kind}", _timed(kind, _breakdown_handler(kind)))
     app.router.add_get("/api/v2/proxy/activity/", _timed("activity", activity_list))
-    app.router.add_get("/api/v2/proxy/activity/download/", _timed("activity_download", activity_download))
+    # No HEAD: it would read the whole window only to send no body.
+    app.router.add_get("/api/v2/proxy/activity/download/", _timed("activity_download", activity_download), allow_head=False)
     token = _timed("download_token", download_token_get)
     app.router.add_route("GET", "/api/v2/download_token/activity/", token)
     app.router.add_route("POST", "/api/v2/download_token/activity/", token)

@@ -590,3 +590,16 @@ async def test_hourly_stats_follow_local_hours_across_a_dst_change(api: Api) -> 
         got = expected.get(h["timestamp"], [])
         assert h["requests_total"] == sum(r["count"] for r in got), h["timestamp"]
         assert h["average_concurrency"] == pytest.approx(sum(r["conn_ms"] for r in got) / 3_600_000, rel=1e-12)
+
+
+async def test_a_client_leaving_a_download_leaves_the_collector_well(make_api: Callable[..., Any]) -> None:
+    api = await make_api(extra="[query]\nactivity_chunk_rows = 16")
+    await ingest_activity(api, RECORDS)
+    resp = await api.client.get(DOWNLOAD, headers=token_auth(ADMIN))
+    assert resp.status == 200
+    assert len(await resp.content.read(200)) > 0
+    resp.close()  # gone mid-stream
+    resp = await api.client.get(DOWNLOAD, headers=token_auth(ADMIN))
+    assert len((await resp.text()).splitlines()) == 1 + len(RECORDS)
+    assert (await api.client.get("/healthz")).status == 200
+    assert (await api.client.head(DOWNLOAD, headers=token_auth(ADMIN))).status == 405
