@@ -38,8 +38,10 @@ Contract:
   ActivityQuery (collector.model documents the match and the order: (ts_us, id)
   descending) and how many match ignoring `q.after`; `activity_stream` yields every
   matching record after `q.after`, in the same order, in lists of at most `q.limit`,
-  reading chunk by chunk (keyset: each chunk starts after the last id of the one
-  before), so a 90-day download never holds more than one chunk in memory.
+  reading chunk by chunk (keyset: each chunk is the query with `after` set to the
+  (ts_us, id) of the last record of the one before), so a 90-day download never holds
+  more than one chunk in memory; the SQLite backend's loop is
+  collector.storage.sqlite_activity.stream, which any backend may reuse.
   `retention` deletes activity older than its own `activity_retention_days`.
 - `hourly_stats` sums the per-minute rows (not the activity, which may be a sample)
   per bucket of the plan (same membership rule as `chart`; every bucket with rows is
@@ -50,7 +52,7 @@ Contract:
   (creating it when there is none or it expired at or before `now`, and always with
   `reset`, which invalidates the old key) with key `new_key` (random, made by the
   caller: a store draws no randomness, as it reads no clock), valid for `ttl` seconds
-  from `now`; `find_download_token` returns the token with this key and scope if it
+  from `now` (a new token has a new, larger `id`); `find_download_token` returns the token with this key and scope if it
   exists and `now < expire_at`, else None.
 - The app calls nothing but these methods (tests/collector/conftest.py runs the API
   tests once per backend).
