@@ -40,8 +40,7 @@ Contract:
   matching record after `q.after`, in the same order, in lists of at most `q.limit`,
   reading chunk by chunk (keyset: each chunk is the query with `after` set to the
   (ts_us, id) of the last record of the one before), so a 90-day download never holds
-  more than one chunk in memory; the SQLite backend's loop is
-  collector.storage.sqlite_activity.stream, which any backend may reuse.
+  more than one chunk in memory (`keyset_stream` below is that loop, for any backend).
   `retention` deletes activity older than its own `activity_retention_days`.
 - `hourly_stats` sums the per-minute rows (not the activity, which may be a sample)
   per bucket of the plan (same membership rule as `chart`; every bucket with rows is
@@ -60,7 +59,8 @@ Contract:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Protocol
 
 from agent.wire.batch import Activity, Batch
@@ -75,6 +75,23 @@ from collector.model import (
     Totals,
 )
 from collector.plan import ChartPlan
+
+
+async def keyset_stream(
+    fetch: Callable[[ActivityQuery], Awaitable[list[tuple[int, Activity]]]], q: ActivityQuery
+) -> AsyncIterator[list[tuple[int, Activity]]]:
+    """`activity_stream` from a backend's page read: every record matching q after
+    q.after, chunk by chunk, each `fetch` its own short read (neither memory nor a read
+    transaction grows with the window)."""
+    after = q.after
+    while True:
+        items = await fetch(replace(q, after=after))
+        if items:
+            yield items
+        if len(items) < q.limit:
+            return
+        last_id, last = items[-1]
+        after = (last.ts_us, last_id)
 
 
 class StoreError(RuntimeError):

@@ -81,7 +81,7 @@ from collector.model import (
 )
 from collector.plan import DAY, HOUR, MINUTE, ChartPlan, breakdown_cover, floor_to
 from collector.storage import sqlite_activity
-from collector.storage.base import StoreError
+from collector.storage.base import StoreError, keyset_stream
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -1046,7 +1046,7 @@ class SQLiteStore:
         return await self._read(sqlite_activity.chunk, q)
 
     def activity_stream(self, q: ActivityQuery) -> AsyncIterator[list[tuple[int, Activity]]]:
-        return sqlite_activity.stream(self._activity_chunk, q)
+        return keyset_stream(self._activity_chunk, q)
 
     async def hourly_stats(self, plan: ChartPlan, filt: Filter) -> dict[int, StatsTotals]:
         return await self._read(sqlite_activity.hourly_stats, plan, filt)

@@ -25,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from bisect import bisect_right
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 from agent.wire.batch import ACTIVITY_FIELDS, Activity
@@ -135,22 +133,6 @@ def page(con: sqlite3.Connection, q: ActivityQuery) -> ActivityPage:
 
 def chunk(con: sqlite3.Connection, q: ActivityQuery) -> list[tuple[int, Activity]]:
     return _items(con, q)
-
-
-async def stream(
-    fetch: Callable[[ActivityQuery], Awaitable[list[tuple[int, Activity]]]], q: ActivityQuery
-) -> AsyncIterator[list[tuple[int, Activity]]]:
-    """Every record matching q after q.after, chunk by chunk (keyset paging: each chunk
-    its own short read, so neither memory nor a read transaction grows with the window)."""
-    after = q.after
-    while True:
-        items = await fetch(replace(q, after=after))
-        if items:
-            yield items
-        if len(items) < q.limit:
-            return
-        last_id, last = items[-1]
-        after = (last.ts_us, last_id)
 
 
 # ---- hourly stats from the minute rows -----------------------------------------------
