@@ -9,7 +9,7 @@ import pytest
 from agent.parsers import make_parser
 from agent.parsers.dante import DanteParser
 from agent.record import ParseError, Record
-from parsers_table import fixture_lines, rec
+from parsers_table import core_parser, fixture_lines, rec
 
 LINES = fixture_lines("dante", "danted.log")
 L = "127.0.0.1"
@@ -43,19 +43,19 @@ TABLE: list[Record | None] = [
 
 
 def test_whole_file_in_order() -> None:
-    p = make_parser("dante", timezone.utc)
+    p = core_parser("dante", timezone.utc)
     got = [p.parse(x) for x in LINES]
     assert got == TABLE
     assert p.open_sessions == 0  # type: ignore[attr-defined]
 
 
 def test_with_carriage_returns() -> None:
-    p = make_parser("dante", timezone.utc)
+    p = core_parser("dante", timezone.utc)
     assert [p.parse(x + b"\r") for x in LINES] == TABLE
 
 
 def test_close_without_open_uses_logged_whole_seconds() -> None:
-    p = make_parser("dante", timezone.utc)
+    p = core_parser("dante", timezone.utc)
     # the 1.5 s tunnel's close line alone: end 268.851, "Session duration: 1s"
     r = p.parse(LINES[5])
     assert r is not None
@@ -63,7 +63,7 @@ def test_close_without_open_uses_logged_whole_seconds() -> None:
 
 
 def test_interleaved_sessions_pair_by_address() -> None:
-    p = make_parser("dante", timezone.utc)
+    p = core_parser("dante", timezone.utc)
     a_open, a_close = LINES[2], LINES[3]
     b_open, b_close = LINES[4], LINES[5]
     assert p.parse(a_open) is None and p.parse(b_open) is None
@@ -129,7 +129,7 @@ HAND = [
 
 @pytest.mark.parametrize("line,expected", HAND)
 def test_hand_written_lines(line: bytes, expected: Record) -> None:
-    assert make_parser("dante", timezone.utc).parse(line) == expected
+    assert core_parser("dante", timezone.utc).parse(line) == expected
 
 
 @pytest.mark.parametrize("line,reason", [
@@ -142,12 +142,12 @@ def test_hand_written_lines(line: bytes, expected: Record) -> None:
 ])
 def test_bad_lines(line: bytes, reason: str) -> None:
     with pytest.raises(ParseError) as err:
-        make_parser("dante", timezone.utc).parse(line)
+        core_parser("dante", timezone.utc).parse(line)
     assert err.value.reason == reason
 
 
 def test_trailing_extra_data_changes_nothing_but_free_text() -> None:
-    p = make_parser("dante", timezone.utc)
+    p = core_parser("dante", timezone.utc)
     got = [p.parse(x + b" trailing extra") for x in LINES]
     for g, exp in zip(got, TABLE):
         if exp is None:
@@ -187,13 +187,13 @@ AUTH_TABLE: list[Record | None] = [
 
 
 def test_authenticated_sessions_space_in_name_and_failed_logins() -> None:
-    p = make_parser("dante", timezone.utc)
+    p = core_parser("dante", timezone.utc)
     assert [p.parse(x) for x in AUTH_LINES] == AUTH_TABLE
     assert p.open_sessions == 0  # type: ignore[attr-defined]
 
 
 def test_space_in_name_pairs_open_and_close() -> None:
-    p = make_parser("dante", timezone.utc)
+    p = core_parser("dante", timezone.utc)
     # without its open line the close falls back to "Session duration: 0s"
     alone = p.parse(AUTH_LINES[1])
     assert alone is not None and (alone.user, alone.start_ms) == ("user-102 alt", 1796155462175)

@@ -10,7 +10,7 @@ import pytest
 
 from agent.parsers import make_parser
 from agent.record import ParseError, Record
-from parsers_table import fixture_lines, rec
+from parsers_table import core_parser, fixture_lines, rec
 
 RAW = fixture_lines("haproxy", "stdout-raw.log")
 SYS = fixture_lines("haproxy", "syslog-rfc3164.log")
@@ -59,7 +59,7 @@ TABLE: list[Record] = [
 
 @pytest.mark.parametrize("idx", range(len(TABLE)))
 def test_real_lines_plain_and_syslog(idx: int) -> None:
-    p = make_parser("haproxy", timezone.utc)
+    p = core_parser("haproxy", timezone.utc)
     exp = TABLE[idx]
     assert p.parse(RAW[idx]) == exp
     assert p.parse(SYS[idx]) == exp
@@ -68,7 +68,7 @@ def test_real_lines_plain_and_syslog(idx: int) -> None:
 
 
 def test_lines_in_any_order_give_the_same_records() -> None:
-    p = make_parser("haproxy", timezone.utc)
+    p = core_parser("haproxy", timezone.utc)
     assert [p.parse(x) for x in reversed(RAW)] == list(reversed(TABLE))
 
 
@@ -81,7 +81,7 @@ TRAILING = [b" {extra}", b" x", b" trailing extra fields", b' "quoted"', b' "a b
 def test_trailing_data_on_every_real_line_is_ignored(idx: int, extra: bytes) -> None:
     # default and recommended formats alike: whatever an operator appends after the last
     # field changes nothing (the user of the recommended httplog stays the quoted field)
-    p = make_parser("haproxy", timezone.utc)
+    p = core_parser("haproxy", timezone.utc)
     assert p.parse(RAW[idx] + extra) == TABLE[idx]
     assert p.parse(SYS[idx] + extra) == TABLE[idx]
 
@@ -90,7 +90,7 @@ def test_damaged_appended_field_is_an_error_naming_it() -> None:
     line = RAW[12].replace(b'" 120 127.0.0.1 ', b'" 12x 127.0.0.1 ')
     assert line != RAW[12]
     with pytest.raises(ParseError) as err:
-        make_parser("haproxy", timezone.utc).parse(line)
+        core_parser("haproxy", timezone.utc).parse(line)
     assert (err.value.reason, str(err.value)) == ("bad_number", "bad_number: U=12x")
 
 
@@ -98,7 +98,7 @@ def test_damaged_appended_field_is_an_error_naming_it() -> None:
 def test_real_lines_are_read_in_the_source_timezone(zone: str, offset_h: int) -> None:
     # the capture ran in UTC; the same lines from a proxy host in another zone (22 Nov:
     # no DST anywhere here) start offset_h hours earlier in UTC, everything else equal
-    p = make_parser("haproxy", ZoneInfo(zone))
+    p = core_parser("haproxy", ZoneInfo(zone))
     for raw, exp in zip(RAW, TABLE):
         got = p.parse(raw)
         assert got is not None
@@ -114,13 +114,13 @@ def test_real_lines_are_read_in_the_source_timezone(zone: str, offset_h: int) ->
     b"<134>Nov  2 07:37:06 haproxy: ",  # no pid
 ])
 def test_syslog_framings(framing: bytes) -> None:
-    p = make_parser("haproxy", timezone.utc)
+    p = core_parser("haproxy", timezone.utc)
     assert p.parse(framing + RAW[25]) == TABLE[25]
 
 
 def berlin(line_date: bytes) -> int:
     line = b"10.0.0.1:5000 [" + line_date + b"] fe be/s1 0/0/0/0/10 200 100 - - ---- 1/1/0/0/0 0/0 \"GET / HTTP/1.1\""
-    r = make_parser("haproxy", ZoneInfo("Europe/Berlin")).parse(line)
+    r = core_parser("haproxy", ZoneInfo("Europe/Berlin")).parse(line)
     assert r is not None
     return r.start_ms
 
@@ -160,7 +160,7 @@ HAND = [
 
 @pytest.mark.parametrize("line,expected", HAND)
 def test_hand_written_lines(line: bytes, expected: Record) -> None:
-    assert make_parser("haproxy", timezone.utc).parse(line) == expected
+    assert core_parser("haproxy", timezone.utc).parse(line) == expected
 
 
 @pytest.mark.parametrize("line", [
@@ -169,7 +169,7 @@ def test_hand_written_lines(line: bytes, expected: Record) -> None:
     b"Server origin/o1 is DOWN, reason: Layer4 connection problem.",
 ])
 def test_notices_complete_no_request(line: bytes) -> None:
-    assert make_parser("haproxy", timezone.utc).parse(line) is None
+    assert core_parser("haproxy", timezone.utc).parse(line) is None
 
 
 @pytest.mark.parametrize("line,reason", [
@@ -187,5 +187,5 @@ def test_notices_complete_no_request(line: bytes) -> None:
 ])
 def test_bad_lines(line: bytes, reason: str) -> None:
     with pytest.raises(ParseError) as err:
-        make_parser("haproxy", timezone.utc).parse(line)
+        core_parser("haproxy", timezone.utc).parse(line)
     assert err.value.reason == reason

@@ -10,7 +10,7 @@ import pytest
 
 from agent.parsers import make_parser
 from agent.record import ParseError, Record
-from parsers_table import fixture_lines, rec
+from parsers_table import core_parser, fixture_lines, rec
 
 LINES = fixture_lines("jsonl", "activity.log")
 T10 = calendar.timegm((2026, 11, 22, 10, 0, 0)) * 1000
@@ -32,14 +32,14 @@ TABLE: list[tuple[int, Record]] = [
 
 @pytest.mark.parametrize("idx,expected", TABLE)
 def test_lines(idx: int, expected: Record) -> None:
-    p = make_parser("jsonl", timezone.utc)
+    p = core_parser("jsonl", timezone.utc)
     assert p.parse(LINES[idx]) == expected
     assert p.parse(LINES[idx] + b"\r") == expected
     assert p.parse(LINES[idx] + b"   ") == expected
 
 
 def test_timestamp_without_offset_uses_source_timezone() -> None:
-    p = make_parser("jsonl", ZoneInfo("Europe/Berlin"))
+    p = core_parser("jsonl", ZoneInfo("Europe/Berlin"))
     r = p.parse(b'{"timestamp": "2026-07-01T12:00:00", "protocol": "http", "request_duration": 0}')
     assert r is not None and r.start_ms == calendar.timegm((2026, 7, 1, 10, 0, 0)) * 1000
 
@@ -59,7 +59,7 @@ def test_timestamp_without_offset_uses_source_timezone() -> None:
 ])
 def test_bad_lines(line: bytes, reason: str) -> None:
     with pytest.raises(ParseError) as err:
-        make_parser("jsonl", timezone.utc).parse(line)
+        core_parser("jsonl", timezone.utc).parse(line)
     assert err.value.reason == reason
 
 
@@ -68,5 +68,5 @@ def test_non_utf8_inside_strings_does_not_crash() -> None:
     # surrogate cannot be sent on as UTF-8, so its three bytes become U+FFFD each
     line = (b'{"timestamp": "2026-11-22T10:00:00Z", "protocol": "http", "request_duration": 1, '
             b'"auth_username": "us\\u00e9r\\ud800"}')
-    r = make_parser("jsonl", timezone.utc).parse(line)
+    r = core_parser("jsonl", timezone.utc).parse(line)
     assert r is not None and r.user == "us\u00e9r\ufffd\ufffd\ufffd"

@@ -8,7 +8,7 @@ import pytest
 
 from agent.parsers import make_parser
 from agent.record import ParseError, Record
-from parsers_table import fixture_lines, rec
+from parsers_table import core_parser, fixture_lines, rec
 
 STREAM = fixture_lines("nginx", "stream.log")
 HTTP = fixture_lines("nginx", "http.log")
@@ -38,7 +38,7 @@ CASES = list(zip(STREAM, STREAM_TABLE)) + list(zip(HTTP, HTTP_TABLE))
 
 @pytest.mark.parametrize("line,expected", CASES)
 def test_real_lines(line: bytes, expected: Record) -> None:
-    p = make_parser("nginx", timezone.utc)
+    p = core_parser("nginx", timezone.utc)
     assert p.parse(line) == expected
     assert p.parse(line + b"\r") == expected
     assert p.parse(line + b"\textra\tfields") == expected
@@ -68,7 +68,7 @@ HAND = [
 
 @pytest.mark.parametrize("line,expected", HAND)
 def test_hand_written_lines(line: bytes, expected: Record) -> None:
-    assert make_parser("nginx", timezone.utc).parse(line) == expected
+    assert core_parser("nginx", timezone.utc).parse(line) == expected
 
 
 @pytest.mark.parametrize("line,reason", [
@@ -81,5 +81,5 @@ def test_hand_written_lines(line: bytes, expected: Record) -> None:
 ])
 def test_bad_lines(line: bytes, reason: str) -> None:
     with pytest.raises(ParseError) as err:
-        make_parser("nginx", timezone.utc).parse(line)
+        core_parser("nginx", timezone.utc).parse(line)
     assert err.value.reason == reason

@@ -12,7 +12,7 @@ import pytest
 
 from agent.parsers import make_parser
 from agent.record import ParseError, Record
-from parsers_table import fixture_lines, rec
+from parsers_table import core_parser, fixture_lines, rec
 
 EXT = fixture_lines("squid", "access-proxymeter.log")
 NAT = fixture_lines("squid", "access.log")
@@ -98,7 +98,7 @@ HAND_TABLE: list[tuple[bytes, Record | None]] = [
 
 @pytest.fixture
 def parser():  # type: ignore[no-untyped-def]
-    return make_parser("squid", timezone.utc)
+    return core_parser("squid", timezone.utc)
 
 
 @pytest.mark.parametrize("idx,expected", EXT_TABLE, ids=[f"ext{i}" for i, _ in EXT_TABLE])
