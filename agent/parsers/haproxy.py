@@ -58,9 +58,11 @@ What each field gives:
     %fi:%fp          the address and port the client connected to -> listen_address,
                      listen_port
   activity times (from the timers, None when a timer is -1: that step never happened):
-    http: handshake_ms = %TR + %Tw + %Tc (request received, queued, server connected);
+    http: handshake_ms = %TR + %Tw + %Tc (request received, queued, server connected),
+          at most %Ta;
           tunnel_ms None (haproxy opens no tunnels in http mode)
-    tcp:  handshake_ms = %Tw + %Tc (queued, server connected); tunnel_ms = %Tt - both
+    tcp:  handshake_ms = %Tw + %Tc (queued, server connected), at most %Tt (the
+          timers are rounded one by one); tunnel_ms = %Tt - handshake_ms
     %si (when not "-") is the address haproxy connected to -> target_ip
 
 Without the appended fields: bytes_sent = 0, ip_out = "", tcplog host/port unknown,
@@ -284,6 +286,8 @@ class HaproxyParser:
                     user = ""
                 listener = _listener(tail[cq + 1:].split())
             handshake = _sum_timers([_num(t, w) for t, w in zip(timers[:3], ("TR", "Tw", "Tc"))])
+            if handshake is not None and duration >= 0:
+                handshake = min(handshake, duration)  # rounded one by one, see tcplog below
             tunnel = None
             if method == b"CONNECT":
                 protocol = PROTOCOL_HTTPS
@@ -304,7 +308,11 @@ class HaproxyParser:
             host, port = "", 0
             listener = _listener(ext[3:5]) if _appended(ext) else None
             handshake = _sum_timers([_num(timers[0], "Tw"), _num(timers[1], "Tc")])
-            tunnel = None if handshake is None or duration < 0 else max(duration - handshake, 0)
+            tunnel = None
+            if handshake is not None and duration >= 0:
+                # each timer is rounded to the ms on its own: Tw + Tc can exceed Tt by one
+                handshake = min(handshake, duration)
+                tunnel = duration - handshake
         else:
             raise ParseError("bad_timers", text(head[4]))
         if duration < 0:

@@ -45,7 +45,8 @@ What each field gives (stream | http):
     $upstream_addr        an IP literal -> target_ip (nginx logs the address it connected to)
     $server_addr          the address nginx accepted on -> listen_address
     $upstream_connect_time  seconds with ms, one value per upstream tried ("0.001, 0.002"):
-                          their sum -> handshake_ms; tunnel_ms = duration - handshake_ms;
+                          their sum (at most the duration) -> handshake_ms;
+                          tunnel_ms = duration - handshake_ms;
                           "-" (no upstream connection) -> both None
 nginx logs neither its outgoing address nor port: ip_out and proxy_port stay empty.
 
@@ -172,7 +173,8 @@ class NginxParser:
                 listen_address = _field(f[11])
                 handshake = _connect_ms(f[12])
                 if handshake is not None:
-                    tunnel = max(duration - handshake, 0)
+                    handshake = min(handshake, duration)  # rounded apart: never past the end
+                    tunnel = duration - handshake
             error = _STREAM_ERRORS.get(status, "") if status != 200 else ""
             if status != 200 and not error:
                 error = E.unknown_error(f"stream/{status}")
