@@ -167,7 +167,8 @@ def _listener(ext: list[bytes]) -> tuple[int, str, int] | None:
     if not colon or not addr or not port.isdigit():
         return None
     bp = int(ext[0]) if ext[0].isdigit() and len(ext[0]) <= 5 else 0
-    return bp, text(addr), int(port) if len(port) <= 5 else 0
+    # haproxy writes IPv6 without brackets (as %ci); brackets, if any, are dropped
+    return bp, text(addr).strip("[]"), int(port) if len(port) <= 5 else 0
 
 
 def _sum_timers(values: list[int]) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+from dataclasses import replace
 from datetime import timezone
 from zoneinfo import ZoneInfo
 
@@ -10,7 +11,7 @@ import pytest
 
 from agent.parsers import make_parser
 from agent.record import ParseError, Record
-from parsers_table import core_parser, fixture_lines, rec
+from parsers_table import core, core_parser, fixture_lines, parts, rec
 
 RAW = fixture_lines("haproxy", "stdout-raw.log")
 SYS = fixture_lines("haproxy", "syslog-rfc3164.log")
@@ -189,3 +190,70 @@ def test_bad_lines(line: bytes, reason: str) -> None:
     with pytest.raises(ParseError) as err:
         core_parser("haproxy", timezone.utc).parse(line)
     assert err.value.reason == reason
+
+
+# -- the activity-only fields (parsers_table.ACTIVITY_PARTS): start_us_rem, target_ip,
+# proxy_port, listen_address, handshake_ms, tunnel_ms, read off each captured line by
+# hand: %si of the appended fields is the target's IP; the timers give the handshake
+# (http %TR+%Tw+%Tc, tcp %Tw+%Tc, None when one is -1) and, in tcp mode, the tunnel (the
+# rest of %Tt). The capture predates `%bp %fi:%fp`: no proxy_port, no listen address.
+def _p(target_ip: str = "", handshake: int | None = None, tunnel: int | None = None) -> tuple[object, ...]:
+    return (0, target_ip, 0, "", handshake, tunnel)
+
+
+RAW_PARTS: list[tuple[object, ...]] = [
+    _p(),  # tcp 1/-1/0: never connected
+    _p(handshake=0), _p(handshake=0), _p(handshake=0), _p(handshake=0), _p(handshake=0),
+    _p(), _p(),  # 0/-1/-1: haproxy answered itself
+    _p(),  # 0/0/-1: refused
+    _p(),  # <NOSRV>
+    _p(handshake=0),  # 0/0/0/-1/1502: connected, the server timed out
+    _p(),  # -1/...: a bad request
+    _p(L, 0), _p(L, 0), _p(L, 0), _p(L, 0), _p(L, 0),
+    _p(), _p(),  # "-:-"
+    _p(handshake=0),
+    _p(L),  # refused: the server's address, no handshake
+    _p(), _p(L, 0), _p(),
+    _p(handshake=1, tunnel=301),  # tcp 1/0/302
+    _p(L, 1, 304),  # tcp 1/0/305 with the appended fields
+    _p(L, 0),
+    _p(),  # tcp 1/-1/3005
+]
+
+
+@pytest.mark.parametrize("idx", range(len(RAW_PARTS)))
+def test_activity_parts_of_real_lines(idx: int) -> None:
+    assert len(RAW_PARTS) == len(RAW)
+    p = make_parser("haproxy", timezone.utc)
+    for line in (RAW[idx], SYS[idx], RAW[idx] + b' "extra" data'):
+        assert parts(p.parse(line)) == RAW_PARTS[idx], line
+
+
+# the current recommendation: + %bp %fi:%fp (hand-written after haproxy's documentation)
+NEW_FORMAT: list[tuple[bytes, tuple[object, ...], int]] = [
+    (b'127.0.0.1:55074 [22/Nov/2026:07:37:01.592] http_pm origin/o1 2/1/3/4/12 200 1139 - - ---- 2/1/1/1/0 0/0 '
+     b'"GET http://a.example:8080/x HTTP/1.1" 120 192.0.2.7 198.51.100.4:8080 "alice" 40001 192.0.2.1:3128',
+     (0, "198.51.100.4", 40001, "192.0.2.1", 6, None), 3128),
+    (b'127.0.0.1:55130 [22/Nov/2026:07:37:01.612] http_pm http_pm/<NOSRV> 0/-1/-1/-1/0 407 215 - - PR-- 2/1/0/0/0 '
+     b'0/0 "GET http://127.0.0.1:41195/size/10 HTTP/1.1" 122 - -:- "alice" - 192.0.2.1:3128',
+     (0, "", 0, "192.0.2.1", None, None), 3128),
+    (b"10.0.0.1:5000 [22/Nov/2026:10:00:00.000] fe be/s1 0/2/3000 700 -- 1/1/0/0/0 0/0 900 192.0.2.7 "
+     b"203.0.113.5:443 41000 192.0.2.1:8443", (0, "203.0.113.5", 41000, "192.0.2.1", 2, 2998), 8443),
+    # timers rounded one by one: Tw + Tc = 2 > Tt = 1, the handshake is cut to the duration
+    (b"10.0.0.1:5000 [22/Nov/2026:10:00:00.000] fe be/s1 1/1/1 700 -- 1/1/0/0/0 0/0 900 192.0.2.7 "
+     b"203.0.113.5:443 41000 [2001:db8::1]:8443", (0, "203.0.113.5", 41000, "2001:db8::1", 1, 0), 8443),
+    # haproxy writes an IPv6 %fi without brackets, like %ci
+    (b"10.0.0.1:5000 [22/Nov/2026:10:00:00.000] fe be/s1 0/0/5 700 -- 1/1/0/0/0 0/0 900 192.0.2.7 "
+     b"203.0.113.5:443 41000 2001:db8::1:8443", (0, "203.0.113.5", 41000, "2001:db8::1", 0, 5), 8443),
+]
+
+
+@pytest.mark.parametrize("line,want,listen_port", NEW_FORMAT)
+def test_activity_parts_of_the_current_format(line: bytes, want: tuple[object, ...], listen_port: int) -> None:
+    p = make_parser("haproxy", timezone.utc)
+    got = p.parse(line)
+    assert parts(got) == want and got is not None and got.listen_port == listen_port
+    assert p.parse(line + b" more data") == got
+    assert p.parse(b"<134>Nov 22 10:00:00 host haproxy[12]: " + line) == got
+    older = line.rsplit(b" ", 2)[0]  # the earlier recommendation, without %bp %fi:%fp
+    assert core(got) == replace(core(p.parse(older)), listen_port=listen_port)  # type: ignore[arg-type]
