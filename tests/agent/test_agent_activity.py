@@ -7,8 +7,10 @@ the lines the test wrote (SquidWriter's totals, and the lines themselves).
 
 from __future__ import annotations
 
+import re
 import signal
 import time
+import urllib.request
 from datetime import timezone
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import pytest
 from agent.activity import sampled_in
 from agent.parsers import make_parser
 from agent.wire.batch import Batch, decode_body
-from agent_e2e_support import AgentProc, Recorder, SquidWriter, agent_config, stop_process, wait_until
+from agent_e2e_support import AgentProc, Recorder, SquidWriter, agent_config, free_port, stop_process, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -111,3 +113,56 @@ def test_sampling_thins_activity_only_and_the_rows_stay_exact(tmp_path: Path) ->
     got = sorted(a.ts_us for b in batches for a in b.activity)
     assert got == sorted(r.start_ms * 1000 for r in kept)
     assert 350 <= len(got) <= 650  # about a quarter
+
+
+def _activity_metric(port: int) -> dict[str, float]:
+    """proxymeter_agent_activity_records_total by result; {} while /metrics is not up."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = re.match(r'^proxymeter_agent_activity_records_total\{result="(\w+)"\} (\S+)$', line)
+        if m:
+            out[m[1]] = float(m[2])
+    return out
+
+
+def test_activity_metrics_count_every_record_and_a_reload_applies_the_activity_section(tmp_path: Path) -> None:
+    """Every aggregated request is counted once as spooled, sampled_out or disabled; the
+    spooled ones as shipped once acknowledged. SIGHUP applies a changed [activity]."""
+    rec = Recorder()
+    rec.status = 204
+    log_path = tmp_path / "logs" / "access.log"
+    writer = SquidWriter(log_path, base=_base_minute(25), seed=79)
+    port = free_port()
+    cfg = agent_config(tmp_path, rec.url, log_path, flush_interval=0.2, metrics_port=port,
+                       extra="\n[activity]\nsample_rate = 0.5\n")
+    agent = AgentProc(cfg, tmp_path / "agent.log")
+    try:
+        agent.start()
+        agent.wait_ready()
+        assert _activity_metric(port) == {"spooled": 0, "sampled_out": 0, "disabled": 0, "shipped": 0,
+                                          "dead_lettered": 0}
+        writer.write(1_000)
+        wait_until(lambda: (m := _activity_metric(port)).get("spooled", 0) + m.get("sampled_out", 0) == 1_000
+                   and m["shipped"] == m["spooled"], 30, "1,000 records counted and the kept ones shipped")
+        first = _activity_metric(port)
+        delivered = sum(len(b.activity) for b in _accepted(rec).values())
+        assert first["shipped"] == delivered and 350 <= delivered <= 650
+        cfg.write_text(cfg.read_text().replace("sample_rate = 0.5", "enabled = false"))
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: 'msg="config reloaded"' in agent.tail(), 30, "the reload")
+        writer.write(200)
+        wait_until(lambda: _activity_metric(port).get("disabled") == 200, 30, "200 records while disabled")
+        assert {k: v for k, v in _activity_metric(port).items() if k != "disabled"} == {
+            k: v for k, v in first.items() if k != "disabled"}
+        assert agent.stop() == 0, agent.tail()
+    finally:
+        stop_process(agent.proc, signal.SIGKILL)
+        rec.close()
+    assert sum(len(b.activity) for b in _accepted(rec).values()) == delivered
+    assert sum(r.count for b in _accepted(rec).values() for r in b.rows) == 1_200  # the rows: every request
