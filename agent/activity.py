@@ -187,6 +187,7 @@ class ActivityLog:
         if settings.max_records_per_batch < 1:
             raise ValueError("max_records_per_batch: must be >= 1")
         self.worker = worker
+        self._worker = worker[:MAX_STR]
         self.settings = settings
         self._rate = settings.sample_rate
         self._pending: list[Activity] = []
@@ -215,8 +216,41 @@ class ActivityLog:
         if self._rate < 1.0 and sample_key(rec) >= self._rate * _HASH_SPACE:
             self.sampled_out += 1
             return
-        self._pending.append(_to_activity(rec, self.worker, self._fit))
+        self._pending.append(self._convert(rec))
         self.kept += 1
+
+    def _convert(self, rec: Record) -> Activity:
+        """_to_activity, with the checks of the common record (nothing to fit) folded
+        into a few comparisons: this runs once per log line."""
+        host, user, ip_out, tip = rec.host, rec.user, rec.ip_out, rec.target_ip
+        la, domain, client = rec.listen_address, rec.domain, rec.client_ip
+        hs, tn = rec.handshake_ms, rec.tunnel_ms
+        # x | y | z of ints >= 0 stays under 2**k iff each does (MAX_PORT, MAX_INT and
+        # MAX_COUNTER are all 2**k - 1); the summed length bounds each string's length
+        if not (
+            0 <= rec.port | rec.proxy_port | rec.listen_port <= MAX_PORT
+            and 0 <= rec.user_id | rec.order_id <= MAX_INT
+            and rec.start_ms >= 0
+            and len(host) + len(user) + len(ip_out) + len(tip) + len(la) + len(domain) + len(client) <= MAX_STR
+            and (hs is None or 0 <= hs <= MAX_COUNTER)
+            and (tn is None or 0 <= tn <= MAX_COUNTER)
+        ):
+            return _to_activity(rec, self.worker, self._fit)
+        if host:
+            host_is_ip = _ip_memo.get(host)
+            if host_is_ip is None:
+                host_is_ip = is_ip(host)
+        else:
+            host_is_ip = False
+        name = host if host and not host_is_ip else None
+        return Activity(
+            rec.start_ms * 1000 + rec.start_us_rem,
+            "socks" if rec.protocol == PROTOCOL_SOCKS else "http",
+            rec.duration_ms, hs, tn, rec.error, user or None, ip_out or None, client,
+            tip or (host if host_is_ip else None), name, (domain or None) if name is not None else None,
+            rec.port or None, rec.proxy_port or None, la or None, rec.listen_port or None,
+            rec.user_id, rec.order_id, self._worker, rec.bytes_sent, rec.bytes_received,
+        )  # fmt: skip
 
     def drain(self) -> list[Activity]:
         out = self._pending

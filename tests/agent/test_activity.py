@@ -150,3 +150,35 @@ def test_full_at_max_records_per_batch() -> None:
 def test_bad_settings_are_refused(settings: ActivitySettings) -> None:
     with pytest.raises(ValueError):
         ActivityLog("w", settings)
+
+
+def test_the_log_converts_like_to_activity_on_real_lines() -> None:
+    """ActivityLog's per-line shortcut gives what the reference to_activity gives, on
+    every captured line of every format (enriched as the agent does)."""
+    from datetime import timezone
+    from pathlib import Path
+
+    from agent.domains import DomainResolver
+    from agent.enrich import Enricher
+    from agent.parsers import make_parser
+    from agent.users import UserMapper, UsersConfig
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "logs"
+    enricher = Enricher(UserMapper(UsersConfig()), DomainResolver.load(None))
+    recs: list[Record] = []
+    for fmt in ("squid", "haproxy", "nginx", "dante", "jsonl"):
+        for path in sorted((fixtures / fmt).glob("*.log")):
+            parser = make_parser(fmt, timezone.utc)
+            for line in path.read_bytes().splitlines():
+                try:
+                    rec = parser.parse(line)
+                except ValueError:
+                    continue
+                if rec is not None:
+                    enricher.enrich(rec)
+                    recs.append(rec)
+    assert len(recs) > 80
+    log = ActivityLog("w")
+    for r in recs:
+        log.add(r)
+    assert log.drain() == [to_activity(r, "w") for r in recs]
