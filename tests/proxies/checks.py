@@ -4,13 +4,19 @@ Each proxy test supplies `bounds(sent) -> ((sent_lo, sent_hi), (recv_lo, recv_hi
 bytes the proxy must have logged for that request in each direction, as an exact value
 (lo == hi) where its log is exact and as the README's documented bound where it is not.
 Requests, errors by code and the burst/long-tunnel peaks are always exact.
+
+`check_activity` compares the activity records (one per request) with the same truth,
+field by field (see the comment above it).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 
+from agent.wire.batch import ACTIVITY_FIELDS, Activity
 from tests.proxies.client import Sent, Truth, peak as client_peak
+from tests.proxies.origin import STALL_S
 from tests.proxies.stack import Api, user_id_of
 
 Range = tuple[int, int]
@@ -60,3 +66,144 @@ def check_all(api: Api, truth: Truth, bounds: Bounds, *, peaks: dict[str, int], 
         detail = "\n".join(f"  {s}" for s in truth.sent)
         raise AssertionError("collector disagrees with the client:\n" + "\n".join(failures)
                              + f"\nclient truth:\n{detail}\n{logs[-6000:]}")
+
+
+# -- activity records ---------------------------------------------------------------------
+#
+# Each proxy test supplies `expect(sent) -> {field: value}`: the exact value the README's
+# activity table for that proxy promises for every field of the request's record (None
+# where the table says null), computed from the client's own view of the request (its
+# user, target, the proxy address it connected to, the error it expects). The check
+# finds one record per request with exactly these values and then checks the fields the
+# client can only bound: bytes (the proxy's `bounds`), the start and the duration (inside
+# the client's own start..end, to the millisecond), the proxy's source port (one the
+# origin itself saw a connection from) and the handshake/tunnel split.
+
+ORIGIN_PORT = "a port the origin accepted a connection from"
+ANY_PORT = "a port 1..65535 (of a connection the target refused: the origin never saw it)"
+SOME_MS = "an int 0..duration_ms"
+REST_MS = "duration_ms - handshake_ms"
+WHOLE_MS = "duration_ms"
+_SPECIAL = ("proxy_port", "handshake_ms", "tunnel_ms")
+# Proxies stamp times from an event-loop clock refreshed once per loop turn (squid,
+# haproxy), truncated to the ms: a start 1-2 ms before the client's own was seen.
+CLOCK_SLACK_MS = 50
+
+
+def _exact(want: dict[str, object]) -> tuple[tuple[str, object], ...]:
+    return tuple(sorted((k, v) for k, v in want.items() if k not in _SPECIAL))
+
+
+def _fits(a: Activity, s: Sent, want: dict[str, object], bounds: Bounds, origin_ports: set[int],
+          slack_ms: int) -> list[str]:
+    """What is wrong with record a as the record of request s (empty: it fits)."""
+    bad: list[str] = []
+    (up_lo, up_hi), (dn_lo, dn_hi) = bounds(s)
+    if not up_lo <= a.bytes_sent <= up_hi:
+        bad.append(f"bytes_sent {a.bytes_sent} outside {up_lo}..{up_hi}")
+    if not dn_lo <= a.bytes_received <= dn_hi:
+        bad.append(f"bytes_received {a.bytes_received} outside {dn_lo}..{dn_hi}")
+    start_us, end_us = round(s.start * 1e6), round(s.end * 1e6)
+    if not start_us - slack_ms * 1000 <= a.ts_us <= end_us + slack_ms * 1000:
+        bad.append(f"ts_us {a.ts_us} outside the client's {start_us}..{end_us}")
+    longest = (end_us - start_us) // 1000 + slack_ms
+    if s.error == "client_aborted":
+        # the proxy may notice the hang-up only when the origin's stall ends and it writes
+        longest += STALL_S * 1000
+    if not 0 <= a.duration_ms <= longest:
+        bad.append(f"duration_ms {a.duration_ms} longer than the client's {(end_us - start_us) // 1000} ms")
+    pp = want.get("proxy_port")
+    if pp == ORIGIN_PORT:
+        if a.proxy_port not in origin_ports:
+            bad.append(f"proxy_port {a.proxy_port} is no port the origin saw a connection from")
+    elif pp == ANY_PORT:
+        if a.proxy_port is None or not 1 <= a.proxy_port <= 65535:
+            bad.append(f"proxy_port {a.proxy_port}, expected a port")
+    elif a.proxy_port != pp:
+        bad.append(f"proxy_port {a.proxy_port}, expected {pp}")
+    hs, tn = want.get("handshake_ms"), want.get("tunnel_ms")
+    if hs == SOME_MS:
+        if a.handshake_ms is None or not 0 <= a.handshake_ms <= a.duration_ms:
+            bad.append(f"handshake_ms {a.handshake_ms} not in 0..duration_ms {a.duration_ms}")
+    elif a.handshake_ms != hs:
+        bad.append(f"handshake_ms {a.handshake_ms}, expected {hs}")
+    if tn == REST_MS:
+        if a.handshake_ms is None or a.tunnel_ms != a.duration_ms - a.handshake_ms:
+            bad.append(f"tunnel_ms {a.tunnel_ms} is not duration_ms - handshake_ms ({a.duration_ms} - {a.handshake_ms})")
+    elif tn == WHOLE_MS:
+        if a.tunnel_ms != a.duration_ms:
+            bad.append(f"tunnel_ms {a.tunnel_ms} is not duration_ms {a.duration_ms}")
+    elif a.tunnel_ms != tn:
+        bad.append(f"tunnel_ms {a.tunnel_ms}, expected {tn}")
+    return bad
+
+
+def check_activity(records: list[Activity], truth: Truth, bounds: Bounds, expect: Callable[[Sent], dict[str, object]],
+                   *, origin_ports: set[int], slack_ms: int = CLOCK_SLACK_MS, logs: str = "") -> None:
+    """One activity record per request the client made, every field as `expect` says;
+    `slack_ms`: how far the proxy's clock may be off the client's."""
+    failures: list[str] = []
+    if len(records) != len(truth.sent):
+        failures.append(f"{len(records)} activity records, the client made {len(truth.sent)} requests")
+    for s in truth.sent:
+        want = expect(s)
+        missing = set(ACTIVITY_FIELDS) - set(want) - {"ts_us", "duration_ms", "bytes_sent", "bytes_received"}
+        assert not missing, f"the test's expectation names no value for {sorted(missing)}"
+    left = list(records)
+    # the requests with the narrowest time windows first, each to the first record that fits
+    for s in sorted(truth.sent, key=lambda s: (s.end - s.start, s.start)):
+        want = expect(s)
+        exact = _exact(want)
+        candidates = [a for a in left if all(getattr(a, n) == v for n, v in exact)]
+        if not candidates:
+            failures.append(f"no activity record with {dict(exact)} for {s}")
+            continue
+        problems = [(a, _fits(a, s, want, bounds, origin_ports, slack_ms)) for a in candidates]
+        fit = next((a for a, bad in problems if not bad), None)
+        if fit is None:
+            failures.append(f"no record for {s} fits: " + "; ".join(", ".join(bad) for _, bad in problems[:3]))
+            continue
+        left = [a for a in left if a is not fit]
+    if failures:
+        raise AssertionError("activity records disagree with the client:\n" + "\n".join(f"  {f}" for f in failures)
+                             + "\nrecords not matched:\n" + "\n".join(f"  {a}" for a in left[:30])
+                             + f"\n{logs[-6000:]}")
+
+
+WORKER = "proxy-test"  # the Stack agent's agent.worker
+LOOPBACK = "127.0.0.1"
+
+
+def target(host: str | None, port: int | None) -> dict[str, object]:
+    """hostname / ip_address / domain / port of a target the client asked for: an IP
+    literal is the ip_address (no host name, no domain); a name is the hostname, never
+    resolved in these tests (so no ip_address), and the test's names have two labels,
+    so each is its own registrable domain."""
+    if host is None:
+        return {"hostname": None, "ip_address": None, "domain": None, "port": port}
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return {"hostname": host, "ip_address": None, "domain": host, "port": port}
+    return {"hostname": None, "ip_address": host, "domain": None, "port": port}
+
+
+def split_target(hostport: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = hostport.rpartition(":")
+    return (host, int(port)) if sep and port.isdigit() else (hostport, default_port)
+
+
+def client_side(s: Sent, *, protocol: str = "http", user: bool = True) -> dict[str, object]:
+    """The fields every proxy's record has from the client's own view: who (user and its
+    ids), from where, to which proxy port, the outcome."""
+    name = s.user if user else ""
+    return {
+        "protocol": protocol,
+        "error": s.error,
+        "auth_username": name or None,
+        "client_address": LOOPBACK,
+        "listen_port": s.via[1],
+        "user_id": user_id_of(name),
+        "order_id": 0,
+        "worker": WORKER,
+    }

@@ -19,10 +19,18 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from agent import config as agent_config_mod
+from agent.activity import ActivityLog
+from agent.domains import DomainResolver
+from agent.enrich import Enricher
+from agent.parsers import make_parser
+from agent.users import UserMapper
+from agent.wire.batch import Activity
 from tests.proxies.origin import free_port
 from tests.proxies.procs import Child, wait_for
 
@@ -199,6 +207,21 @@ read_from = "beginning"
         code = once.wait(90.0)
         if code != 0:
             raise AssertionError(f"agent --once exit status {code}\n{once.output()}")
+
+    def activity(self) -> list[Activity]:
+        """The activity records of the proxy's log: its real lines through the agent's own
+        parser, enricher and activity conversion, set up from the agent's config."""
+        cfg = agent_config_mod.load(self.agent_config())
+        src = cfg.sources[0]
+        parser = make_parser(src.format, zoneinfo.ZoneInfo(src.timezone), max_open_sessions=src.max_open_sessions)
+        enricher = Enricher(UserMapper(cfg.users), DomainResolver.load(cfg.agent.public_suffix_list or None))
+        out = ActivityLog(cfg.agent.worker, cfg.activity.settings)
+        for line in self.log_path.read_bytes().splitlines():
+            rec = parser.parse(line)
+            if rec is not None:
+                enricher.enrich(rec)
+                out.add(rec)
+        return out.drain()
 
     def logs(self) -> str:
         return "".join(c.output() for c in self.children)
