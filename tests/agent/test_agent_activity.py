@@ -166,3 +166,31 @@ def test_activity_metrics_count_every_record_and_a_reload_applies_the_activity_s
         rec.close()
     assert sum(len(b.activity) for b in _accepted(rec).values()) == delivered
     assert sum(r.count for b in _accepted(rec).values() for r in b.rows) == 1_200  # the rows: every request
+
+
+def test_max_records_per_batch_flushes_sooner(tmp_path: Path) -> None:
+    """A backlog of ~1.2 MB (three 512 KiB reads) with max_records_per_batch = 100 and
+    neither the row limit nor the interval near: the activity limit alone cuts it into a
+    batch per read, each within 100 records plus one read's worth, all delivered once."""
+    rec = Recorder()
+    rec.status = 204
+    log_path = tmp_path / "logs" / "access.log"
+    writer = SquidWriter(log_path, base=_base_minute(40), seed=80)
+    writer.write(8_000)
+    size = log_path.stat().st_size
+    assert size > 2 * 512 * 1024
+    per_read = 8_000 * 512 * 1024 // size + 1  # lines in one read, about
+    cfg = agent_config(tmp_path, rec.url, log_path, flush_interval=3600,
+                       extra="\n[activity]\nmax_records_per_batch = 100\n")
+    cfg.write_text(cfg.read_text().replace("max_retry_delay = 0.5", "max_retry_delay = 0.5\nmax_batch_rows = 100000"))
+    agent = AgentProc(cfg, tmp_path / "agent.log")
+    try:
+        agent.start("--once")
+        assert agent.proc is not None and agent.proc.wait(90) == 0, agent.tail()
+    finally:
+        stop_process(agent.proc, signal.SIGKILL)
+        rec.close()
+    sizes = [len(b.activity) for b in _accepted(rec).values() if b.activity]
+    assert sum(sizes) == 8_000
+    assert len(sizes) >= 3, sizes
+    assert max(sizes) <= 100 + per_read + 1, (sizes, per_read)
