@@ -76,8 +76,8 @@ def check_all(api: Api, truth: Truth, bounds: Bounds, *, peaks: dict[str, int], 
 # user, target, the proxy address it connected to, the error it expects). The check
 # finds one record per request with exactly these values and then checks the fields the
 # client can only bound: bytes (the proxy's `bounds`), the start and the duration (inside
-# the client's own start..end, to the millisecond), the proxy's source port (one the
-# origin itself saw a connection from) and the handshake/tunnel split.
+# the client's own start..end, give or take CLOCK_SLACK_MS), the proxy's source port (one
+# the origin itself saw a connection from) and the handshake/tunnel split.
 
 ORIGIN_PORT = "a port the origin accepted a connection from"
 ANY_PORT = "a port 1..65535 (of a connection the target refused: the origin never saw it)"
