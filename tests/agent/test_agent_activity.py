@@ -194,3 +194,32 @@ def test_max_records_per_batch_flushes_sooner(tmp_path: Path) -> None:
     assert sum(sizes) == 8_000
     assert len(sizes) >= 3, sizes
     assert max(sizes) <= 100 + per_read + 1, (sizes, per_read)
+
+
+def test_values_over_the_wire_limits_are_cut_counted_and_logged(tmp_path: Path) -> None:
+    """A user name longer than the wire's 255 characters (a jsonl writer may log one):
+    the activity record carries its first 255, the agent logs that it cut a value, and
+    the collector gets a body it accepts (nothing dead-lettered)."""
+    rec = Recorder()
+    rec.status = 204
+    log_path = tmp_path / "logs" / "worker.jsonl"
+    log_path.parent.mkdir(parents=True)
+    name = "u" * 300
+    log_path.write_text(
+        '{"timestamp": "2026-11-22T10:00:00.250Z", "protocol": "http", "request_duration": 1, '
+        f'"auth_username": "{name}", "hostname": "a.example.com", "port": 443, "bytes": 10}}\n'
+        '{"timestamp": "2026-11-22T10:00:01.250Z", "protocol": "socks", "request_duration": 2, "bytes": 20}\n'
+    )
+    cfg = agent_config(tmp_path, rec.url, log_path)
+    cfg.write_text(cfg.read_text().replace('format = "squid"', 'format = "jsonl"'))
+    agent = AgentProc(cfg, tmp_path / "agent.log")
+    try:
+        agent.start("--once")
+        assert agent.proc is not None and agent.proc.wait(90) == 0, agent.tail()
+    finally:
+        stop_process(agent.proc, signal.SIGKILL)
+        rec.close()
+    activity = [a for b in _accepted(rec).values() for a in b.activity]
+    assert [(a.auth_username, a.protocol, a.hostname, a.bytes_received) for a in activity] == [
+        (name[:255], "http", "a.example.com", 10), (None, "socks", None, 20)]
+    assert 'msg="activity values over the ingest limits were cut or nulled" values=1 total=1' in agent.tail()
