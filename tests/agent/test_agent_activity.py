@@ -223,3 +223,28 @@ def test_values_over_the_wire_limits_are_cut_counted_and_logged(tmp_path: Path) 
     assert [(a.auth_username, a.protocol, a.hostname, a.bytes_received) for a in activity] == [
         (name[:255], "http", "a.example.com", 10), (None, "socks", None, 20)]
     assert 'msg="activity values over the ingest limits were cut or nulled" values=1 total=1' in agent.tail()
+
+
+def test_a_spooled_batch_of_activity_records_alone_is_sent(tmp_path: Path) -> None:
+    """A spool entry with activity records but no rows or profiles (left by a run that
+    was killed) is delivered under its key, not settled locally as positions only."""
+    from agent.activity import to_activity
+    from agent.record import Record
+    from agent.spool import Spool
+    from agent.wire.batch import encode_msgpack
+
+    a = to_activity(Record(1_795_333_267_348, 5, 1, 2, "10.0.0.1", "", "a.example.com", 443, "HTTPS"), "w")
+    spool = Spool(tmp_path / "state", 1 << 20)
+    entry = spool.append(encode_msgpack(Batch(activity=[a])), {}, 0, 0, 1)
+    rec = Recorder()
+    rec.status = 204
+    log_path = tmp_path / "logs" / "access.log"
+    SquidWriter(log_path, base=_base_minute(5), seed=81)  # an empty log
+    agent = AgentProc(agent_config(tmp_path, rec.url, log_path), tmp_path / "agent.log")
+    try:
+        agent.start("--once")
+        assert agent.proc is not None and agent.proc.wait(90) == 0, agent.tail()
+    finally:
+        stop_process(agent.proc, signal.SIGKILL)
+        rec.close()
+    assert _accepted(rec) == {entry.key: Batch(activity=[a])}
