@@ -130,6 +130,7 @@ class Agent:
         self._fixed_seen = 0
         self._last_fixed_log = -1e9
         self._activity_seen = {"sampled_out": 0, "disabled": 0, "fixed": 0}
+        self._last_activity_fixed_log = -1e9
         self._files_waiting = False  # the last read pass left files waiting for an open-file limit
 
     # -- building the pipeline ---------------------------------------------------------
@@ -416,8 +417,8 @@ class Agent:
         if act.fixed > seen["fixed"]:
             m.activity_fixed.inc(act.fixed - seen["fixed"])
             now = time.monotonic()
-            if now - self._last_fixed_log >= LIMIT_LOG_EVERY:
-                self._last_fixed_log = now
+            if now - self._last_activity_fixed_log >= LIMIT_LOG_EVERY:
+                self._last_activity_fixed_log = now
                 log.warning(
                     "activity values over the ingest limits were cut or nulled",
                     extra=kv(values=act.fixed - seen["fixed"], total=act.fixed),

@@ -166,3 +166,85 @@ def test_activity_metrics_count_every_record_and_a_reload_applies_the_activity_s
         rec.close()
     assert sum(len(b.activity) for b in _accepted(rec).values()) == delivered
     assert sum(r.count for b in _accepted(rec).values() for r in b.rows) == 1_200  # the rows: every request
+
+
+def test_max_records_per_batch_flushes_sooner(tmp_path: Path) -> None:
+    """A backlog of ~1.2 MB (three 512 KiB reads) with max_records_per_batch = 100 and
+    neither the row limit nor the interval near: the activity limit alone cuts it into a
+    batch per read, each within 100 records plus one read's worth, all delivered once."""
+    rec = Recorder()
+    rec.status = 204
+    log_path = tmp_path / "logs" / "access.log"
+    writer = SquidWriter(log_path, base=_base_minute(40), seed=80)
+    writer.write(8_000)
+    size = log_path.stat().st_size
+    assert size > 2 * 512 * 1024
+    per_read = 8_000 * 512 * 1024 // size + 1  # lines in one read, about
+    cfg = agent_config(tmp_path, rec.url, log_path, flush_interval=3600,
+                       extra="\n[activity]\nmax_records_per_batch = 100\n")
+    cfg.write_text(cfg.read_text().replace("max_retry_delay = 0.5", "max_retry_delay = 0.5\nmax_batch_rows = 100000"))
+    agent = AgentProc(cfg, tmp_path / "agent.log")
+    try:
+        agent.start("--once")
+        assert agent.proc is not None and agent.proc.wait(90) == 0, agent.tail()
+    finally:
+        stop_process(agent.proc, signal.SIGKILL)
+        rec.close()
+    sizes = [len(b.activity) for b in _accepted(rec).values() if b.activity]
+    assert sum(sizes) == 8_000
+    assert len(sizes) >= 3, sizes
+    assert max(sizes) <= 100 + per_read + 1, (sizes, per_read)
+
+
+def test_values_over_the_wire_limits_are_cut_counted_and_logged(tmp_path: Path) -> None:
+    """A user name longer than the wire's 255 characters (a jsonl writer may log one):
+    the activity record carries its first 255, the agent logs that it cut a value, and
+    the collector gets a body it accepts (nothing dead-lettered)."""
+    rec = Recorder()
+    rec.status = 204
+    log_path = tmp_path / "logs" / "worker.jsonl"
+    log_path.parent.mkdir(parents=True)
+    name = "u" * 300
+    log_path.write_text(
+        '{"timestamp": "2026-11-22T10:00:00.250Z", "protocol": "http", "request_duration": 1, '
+        f'"auth_username": "{name}", "hostname": "a.example.com", "port": 443, "bytes": 10}}\n'
+        '{"timestamp": "2026-11-22T10:00:01.250Z", "protocol": "socks", "request_duration": 2, "bytes": 20}\n'
+    )
+    cfg = agent_config(tmp_path, rec.url, log_path)
+    cfg.write_text(cfg.read_text().replace('format = "squid"', 'format = "jsonl"'))
+    agent = AgentProc(cfg, tmp_path / "agent.log")
+    try:
+        agent.start("--once")
+        assert agent.proc is not None and agent.proc.wait(90) == 0, agent.tail()
+    finally:
+        stop_process(agent.proc, signal.SIGKILL)
+        rec.close()
+    activity = [a for b in _accepted(rec).values() for a in b.activity]
+    assert [(a.auth_username, a.protocol, a.hostname, a.bytes_received) for a in activity] == [
+        (name[:255], "http", "a.example.com", 10), (None, "socks", None, 20)]
+    assert 'msg="activity values over the ingest limits were cut or nulled" values=1 total=1' in agent.tail()
+
+
+def test_a_spooled_batch_of_activity_records_alone_is_sent(tmp_path: Path) -> None:
+    """A spool entry with activity records but no rows or profiles (left by a run that
+    was killed) is delivered under its key, not settled locally as positions only."""
+    from agent.activity import to_activity
+    from agent.record import Record
+    from agent.spool import Spool
+    from agent.wire.batch import encode_msgpack
+
+    a = to_activity(Record(1_795_333_267_348, 5, 1, 2, "10.0.0.1", "", "a.example.com", 443, "HTTPS"), "w")
+    spool = Spool(tmp_path / "state", 1 << 20)
+    entry = spool.append(encode_msgpack(Batch(activity=[a])), {}, 0, 0, 1)
+    rec = Recorder()
+    rec.status = 204
+    log_path = tmp_path / "logs" / "access.log"
+    SquidWriter(log_path, base=_base_minute(5), seed=81)  # an empty log
+    agent = AgentProc(agent_config(tmp_path, rec.url, log_path), tmp_path / "agent.log")
+    try:
+        agent.start("--once")
+        assert agent.proc is not None and agent.proc.wait(90) == 0, agent.tail()
+    finally:
+        stop_process(agent.proc, signal.SIGKILL)
+        rec.close()
+    assert _accepted(rec) == {entry.key: Batch(activity=[a])}
