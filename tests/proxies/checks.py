@@ -6,7 +6,9 @@ bytes the proxy must have logged for that request in each direction, as an exact
 Requests, errors by code and the burst/long-tunnel peaks are always exact.
 
 `check_activity` compares the activity records (one per request) with the same truth,
-field by field (see the comment above it).
+field by field (see the comment above it); `check_activity_api` then checks that the
+collector lists exactly those records at /api/v2/proxy/activity/, each once, in
+Webshare's shape (so the client's view reaches the API through the whole pipeline).
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 
+from datetime import datetime, timezone
+
 from agent.wire.batch import ACTIVITY_FIELDS, Activity
+from agent.wire.errorcodes import ERRORS
 from tests.proxies.client import Sent, Truth, peak as client_peak
 from tests.proxies.origin import STALL_S
 from tests.proxies.stack import Api, user_id_of
@@ -191,6 +196,55 @@ def check_activity(records: list[Activity], truth: Truth, bounds: Bounds, expect
         raise AssertionError("activity records disagree with the client:\n" + "\n".join(f"  {f}" for f in failures)
                              + "\nrecords not matched:\n" + "\n".join(f"  {a}" for a in left[:30])
                              + f"\n{logs[-6000:]}")
+
+
+def webshare_object(a: Activity) -> dict[str, object]:
+    """The activity object the seed describes for record a, built here independently of
+    the collector's renderer: UTC ISO 8601 with microseconds and offset, seconds as
+    numbers, `bytes` both directions, the error as its Webshare reason (README's table)."""
+    reason = None if not a.error else (ERRORS[a.error].reason if a.error in ERRORS else a.error)
+    fix = None if not a.error else (ERRORS[a.error].how_to_fix if a.error in ERRORS else None)
+    stamp = datetime.fromtimestamp(a.ts_us // 1_000_000, timezone.utc).replace(microsecond=a.ts_us % 1_000_000)
+    return {
+        "timestamp": stamp.isoformat(timespec="microseconds"),
+        "protocol": a.protocol,
+        "request_duration": a.duration_ms / 1000,
+        "handshake_duration": None if a.handshake_ms is None else a.handshake_ms / 1000,
+        "tunnel_duration": None if a.tunnel_ms is None else a.tunnel_ms / 1000,
+        "error_reason": reason,
+        "error_reason_how_to_fix": fix,
+        "auth_username": a.auth_username,
+        "proxy_address": a.proxy_address,
+        "bytes": a.bytes_sent + a.bytes_received,
+        "client_address": a.client_address,
+        "ip_address": a.ip_address,
+        "hostname": a.hostname,
+        "domain": a.domain,
+        "port": a.port,
+        "proxy_port": a.proxy_port,
+        "listen_address": a.listen_address,
+        "listen_port": a.listen_port,
+    }
+
+
+def check_activity_api(api: Api, records: list[Activity], *, logs: str = "") -> None:
+    """The collector's activity list holds exactly `records` (already checked against
+    the client by check_activity), each once, newest first, every field as the seed's
+    object spells it."""
+    listed = api.activity_api()
+    stamps = [o["timestamp"] for o in listed]
+    problems: list[str] = []
+    if stamps != sorted(stamps, reverse=True):
+        problems.append("the list is not newest first")
+    want = sorted((webshare_object(a) for a in records), key=repr)
+    got = sorted(listed, key=repr)
+    if got != want:
+        missing = [o for o in want if o not in got]
+        extra = [o for o in got if o not in want]
+        problems.append(f"{len(got)} listed, {len(want)} expected; missing {missing[:5]}; unexpected {extra[:5]}")
+    if problems:
+        raise AssertionError("/api/v2/proxy/activity/ disagrees with the agent's records:\n  "
+                             + "\n  ".join(problems) + f"\n{logs[-4000:]}")
 
 
 WORKER = "proxy-test"  # the Stack agent's agent.worker

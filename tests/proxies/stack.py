@@ -96,6 +96,30 @@ class Api:
             params["userId"] = user_id
         return {e["error"]: int(e["total_errors"]) for e in self.get("/analytics/errors", **params)["data"]}
 
+    def activity_api(self, max_pages: int = 200) -> list[dict]:  # type: ignore[type-arg]
+        """Every activity object /api/v2/proxy/activity/ lists over the test's window,
+        following `next` page by page (Webshare's `Token` scheme), newest first."""
+        now = datetime.now(timezone.utc)
+        query = {
+            "timestamp__gte": (self.since - timedelta(minutes=5)).isoformat(),
+            "timestamp__lte": (now + timedelta(minutes=5)).isoformat(),
+            "page_size": "100",
+        }
+        url: str | None = f"{self.base}/api/v2/proxy/activity/?{urllib.parse.urlencode(query)}"
+        out: list[dict] = []  # type: ignore[type-arg]
+        for _ in range(max_pages):
+            if url is None:
+                return out
+            req = urllib.request.Request(url, headers={"Authorization": f"Token {self.token}"})
+            try:
+                with urllib.request.urlopen(req, timeout=15) as resp:
+                    page = json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                raise AssertionError(f"GET {url} -> {exc.code}: {exc.read()[:500]!r}") from None
+            out.extend(page["results"])
+            url = page["next"]
+        raise AssertionError(f"more than {max_pages} pages of activity")
+
     def peak(self, user_id: int) -> int:
         data = self.get("/analytics/concurrency", userId=user_id)["data"]
         return max((int(b["max_concurrency"]) for b in data), default=0)

@@ -19,6 +19,7 @@ from tests.proxies.checks import (
     REST_MS,
     SOME_MS,
     check_activity,
+    check_activity_api,
     check_all,
     client_side,
     split_target,
@@ -231,7 +232,9 @@ def test_haproxy_http_totals_match_client(origin: Origin, workdir: Path, stack_f
     stack.finish()
     logs = stack.logs() + log.read_text(errors="replace")
     check_all(stack.api, truth, http_bounds, peaks={T.BURST: T.BURST_N, T.LONG: 1}, logs=logs)
-    check_activity(stack.activity(), truth, http_bounds, http_activity, origin_ports=origin.peer_ports, logs=logs)
+    records = stack.activity()
+    check_activity(records, truth, http_bounds, http_activity, origin_ports=origin.peer_ports, logs=logs)
+    check_activity_api(stack.api, records, logs=logs)
 
 
 def test_haproxy_tcp_totals_match_client(origin: Origin, workdir: Path, stack_factory: list[Stack]) -> None:
@@ -264,4 +267,6 @@ def test_haproxy_tcp_totals_match_client(origin: Origin, workdir: Path, stack_fa
     stack.finish()
     logs = stack.logs() + log.read_text(errors="replace")
     check_all(stack.api, truth, tcp_bounds, peaks={"": T.BURST_N}, logs=logs)
-    check_activity(stack.activity(), truth, tcp_bounds, tcp_activity(origin), origin_ports=origin.peer_ports, logs=logs)
+    records = stack.activity()
+    check_activity(records, truth, tcp_bounds, tcp_activity(origin), origin_ports=origin.peer_ports, logs=logs)
+    check_activity_api(stack.api, records, logs=logs)

@@ -11,7 +11,7 @@ import pytest
 from tests.proxies import client as C
 from tests.proxies import readme
 from tests.proxies import traffic as T
-from tests.proxies.checks import LOOPBACK, REST_MS, SOME_MS, check_activity, check_all, client_side, target
+from tests.proxies.checks import LOOPBACK, REST_MS, SOME_MS, check_activity, check_activity_api, check_all, client_side, target
 from tests.proxies.origin import Origin, free_port
 from tests.proxies.procs import Child, file_lines, find_binary, find_file, stable_file
 from tests.proxies.stack import Stack
@@ -122,5 +122,7 @@ def test_nginx_stream_totals_match_client(origin: Origin, workdir: Path, stack_f
     stack.finish()
     logs = stack.logs() + log.read_text(errors="replace")
     check_all(stack.api, truth, nginx_bounds, peaks={"": T.BURST_N}, logs=logs)
-    check_activity(stack.activity(), truth, nginx_bounds, nginx_activity(origin), origin_ports=origin.peer_ports,
+    records = stack.activity()
+    check_activity(records, truth, nginx_bounds, nginx_activity(origin), origin_ports=origin.peer_ports,
                    logs=logs)
+    check_activity_api(stack.api, records, logs=logs)

@@ -12,7 +12,7 @@ import pytest
 from tests.proxies import client as C
 from tests.proxies import readme
 from tests.proxies import traffic as T
-from tests.proxies.checks import LOOPBACK, ORIGIN_PORT, check_activity, check_all, client_side, split_target, target
+from tests.proxies.checks import LOOPBACK, ORIGIN_PORT, check_activity, check_activity_api, check_all, client_side, split_target, target
 from tests.proxies.origin import Origin, free_port
 from tests.proxies.procs import Child, file_lines, find_binary
 from tests.proxies.stack import Stack
@@ -133,4 +133,6 @@ def test_squid_totals_match_client(origin: Origin, workdir: Path, stack_factory:
     stack.finish()
     logs = stack.logs() + log.read_text(errors="replace")
     check_all(stack.api, truth, squid_bounds, peaks={T.BURST: T.BURST_N, T.LONG: 1}, logs=logs)
-    check_activity(stack.activity(), truth, squid_bounds, squid_activity, origin_ports=origin.peer_ports, logs=logs)
+    records = stack.activity()
+    check_activity(records, truth, squid_bounds, squid_activity, origin_ports=origin.peer_ports, logs=logs)
+    check_activity_api(stack.api, records, logs=logs)
