@@ -603,3 +603,37 @@ async def test_a_client_leaving_a_download_leaves_the_collector_well(make_api: C
     assert len((await resp.text()).splitlines()) == 1 + len(RECORDS)
     assert (await api.client.get("/healthz")).status == 200
     assert (await api.client.head(DOWNLOAD, headers=token_auth(ADMIN))).status == 405
+
+
+async def test_sqlite_reads_a_late_chunk_as_cheaply_as_the_first(tmp_path: Any) -> None:
+    # SQLite's own instruction count (deterministic, not a timing): a page deep inside
+    # a stream must start at its cursor, not re-skip what came before it.
+    import sqlite3
+    from dataclasses import replace
+
+    from collector.storage import sqlite_activity
+    from collector.storage.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "a.db")
+    await store.open()
+    try:
+        recs = [Activity(**r) for r in RECORDS]
+        assert await store.ingest(Batch(activity=recs * 4), "k", int(NOW))
+    finally:
+        await store.close()
+    con = sqlite3.connect(tmp_path / "a.db")
+    steps = [0]
+
+    def tick() -> int:
+        steps[0] += 1
+        return 0
+
+    q = ActivityQuery(start_us=0, end_us=NOW_US, limit=50)
+    stop_id, stop = sqlite_activity.chunk(con, replace(q, limit=11_000))[-1]  # 11,000 records in
+    con.set_progress_handler(tick, 100)
+    first = sqlite_activity.chunk(con, q)
+    cost_first, steps[0] = steps[0], 0
+    deep = sqlite_activity.chunk(con, replace(q, after=(stop.ts_us, stop_id)))
+    assert len(first) == 50 and len(deep) == 50
+    assert steps[0] <= 2 * cost_first, (steps[0], cost_first)
+    con.close()
