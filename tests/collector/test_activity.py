@@ -11,16 +11,23 @@ from __future__ import annotations
 import csv
 import io
 import random
+import re
+import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from agent import errors as agent_errors
 from agent.wire.batch import Activity, Batch, Row
 from agent.wire.errorcodes import ERRORS, describe
 from collector.model import ActivityQuery
+from collector.storage import sqlite_activity
+from collector.storage.sqlite import SQLiteStore
 from tests.collector.conftest import ADMIN, AGENT, NOW, USER7, USER42, Api, Backend, make_config
 
 UTC = timezone.utc
@@ -269,7 +276,7 @@ async def test_csv_download_streams_the_same_records_as_the_list(make_api: Calla
     assert rows[1:] == [csv_cells(r) for r in listed] and len(listed) > 100
 
 
-async def test_the_store_streams_in_bounded_chunks(backend: Backend, tmp_path: Any) -> None:
+async def test_the_store_streams_in_bounded_chunks(backend: Backend, tmp_path: Path) -> None:
     cfg = make_config(tmp_path)
     store = backend.make(cfg)
     await store.open()
@@ -293,7 +300,7 @@ async def test_the_store_streams_in_bounded_chunks(backend: Backend, tmp_path: A
         await store.close()
 
 
-async def test_activity_retention_is_its_own(backend: Backend, tmp_path: Any) -> None:
+async def test_activity_retention_is_its_own(backend: Backend, tmp_path: Path) -> None:
     cfg = make_config(tmp_path, storage="activity_retention_days = 2")
     store = backend.make(cfg)
     await store.open()
@@ -541,11 +548,6 @@ async def test_a_rejected_body_stores_none_of_its_activity(api: Api) -> None:
 
 
 def test_every_code_a_parser_produces_has_one_webshare_reason() -> None:
-    import re
-    from pathlib import Path
-
-    from agent import errors as agent_errors
-
     parsers = Path(__file__).resolve().parents[2] / "agent" / "parsers"
     used = {name for f in parsers.glob("*.py") for name in re.findall(r"\bE\.([A-Z_]+)\b", f.read_text())}
     codes = {getattr(agent_errors, name) for name in used}
@@ -562,9 +564,6 @@ def test_every_code_a_parser_produces_has_one_webshare_reason() -> None:
 
 
 def test_readme_error_reason_table_is_the_table() -> None:
-    import re
-    from pathlib import Path
-
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme[readme.index("**Error reasons.**"):]
     rows = re.findall(r"^\| `([a-z_]+)` \| `([a-z_]+)` \| (\w+) \| (\d+) \|$", section, re.M)
@@ -605,15 +604,9 @@ async def test_a_client_leaving_a_download_leaves_the_collector_well(make_api: C
     assert (await api.client.head(DOWNLOAD, headers=token_auth(ADMIN))).status == 405
 
 
-async def test_sqlite_reads_a_late_chunk_as_cheaply_as_the_first(tmp_path: Any) -> None:
+async def test_sqlite_reads_a_late_chunk_as_cheaply_as_the_first(tmp_path: Path) -> None:
     # SQLite's own instruction count (deterministic, not a timing): a page deep inside
     # a stream must start at its cursor, not re-skip what came before it.
-    import sqlite3
-    from dataclasses import replace
-
-    from collector.storage import sqlite_activity
-    from collector.storage.sqlite import SQLiteStore
-
     store = SQLiteStore(tmp_path / "a.db")
     await store.open()
     try:
