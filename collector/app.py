@@ -28,7 +28,7 @@ from agent.wire.prometheus import CONTENT_TYPE as PROM_CONTENT_TYPE
 from collector import params, plan, render
 from collector.fastdecode import decode as decode_body
 from collector.auth import AuthError, Principal, TokenTable, new_token, scope_user
-from collector.config import CollectorConfig
+from collector.config import CollectorConfig, StorageConfig
 from collector.metrics import CollectorMetrics
 from collector.model import Filter
 from collector.openapi import build_openapi
@@ -49,12 +49,17 @@ class State:
     clock: Callable[[], float]
     store: Store | None = None
     limits: params.Limits = field(default_factory=params.Limits)
+    # [storage] as the store was opened with: a reload does not apply [storage], so
+    # neither do the API limits derived from it (how far back the data goes).
+    storage: StorageConfig | None = None
 
     def apply_config(self, config: CollectorConfig) -> None:
         """Take a re-read config's token list and query limits (SIGHUP)."""
         self.config = config
         self.tokens = TokenTable(config.auth.tokens)
-        q, s = config.query, config.storage
+        if self.storage is None:
+            self.storage = config.storage
+        q, s = config.query, self.storage
         self.limits = params.Limits(
             q.max_range_days, q.target_points, q.max_points,
             q.activity_max_page_size, q.activity_chunk_rows, s.activity_retention_days, s.retention_days,

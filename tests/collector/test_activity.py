@@ -25,6 +25,7 @@ import pytest
 from agent import errors as agent_errors
 from agent.wire.batch import Activity, Batch, Row
 from agent.wire.errorcodes import ERRORS, describe
+from collector.app import STATE, create_app
 from collector.model import ActivityQuery
 from collector.storage import sqlite_activity
 from collector.storage.sqlite import SQLiteStore
@@ -630,3 +631,11 @@ async def test_sqlite_reads_a_late_chunk_as_cheaply_as_the_first(tmp_path: Path)
     assert len(first) == 50 and len(deep) == 50
     assert steps[0] <= 2 * cost_first, (steps[0], cost_first)
     con.close()
+
+
+def test_a_reload_applies_query_limits_but_not_the_storage_ones(tmp_path: Path) -> None:
+    app = create_app(make_config(tmp_path))
+    state = app[STATE]
+    state.apply_config(make_config(tmp_path, extra="[query]\nactivity_max_page_size = 7",
+                                   storage="activity_retention_days = 3"))  # fmt: skip
+    assert (state.limits.activity_max_page_size, state.limits.activity_retention_days) == (7, 90)
