@@ -5,9 +5,10 @@ the transactions.
 
 - `activity`: one row per record, appended in the ingest transaction (a duplicate batch
   never gets here). Its rowid `id` is the record's id: unique, ascending in insertion
-  order (SQLite hands out max(rowid) + 1, and retention only deletes from the old end). Strings are stored as text, not through the `strings`
-  dictionary: records are many and mostly distinct (hostnames, client ports), and a
-  search reads them with instr() anyway. Indexes (ts_us), (user_id, ts_us) and
+  order (SQLite hands out max(rowid) + 1, and retention only deletes from the old end).
+  Strings are stored as text, not through the `strings` dictionary: records are many
+  and mostly distinct (hostnames, client addresses), and a search reads them with
+  instr() anyway. Indexes (ts_us), (user_id, ts_us) and
   (order_id, ts_us) each end in the rowid, so "newest first, ties by id" is an index
   walk for no filter, a user filter or an order filter; a page reads limit rows plus
   what the other filters skip.
