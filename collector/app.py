@@ -365,7 +365,8 @@ async def activity_download(request: web.Request) -> web.StreamResponse:
 
 def _token_user(request: web.Request) -> int | None:
     params.check_known(request.query, params.TOKEN_PARAMS)
-    return scope_user(_reader(request), params.parse_int(request.query.get("user_id"), "user_id", None, 0, params.MAX_ID))
+    requested = params.parse_int(request.query.get("user_id"), "user_id", None, 0, params.MAX_ID)
+    return scope_user(_reader(request), requested)
 
 
 async def _download_token(request: web.Request, reset: bool) -> dict[str, Any]:
@@ -469,7 +470,8 @@ def create_app(
         app.router.add_get(f"/analytics/{kind}", _timed(kind, _breakdown_handler(kind)))
     app.router.add_get("/api/v2/proxy/activity/", _timed("activity", activity_list))
     # No HEAD: it would read the whole window only to send no body.
-    app.router.add_get("/api/v2/proxy/activity/download/", _timed("activity_download", activity_download), allow_head=False)
+    download = _timed("activity_download", activity_download)
+    app.router.add_get("/api/v2/proxy/activity/download/", download, allow_head=False)
     token = _timed("download_token", download_token_get)
     app.router.add_route("GET", "/api/v2/download_token/activity/", token)
     app.router.add_route("POST", "/api/v2/download_token/activity/", token)
