@@ -364,9 +364,9 @@ async def activity_download(request: web.Request) -> web.StreamResponse:
 
 
 def _token_user(request: web.Request) -> int | None:
+    principal = _reader(request)
     params.check_known(request.query, params.TOKEN_PARAMS)
-    requested = params.parse_int(request.query.get("user_id"), "user_id", None, 0, params.MAX_ID)
-    return scope_user(_reader(request), requested)
+    return scope_user(principal, params.parse_int(request.query.get("user_id"), "user_id", None, 0, params.MAX_ID))
 
 
 async def _download_token(request: web.Request, reset: bool) -> dict[str, Any]:
