@@ -28,7 +28,7 @@ from agent.wire.prometheus import CONTENT_TYPE as PROM_CONTENT_TYPE
 from collector import params, plan, render
 from collector.fastdecode import decode as decode_body
 from collector.auth import AuthError, Principal, TokenTable, new_token, scope_user
-from collector.config import CollectorConfig
+from collector.config import CollectorConfig, StorageConfig
 from collector.metrics import CollectorMetrics
 from collector.model import Filter
 from collector.openapi import build_openapi
@@ -49,12 +49,17 @@ class State:
     clock: Callable[[], float]
     store: Store | None = None
     limits: params.Limits = field(default_factory=params.Limits)
+    # [storage] as the store was opened with: a reload does not apply [storage], so
+    # neither do the API limits derived from it (how far back the data goes).
+    storage: StorageConfig | None = None
 
     def apply_config(self, config: CollectorConfig) -> None:
         """Take a re-read config's token list and query limits (SIGHUP)."""
         self.config = config
         self.tokens = TokenTable(config.auth.tokens)
-        q, s = config.query, config.storage
+        if self.storage is None:
+            self.storage = config.storage
+        q, s = config.query, self.storage
         self.limits = params.Limits(
             q.max_range_days, q.target_points, q.max_points,
             q.activity_max_page_size, q.activity_chunk_rows, s.activity_retention_days, s.retention_days,
@@ -359,8 +364,9 @@ async def activity_download(request: web.Request) -> web.StreamResponse:
 
 
 def _token_user(request: web.Request) -> int | None:
+    principal = _reader(request)
     params.check_known(request.query, params.TOKEN_PARAMS)
-    return scope_user(_reader(request), params.parse_int(request.query.get("user_id"), "user_id", None, 0, params.MAX_ID))
+    return scope_user(principal, params.parse_int(request.query.get("user_id"), "user_id", None, 0, params.MAX_ID))
 
 
 async def _download_token(request: web.Request, reset: bool) -> dict[str, Any]:
@@ -464,7 +470,8 @@ def create_app(
         app.router.add_get(f"/analytics/{kind}", _timed(kind, _breakdown_handler(kind)))
     app.router.add_get("/api/v2/proxy/activity/", _timed("activity", activity_list))
     # No HEAD: it would read the whole window only to send no body.
-    app.router.add_get("/api/v2/proxy/activity/download/", _timed("activity_download", activity_download), allow_head=False)
+    download = _timed("activity_download", activity_download)
+    app.router.add_get("/api/v2/proxy/activity/download/", download, allow_head=False)
     token = _timed("download_token", download_token_get)
     app.router.add_route("GET", "/api/v2/download_token/activity/", token)
     app.router.add_route("POST", "/api/v2/download_token/activity/", token)

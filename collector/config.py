@@ -76,7 +76,7 @@ class QueryConfig:
     max_range_days: int = field(default=62, metadata=check(positive, "longest from..to range"))
     target_points: int = field(default=500, metadata=check(positive, "default interval keeps at most this"))
     max_points: int = field(default=10_000, metadata=check(positive, "most buckets one chart may ask for"))
-    activity_max_page_size: int = field(default=100, metadata=check(positive, "largest page_size of /api/v2/proxy/activity/"))
+    activity_max_page_size: int = field(default=100, metadata=check(positive, "largest page_size of the activity list"))
     activity_chunk_rows: int = field(default=1000, metadata=check(positive, "records per read of a CSV download"))
     download_token_days: int = field(default=7, metadata=check(positive, "days a download token stays valid"))
 

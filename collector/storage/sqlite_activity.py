@@ -5,9 +5,10 @@ the transactions.
 
 - `activity`: one row per record, appended in the ingest transaction (a duplicate batch
   never gets here). Its rowid `id` is the record's id: unique, ascending in insertion
-  order (SQLite hands out max(rowid) + 1, and retention only deletes from the old end). Strings are stored as text, not through the `strings`
-  dictionary: records are many and mostly distinct (hostnames, client ports), and a
-  search reads them with instr() anyway. Indexes (ts_us), (user_id, ts_us) and
+  order (SQLite hands out max(rowid) + 1, and retention only deletes from the old end).
+  Strings are stored as text, not through the `strings` dictionary: records are many
+  and mostly distinct (hostnames, client addresses), and a search reads them with
+  instr() anyway. Indexes (ts_us), (user_id, ts_us) and
   (order_id, ts_us) each end in the rowid, so "newest first, ties by id" is an index
   walk for no filter, a user filter or an order filter; a page reads limit rows plus
   what the other filters skip.
@@ -77,8 +78,16 @@ def _marks(n: int) -> str:
 
 
 def _where(q: ActivityQuery, with_cursor: bool) -> tuple[str, list[Any]]:
+    # ONE upper bound on ts_us (the window's end or the cursor's time, whichever is
+    # lower): given two, SQLite may take the window's end as the index range and skip
+    # every record above the cursor again on each page, so a download's chunk k would
+    # cost k chunks.
+    upper = q.end_us
+    cursor = with_cursor and q.after is not None
+    if cursor and q.after is not None:
+        upper = min(upper, q.after[0])
     parts = ["ts_us >= ?", "ts_us <= ?"]
-    args: list[Any] = [q.start_us, q.end_us]
+    args: list[Any] = [q.start_us, upper]
     if q.user_id is not None:
         parts.append("user_id = ?")
         args.append(q.user_id)
@@ -109,11 +118,11 @@ def _where(q: ActivityQuery, with_cursor: bool) -> tuple[str, list[Any]]:
     if q.bytes_max is not None:
         parts.append("bytes_sent + bytes_received <= ?")
         args.append(q.bytes_max)
-    if with_cursor and q.after is not None:
-        # Spelled out (not a row value) so the ts_us bound is an index range.
+    if cursor and q.after is not None:
+        # (ts_us, id) < after, spelled out: the ts_us part is the range bound above.
         ts, rid = q.after
-        parts.append("ts_us <= ? AND (ts_us < ? OR id < ?)")
-        args += [ts, ts, rid]
+        parts.append("(ts_us < ? OR id < ?)")
+        args += [ts, rid]
     return " AND ".join(parts), args
 
 
