@@ -279,12 +279,14 @@ FOLD_SQL: tuple[str, ...] = (
 FOLD_SQL_SATURATING: tuple[str, ...] = tuple(
     derive_sql(t, STAGE, grouped=False, where="error != 0" if t.name.startswith("e_") else "1") for t in (M, *ROLLUPS)
 )
-# Row attributes in the stage's column order (STAGE.keys, then the counters).
-_HEAD = tuple(attrgetter(k) for k in ("ts", "user_id", "order_id"))
+# A staged row: the Row attributes stored as they are, then the string and rest ids and
+# the packed histogram.
+_PLAIN_COLS = ("ts", "user_id", "order_id", *_SUMS, *_MAXES)
+_PLAIN = attrgetter(*_PLAIN_COLS)
 _DOMAIN, _ERROR, _LATENCY = attrgetter("domain"), attrgetter("error"), attrgetter("latency")
 _REST = attrgetter("port", "protocol", "ip_out", "ip_from", "peer_id", "worker")
-_COUNTER_GETTERS = tuple(attrgetter(c) for c in (*_SUMS, *_MAXES))
-_STAGE_INSERT = f"INSERT INTO stage ({', '.join(STAGE.columns())}) VALUES ({','.join('?' * len(STAGE.columns()))})"
+_STAGE_COLS = (*_PLAIN_COLS, "domain", "error", "rest", "latency")
+_STAGE_INSERT = f"INSERT INTO stage ({', '.join(_STAGE_COLS)}) VALUES ({','.join('?' * len(_STAGE_COLS))})"
 # A body's own rows summing past int64 in a rollup are refused (a 400). Every rollup key
 # lies within one UTC day and counters are never negative, so the body's per-day sums
 # are the largest: they overflow exactly when some rollup's would. The body's total is
@@ -795,6 +797,13 @@ class SQLiteStore:
             new.append(s)
         return i
 
+    def _rest_or_new(
+        self, con: sqlite3.Connection, rk: tuple[int, str, str, str, str, str], new_strings: list[str],
+        new_rests: list[tuple[int, str, str, str, str, str]],
+    ) -> int:
+        rest = self._rests.get(rk)  # the same new key may repeat within one body
+        return self._rest_id(con, rk, new_strings, new_rests) if rest is None else rest
+
     def _rest_id(
         self, con: sqlite3.Connection, rk: tuple[int, str, str, str, str, str], new_strings: list[str],
         new_rests: list[tuple[int, str, str, str, str, str]],
@@ -818,9 +827,9 @@ class SQLiteStore:
         rows = batch.rows
         if not rows:
             return
-        # Column by column with C-level map()s (attribute reads, id lookups, histogram
-        # packing), zipped into the staged rows: a Python loop building each row's
-        # tuple cost about as much as the whole staging write.
+        # With C-level map()s and zip()s (attribute reads, id lookups, histogram
+        # packing, tuple building), no Python code per row: a Python loop building each
+        # row's tuple cost about as much as the whole staging write.
         domains = list(map(self._strings.get, map(_DOMAIN, rows)))
         if None in domains:
             domains = [self._sid(con, r.domain, new_strings) if i is None else i for i, r in zip(domains, rows)]
@@ -830,16 +839,13 @@ class SQLiteStore:
         rest_keys = list(map(_REST, rows))
         rest_ids = list(map(self._rests.get, rest_keys))
         if None in rest_ids:
-            rest_ids = [
-                (self._rests.get(k) or self._rest_id(con, k, new_strings, new_rests)) if i is None else i
-                for i, k in zip(rest_ids, rest_keys)
-            ]
+            rest_ids = [self._rest_or_new(con, k, new_strings, new_rests) if i is None else i
+                        for i, k in zip(rest_ids, rest_keys)]
         pack = _packer.pack
         latencies = [pack(h) if h else None for h in map(_LATENCY, rows)]
-        head = [list(map(g, rows)) for g in _HEAD]
-        tail = [list(map(g, rows)) for g in _COUNTER_GETTERS]
         top = con.execute("SELECT max(rowid) FROM stage").fetchone()[0] or 0
-        con.executemany(_STAGE_INSERT, zip(*head, domains, errors, rest_ids, *tail, latencies))
+        staged = map(tuple.__add__, map(_PLAIN, rows), zip(domains, errors, rest_ids, latencies))
+        con.executemany(_STAGE_INSERT, staged)
         try:
             con.execute(_BODY_TOTAL, (top,)).fetchone()
         except sqlite3.OperationalError as exc:
