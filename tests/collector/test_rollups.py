@@ -322,7 +322,8 @@ async def test_a_fold_overflowing_int64_saturates_row_by_row(tmp_path: Path, cap
 
 
 # The child ingests (rows staged and acknowledged), then folds and is killed with
-# SIGKILL just before or just after the fold's COMMIT.
+# SIGKILL just before or just after the COMMIT of the fold's write transaction (the
+# rollups written, the staged rows deleted).
 _KILLED_CHILD = """
 import asyncio, os, random, signal, sys
 from agent.wire.batch import Batch
@@ -332,13 +333,17 @@ from tests.collector.test_rollups import rand_rows
 db, when = sys.argv[1], sys.argv[2]
 
 class KilledAtCommit:
+    # the fold's connection, killing the process at the COMMIT of its write transaction
     def __init__(self, con):
         self.con = con
+        self.writing = False
     def execute(self, sql, *args):
-        if sql == "COMMIT" and when == "before":
+        self.writing = self.writing or sql == "BEGIN IMMEDIATE"
+        at_commit = self.writing and sql == "COMMIT"
+        if at_commit and when == "before":
             os.kill(os.getpid(), signal.SIGKILL)
         out = self.con.execute(sql, *args)
-        if sql == "COMMIT" and when == "after":
+        if at_commit and when == "after":
             os.kill(os.getpid(), signal.SIGKILL)
         return out
     def __getattr__(self, name):
@@ -350,8 +355,8 @@ async def main():
     rnd = random.Random(31)
     for i in range(4):
         assert await store.ingest(Batch(rows=rand_rows(rnd, 300, 2 * 24 * 60)), f"k{i}", 0)
-    store._w = KilledAtCommit(store._w)  # only the fold commits from here on
-    await store._write(store._fold)
+    store._f = KilledAtCommit(store._f)  # the fold's own connection
+    await store._fold_staged()
 
 asyncio.run(main())
 """
