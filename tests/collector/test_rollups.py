@@ -321,6 +321,30 @@ async def test_a_fold_overflowing_int64_saturates_row_by_row(tmp_path: Path, cap
     check_all(tmp_path / "s.db", bodies[0] + bodies[1])
 
 
+async def test_every_row_query_sees_staged_rows_before_any_fold(tmp_path: Path) -> None:
+    # Nothing folds by itself (no row limit, no timer): whatever a query answers from
+    # the minute rows must still count every acknowledged row, the Webshare hourly
+    # stats included.
+    rows = [Row(ts=T0 + 60 * i, user_id=5, domain="a.com", protocol="HTTP", ip_out="198.51.100.1", count=2,
+                bytes_sent=10, bytes_received=100, error="timeout" if i % 3 == 0 else "",
+                error_count=1 if i % 3 == 0 else 0, conn_ms=1000) for i in range(90)]
+    store = SQLiteStore(tmp_path / "s.db", fold_rows=10**9, fold_interval=0)
+    await store.open()
+    try:
+        assert await store.ingest(Batch(rows=rows), "k", T0)
+        plan = chart_plan(T0, T0 + 2 * HOUR, HOUR, UTC)
+        stats = await store.hourly_stats(plan, Filter(user_id=5))
+        assert [(i, s.count, s.bytes_sent, s.bytes_received, s.error_count, s.conn_ms, s.errors, s.proxies)
+                for i, s in sorted(stats.items())] == [
+            (0, 120, 600, 6000, 20, 60_000, {"timeout": 20}, {"198.51.100.1"}),
+            (1, 60, 300, 3000, 10, 30_000, {"timeout": 10}, {"198.51.100.1"}),
+        ]
+        chart = await store.chart(plan, Filter(domain="a.com"))
+        assert [(i, t.count) for i, t in sorted(chart.items())] == [(0, 120), (1, 60)]
+    finally:
+        await store.close()
+
+
 # The child ingests (rows staged and acknowledged), then folds and is killed with
 # SIGKILL just before or just after the COMMIT of the fold's write transaction (the
 # rollups written, the staged rows deleted).
