@@ -184,7 +184,7 @@ ACTIVITY = _obj(
 )
 STAT_FIELDS: dict[str, Schema] = {
     "bandwidth_total": {"type": "integer", "minimum": 0, "description": "bytes sent + received"},
-    "bandwidth_average": {**NUMBER, "description": "bytes per request (0 without requests)"},
+    "bandwidth_average": {**INT, "description": "bytes per request, bandwidth_total // requests_total (0 without requests)"},
     "requests_total": {"type": "integer", "minimum": 0},
     "requests_successful": {"type": "integer", "minimum": 0, "description": "requests_total - requests_failed"},
     "requests_failed": {"type": "integer", "minimum": 0, "description": "sum of error_count"},
@@ -437,7 +437,7 @@ V2_PATHS: dict[str, Schema] = {
     "/api/v2/download_token/activity/reset/": {"post": _v2(
         "A new download token; the old key stops working", ("user_id",), "DownloadToken")},
     "/api/v2/stats/": {"get": _v2(
-        "Hourly stats (every hour of the window, in tz), from the per-minute rows", STATS_PARAMS, "StatsList")},
+        "Hourly stats (each hour of the window, in tz, that has rows), from the per-minute rows", STATS_PARAMS, "StatsList")},
     "/api/v2/stats/aggregate/": {"get": _v2(
         "The stats summed over the window, from the per-minute rows", STATS_PARAMS, "StatsAggregate")},
 }  # fmt: skip

@@ -262,7 +262,8 @@ def stat_fields(t: StatsTotals, seconds: float, tz: tzinfo) -> Obj:
         protocols[name] = protocols.get(name, 0) + n
     return {
         "bandwidth_total": total,
-        "bandwidth_average": total / t.count if t.count else 0.0,
+        # an integer, "bandwidth_total/requests_total" (Webshare's definition and type)
+        "bandwidth_average": total // t.count if t.count else 0,
         "requests_total": t.count,
         # max(): a hand-made row may claim more errors than requests; never below 0
         "requests_successful": max(0, t.count - t.error_count),
@@ -278,13 +279,13 @@ def stat_fields(t: StatsTotals, seconds: float, tz: tzinfo) -> Obj:
 
 
 def hourly_stats(p: ChartPlan, buckets: dict[int, StatsTotals], tz: tzinfo) -> list[Obj]:
-    """One stats object per hour of the window, hours without rows included (zeros)."""
-    out = []
-    for i in range(len(p.edges) - 1):
-        t = buckets.get(i) or StatsTotals()
-        out.append({"timestamp": iso_us(p.edges[i] * US, tz), "is_projected": False,
-                    **stat_fields(t, p.edges[i + 1] - p.edges[i], tz)})  # fmt: skip
-    return out
+    """One stats object per hour of the window that has rows, oldest first: as Webshare
+    says, "hours without proxy usage do not have a proxy stat object"."""
+    return [
+        {"timestamp": iso_us(p.edges[i] * US, tz), "is_projected": False,
+         **stat_fields(buckets[i], p.edges[i + 1] - p.edges[i], tz)}
+        for i in sorted(buckets)
+    ]  # fmt: skip
 
 
 def aggregate_stats(buckets: dict[int, StatsTotals], seconds: float, tz: tzinfo) -> Obj:
