@@ -25,10 +25,11 @@ from aiohttp import web
 from agent.wire.batch import WireError
 from agent.wire.logfmt import kv
 from agent.wire.prometheus import CONTENT_TYPE as PROM_CONTENT_TYPE
-from collector import params, plan, render
+from collector import geoip, params, plan, render
 from collector.fastdecode import decode as decode_body
 from collector.auth import AuthError, Principal, TokenTable, new_token, scope_user
 from collector.config import CollectorConfig, StorageConfig
+from collector.geoip import CountryTable
 from collector.metrics import CollectorMetrics
 from collector.model import Filter
 from collector.openapi import build_openapi
@@ -52,10 +53,13 @@ class State:
     # [storage] as the store was opened with: a reload does not apply [storage], so
     # neither do the API limits derived from it (how far back the data goes).
     storage: StorageConfig | None = None
+    geo: CountryTable | None = None  # the GeoIP table of countries_used, if configured
 
-    def apply_config(self, config: CollectorConfig) -> None:
-        """Take a re-read config's token list and query limits (SIGHUP)."""
+    def apply_config(self, config: CollectorConfig, geo: CountryTable | None = None) -> None:
+        """Take a re-read config's token list, query limits and GeoIP table (SIGHUP);
+        `geo` is the table of config.geoip.path, read by the caller (collector.geoip.load)."""
         self.config = config
+        self.geo = geo
         self.tokens = TokenTable(config.auth.tokens)
         if self.storage is None:
             self.storage = config.storage
@@ -394,8 +398,8 @@ async def _stats(request: web.Request, aggregate: bool) -> Any:
     cp = plan.chart_plan(start, end, plan.HOUR, w.tz)
     buckets = await _store(state).hourly_stats(cp, filt)
     if aggregate:
-        return render.aggregate_stats(buckets, (w.end_us - w.start_us) / params.US, w.tz)
-    return render.hourly_stats(cp, buckets, w.tz)
+        return render.aggregate_stats(buckets, (w.end_us - w.start_us) / params.US, w.tz, state.geo)
+    return render.hourly_stats(cp, buckets, w.tz, state.geo)
 
 
 async def stats_hourly(request: web.Request) -> Any:
@@ -454,13 +458,19 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(
-    config: CollectorConfig, *, store: Store | None = None, clock: Callable[[], float] = time.time
+    config: CollectorConfig,
+    *,
+    store: Store | None = None,
+    clock: Callable[[], float] = time.time,
+    geo: CountryTable | None = None,
 ) -> web.Application:
     """The collector app; `store` replaces the configured backend (another backend's
-    tests), `clock` supplies "now" for idempotency keys and retention."""
+    tests), `clock` supplies "now" for idempotency keys and retention, `geo` the table
+    of `geoip.path` when the caller has read it already (else it is read here; a bad
+    file raises ConfigError)."""
     app = web.Application(middlewares=[errors_middleware], client_max_size=config.server.max_body_bytes + 1)
     state = State(config=config, tokens=TokenTable(()), metrics=CollectorMetrics(), clock=clock, store=store)
-    state.apply_config(config)
+    state.apply_config(config, geoip.load(config.geoip.path) if geo is None else geo)
     app[STATE] = state
     app.cleanup_ctx.append(_store_ctx)
     app.router.add_post("/analytics/ingest", ingest)

@@ -82,6 +82,11 @@ class QueryConfig:
 
 
 @dataclass(frozen=True)
+class GeoIPConfig:
+    path: str = field(default="", metadata=check(None, "IP-range CSV giving countries_used; \"\": none"))
+
+
+@dataclass(frozen=True)
 class TokenConfig:
     name: str = field(metadata=check(_non_empty, "a label for logs"))
     role: Literal["agent", "admin", "user"]
@@ -116,6 +121,7 @@ class CollectorConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
+    geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
 
 
 def load(path: str | Path) -> CollectorConfig:

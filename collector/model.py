@@ -165,7 +165,7 @@ class StatsTotals:
     last_ts: int | None = None  # latest minute start (UTC epoch s) of a row with count > 0
     errors: dict[str, int] = field(default_factory=dict)  # error_count per non-empty stored error
     protocols: dict[str, int] = field(default_factory=dict)  # count per row protocol, as stored
-    proxies: set[str] = field(default_factory=set)  # distinct non-empty ip_out
+    proxies: dict[str, int] = field(default_factory=dict)  # count per non-empty ip_out
 
     def merge(self, other: "StatsTotals") -> None:
         self.count += other.count
@@ -179,7 +179,8 @@ class StatsTotals:
             self.errors[k] = self.errors.get(k, 0) + v
         for k, v in other.protocols.items():
             self.protocols[k] = self.protocols.get(k, 0) + v
-        self.proxies |= other.proxies
+        for k, v in other.proxies.items():
+            self.proxies[k] = self.proxies.get(k, 0) + v
 
 
 DOWNLOAD_SCOPES = ("activity",)

@@ -190,7 +190,7 @@ STAT_FIELDS: dict[str, Schema] = {
     "requests_failed": {"type": "integer", "minimum": 0, "description": "sum of error_count"},
     "error_reasons": {"type": "array", "items": {"$ref": "#/components/schemas/ErrorReason"},
                       "description": "most first, ties by reason"},
-    "countries_used": {"type": "object", "description": "always {} (no GeoIP source)"},
+    "countries_used": {"type": "object", "description": "requests per country code of the proxy address (ip_out), from the geoip.path table; {} without one"},
     "number_of_proxies_used": {"type": "integer", "minimum": 0, "description": "distinct ip_out of the rows"},
     "protocols_used": {"type": "object", "description": "requests per protocol: http (rows' HTTP and HTTPS), "
                        "socks, any other row protocol lowercased"},

@@ -25,6 +25,7 @@ from typing import Any
 from agent.wire import histogram
 from agent.wire.batch import Activity
 from agent.wire.errorcodes import ErrorCode, describe, error_reason
+from collector.geoip import CountryTable
 from collector.model import SAMPLE_DOMAINS, ActivityPage, DomainPage, DownloadToken, ErrorTotals, StatsTotals, Totals
 from collector.plan import ChartPlan
 
@@ -253,7 +254,19 @@ def _error_reasons(errors: dict[str, int]) -> list[Obj]:
     ]
 
 
-def stat_fields(t: StatsTotals, seconds: float, tz: tzinfo) -> Obj:
+def countries(proxies: dict[str, int], geo: CountryTable | None) -> dict[str, int]:
+    """Requests per country code of the proxy address (none without a GeoIP table;
+    an address the table does not place is left out)."""
+    out: dict[str, int] = {}
+    if geo is not None:
+        for ip, n in proxies.items():
+            cc = geo.country(ip)
+            if cc is not None and n:
+                out[cc] = out.get(cc, 0) + n
+    return dict(sorted(out.items()))
+
+
+def stat_fields(t: StatsTotals, seconds: float, tz: tzinfo, geo: CountryTable | None = None) -> Obj:
     """The measures of a stats object over `seconds` of time (an hour, or the window)."""
     total = t.bytes_sent + t.bytes_received
     protocols: dict[str, int] = {}
@@ -269,7 +282,7 @@ def stat_fields(t: StatsTotals, seconds: float, tz: tzinfo) -> Obj:
         "requests_successful": max(0, t.count - t.error_count),
         "requests_failed": t.error_count,
         "error_reasons": _error_reasons(t.errors),
-        "countries_used": {},
+        "countries_used": countries(t.proxies, geo),
         "number_of_proxies_used": len(t.proxies),
         "protocols_used": dict(sorted(protocols.items())),
         "average_concurrency": t.conn_ms / (seconds * 1000) if seconds > 0 else 0.0,
@@ -278,21 +291,21 @@ def stat_fields(t: StatsTotals, seconds: float, tz: tzinfo) -> Obj:
     }
 
 
-def hourly_stats(p: ChartPlan, buckets: dict[int, StatsTotals], tz: tzinfo) -> list[Obj]:
+def hourly_stats(p: ChartPlan, buckets: dict[int, StatsTotals], tz: tzinfo, geo: CountryTable | None = None) -> list[Obj]:
     """One stats object per hour of the window that has rows, oldest first: as Webshare
     says, "hours without proxy usage do not have a proxy stat object"."""
     return [
         {"timestamp": iso_us(p.edges[i] * US, tz), "is_projected": False,
-         **stat_fields(buckets[i], p.edges[i + 1] - p.edges[i], tz)}
+         **stat_fields(buckets[i], p.edges[i + 1] - p.edges[i], tz, geo)}
         for i in sorted(buckets)
     ]  # fmt: skip
 
 
-def aggregate_stats(buckets: dict[int, StatsTotals], seconds: float, tz: tzinfo) -> Obj:
+def aggregate_stats(buckets: dict[int, StatsTotals], seconds: float, tz: tzinfo, geo: CountryTable | None = None) -> Obj:
     total = StatsTotals()
     for t in buckets.values():
         total.merge(t)
-    return stat_fields(total, seconds, tz)
+    return stat_fields(total, seconds, tz, geo)
 
 
 def download_token(tok: DownloadToken, tz: tzinfo) -> Obj:

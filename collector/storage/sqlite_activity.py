@@ -208,11 +208,12 @@ def hourly_stats(con: sqlite3.Connection, plan: ChartPlan, filt: Filter) -> dict
             s = bucket(t)
             s.protocols[proto] = s.protocols.get(proto, 0) + c
     sql = (
-        f"SELECT DISTINCT m.ts - m.ts % {g} AS t, ip.s FROM m JOIN rests AS r ON r.id = m.rest "
-        f"JOIN strings AS ip ON ip.id = r.ip_out WHERE {where} AND r.ip_out != 0"
+        f"SELECT m.ts - m.ts % {g} AS t, ip.s, sum(count) FROM m JOIN rests AS r ON r.id = m.rest "
+        f"JOIN strings AS ip ON ip.id = r.ip_out WHERE {where} AND r.ip_out != 0 GROUP BY t, r.ip_out"
     )
-    for t, ip in con.execute(sql, params):
-        bucket(t).proxies.add(ip)
+    for t, ip, c in con.execute(sql, params):
+        p = bucket(t).proxies
+        p[ip] = p.get(ip, 0) + c
     return out
 
 

@@ -336,8 +336,8 @@ async def test_every_row_query_sees_staged_rows_before_any_fold(tmp_path: Path) 
         stats = await store.hourly_stats(plan, Filter(user_id=5))
         assert [(i, s.count, s.bytes_sent, s.bytes_received, s.error_count, s.conn_ms, s.errors, s.proxies)
                 for i, s in sorted(stats.items())] == [
-            (0, 120, 600, 6000, 20, 60_000, {"timeout": 20}, {"198.51.100.1"}),
-            (1, 60, 300, 3000, 10, 30_000, {"timeout": 10}, {"198.51.100.1"}),
+            (0, 120, 600, 6000, 20, 60_000, {"timeout": 20}, {"198.51.100.1": 120}),
+            (1, 60, 300, 3000, 10, 30_000, {"timeout": 10}, {"198.51.100.1": 60}),
         ]
         chart = await store.chart(plan, Filter(domain="a.com"))
         assert [(i, t.count) for i, t in sorted(chart.items())] == [(0, 120), (1, 60)]
