@@ -49,7 +49,7 @@ from agent.spool import Checkpoints, Spool
 from agent.tailer import Chunk, Tailer
 from agent.users import UserMapper
 from agent.wire import logfmt, sdnotify
-from agent.wire.batch import encode_msgpack
+from agent.wire.compact import encode_compact
 from agent.wire.logfmt import kv
 from agent.wire.prometheus import RELOAD_APPLIED, RELOAD_REFUSED
 from agent.wire.tomlschema import ConfigError
@@ -440,7 +440,7 @@ class Agent:
         if not batch.rows and not batch.profiles and self.positions == self._spooled_positions:
             self._update_lag()
             return
-        entry = self.spool.append(encode_msgpack(batch), dict(self.positions), len(batch.rows), len(batch.profiles))
+        entry = self.spool.append(encode_compact(batch), dict(self.positions), len(batch.rows), len(batch.profiles))
         self._spooled_positions = dict(self.positions)
         log.debug("batch spooled", extra=kv(key=entry.key, rows=entry.rows, profiles=entry.profiles, bytes=entry.size))
         self._update_spool_metrics()

@@ -2,7 +2,7 @@
 
 Read with the real Tailer, parse, enrich, aggregate (rows, concurrency profiles,
 latency histograms), drain every `--flush-s` seconds of *log* time (what a live agent
-flushing every 10 s would see), encode each batch with encode_msgpack. Prints one JSON
+flushing every 10 s would see), encode each batch with encode_compact (body version 2). Prints one JSON
 object: lines, bytes, seconds of the pipeline (imports and the Public Suffix List load
 are excluded and reported apart), rows, profiles, wire bytes. `--profile FILE` writes a
 cProfile dump of the same run instead of timing it honestly.
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from agent.tailer import Tailer
     from agent.users import UserMapper, UsersConfig
     from agent.wire import gcsettings
-    from agent.wire.batch import encode_msgpack
+    from agent.wire.compact import encode_compact
 
     enricher = Enricher(UserMapper(UsersConfig()), DomainResolver.load())
     parser = make_parser(args.format, timezone.utc)
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             out["rows"] += len(batch.rows)
             out["profiles"] += len(batch.profiles)
             if upto >= 4:
-                out["wire_bytes"] += len(encode_msgpack(batch))
+                out["wire_bytes"] += len(encode_compact(batch))
 
     start = time.perf_counter()
     if args.floor:

@@ -1,5 +1,8 @@
 """The ingest body: FonProxy's `{"logs": [row, ...]}` plus proxymeter's extensions.
 
+This is version 1, the row shape. Agents send version 2, the same batch in columns
+with a string table ({"v": 2, ...}, see agent.wire.compact); `decode_body` reads both.
+
 Body (JSON or msgpack, same structure):
     {"logs": [row, ...],            # required (may be empty)
      "concurrency": [profile, ...], # optional extension
@@ -331,6 +334,10 @@ def activity_to_obj(rec: Activity) -> dict[str, Any]:
 def batch_from_obj(obj: object, max_rows: int | None = None) -> Batch:
     if not isinstance(obj, dict):
         raise WireError("", "body must be an object with a 'logs' list")
+    if "v" in obj:  # version 2, columns (agent.wire.compact); version 1 has no "v"
+        from agent.wire.compact import batch_from_columns
+
+        return batch_from_columns(obj, max_rows)
     for key in obj:
         if key not in ("logs", "concurrency", "activity"):
             raise WireError(str(key), "unknown top-level field (expected 'logs' and optionally 'concurrency', 'activity')")
