@@ -52,8 +52,10 @@ per row, and a row holds ~1.5-3 lines on a busy proxy)
   walk gives each row's latency histogram and its peak (the sweep of its intervals).
 - Values that break the wire's limits are fitted at drain, once per row and drain, as
   before; sums over the counter limit are cut at drain.
-- drain() pauses the cyclic garbage collector while it makes the batch's Row objects
-  (acyclic, alive until encoded).
+- drain() returns the rows as agent.wire.compact.RowColumns: one tuple per row in Row's
+  field order and the histograms already in version 2's flattened columns, which the
+  encoder transposes in C; Row objects are made only if someone reads the rows. The
+  cyclic garbage collector is paused meanwhile (acyclic objects, alive until encoded).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ from typing import Any
 from agent.record import Record
 from agent.wire import batch as wire
 from agent.wire.batch import Batch, Profile, Row
+from agent.wire.compact import RowColumns
 from agent.wire.histogram import MAX_INDEX, SMALL_MS_BUCKETS, bucket_of
 
 DIMENSIONS: tuple[str, ...] = wire.DIMENSIONS
@@ -332,35 +335,34 @@ class Aggregator:
 
     def _drain(self, now_ms: int) -> Batch:
         minutes, self._minutes = self._minutes, {}
-        out_rows: list[Row] = []
+        out = RowColumns([], [], [], [])
         out_profiles: list[Profile] = []
         added = 0
+        drain_rows = self._drain_rows_all if self._row_names == _KEY_DIMENSIONS else self._drain_rows
+        worker = self._worker_out
         for minute in sorted(minutes):
             ts = minute * SECONDS
             # (user_id, order_id) -> the minute's difference array (see the docstring)
             diffs: dict[tuple[int, int], list[int]] = {}
-            if self._row_names == _KEY_DIMENSIONS:
-                added += self._drain_rows_all(ts, minutes[minute], diffs, out_rows)
-            else:
-                added += self._drain_rows(ts, minutes[minute], diffs, out_rows)
-            worker = self._worker_out
+            added += drain_rows(ts, minutes[minute], diffs, out)
             for (user_id, order_id), diff in diffs.items():
                 active = list(islice(accumulate(diff), SECONDS))
                 user_id, order_id, worker_fit = self._fit((user_id, order_id, worker))
                 out_profiles.append(Profile(ts, user_id, order_id, worker_fit, active))
         self._added_drained += added
-        self.rows_drained += len(out_rows)
+        self.rows_drained += len(out)
         self.profiles_drained += len(out_profiles)
         self.drains += 1
         self.last_drain_ms = now_ms
-        return Batch(rows=out_rows, profiles=out_profiles)
+        return Batch(rows=out, profiles=out_profiles)
 
     def _drain_rows_all(
-        self, ts: int, rows: dict[tuple[Any, ...], list[Any]], diffs: dict[tuple[int, int], list[int]], out: list[Row]
+        self, ts: int, rows: dict[tuple[Any, ...], list[Any]], diffs: dict[tuple[int, int], list[int]], out: RowColumns
     ) -> int:
-        """Rows of one minute with every dimension on (the default): the key unpacked in
-        place, Row built with plain positional arguments. Returns the requests drained."""
-        append = out.append
+        """Rows of one minute with every dimension on (the default), appended to `out`
+        as Row-ordered tuples and flattened histograms. Returns the requests drained."""
+        append = out.values.append
+        lat_n, lat_b, lat_c = out.latency.append, out.latency_bucket.append, out.latency_count.append
         worker = self._worker_out
         added = 0
         for (user_id, order_id, port, protocol, ip_out, ip_from, peer_id, domain, error), st in rows.items():
@@ -374,17 +376,15 @@ class Aggregator:
                 diff[(packs >> 6) & 63] += 1
                 diff[(packs & 63) + 1] -= 1
                 bucket = packs >> _BUCKET_SHIFT
-                hist = {bucket: 1} if bucket != NO_REQUEST else {}
+                if bucket != NO_REQUEST:
+                    lat_n(1)
+                    lat_b(bucket)
+                    lat_c(1)
+                else:
+                    lat_n(0)
                 peak = 1
             else:
-                hist = {}
-                for packed in packs:
-                    diff[(packed >> 6) & 63] += 1
-                    diff[(packed & 63) + 1] -= 1
-                    bucket = packed >> _BUCKET_SHIFT
-                    if bucket != NO_REQUEST:
-                        hist[bucket] = hist.get(bucket, 0) + 1
-                peak = _peak(packs)
+                peak = self._walk(packs, diff, lat_n, lat_b, lat_c)
             if sent | recv | dur | conn > MAX_COUNTER:
                 self._cap(st)
                 sent, recv, dur, conn = st[_SENT], st[_RECV], st[_DUR], st[_CONN]
@@ -392,18 +392,37 @@ class Aggregator:
             # >= 0); the summed lengths bound every string's length from above
             if (0 <= user_id | order_id | port <= MAX_INT and len(protocol) + len(ip_out) + len(ip_from)
                     + len(peer_id) + len(worker) + len(domain) + len(error) <= MAX_STR):
-                append(Row(ts, user_id, order_id, port, protocol, ip_out, ip_from, peer_id, worker, domain, error,
-                           count, sent, recv, errs, dur, conn, peak, dmax, hist))  # fmt: skip
+                append((ts, user_id, order_id, port, protocol, ip_out, ip_from, peer_id, worker, domain, error,
+                        count, sent, recv, errs, dur, conn, peak, dmax))  # fmt: skip
             else:
                 full = self._fit((user_id, order_id, port, protocol, ip_out, ip_from, peer_id, worker, domain, error))
-                append(Row(ts, *full, count, sent, recv, errs, dur, conn, peak, dmax, hist))
+                append((ts, *full, count, sent, recv, errs, dur, conn, peak, dmax))
         return added
 
+    @staticmethod
+    def _walk(packs: list[int], diff: list[int], lat_n: Callable[[int], None], lat_b: Callable[[int], None],
+              lat_c: Callable[[int], None]) -> int:  # fmt: skip
+        """A row's intervals into its profile's difference array and its histogram into
+        the flattened latency columns (buckets increasing); returns the row's peak."""
+        hist: dict[int, int] = {}
+        for packed in packs:
+            diff[(packed >> 6) & 63] += 1
+            diff[(packed & 63) + 1] -= 1
+            bucket = packed >> _BUCKET_SHIFT
+            if bucket != NO_REQUEST:
+                hist[bucket] = hist.get(bucket, 0) + 1
+        lat_n(len(hist))
+        for bucket in sorted(hist):
+            lat_b(bucket)
+            lat_c(hist[bucket])
+        return 1 if len(packs) == 1 else _peak(packs)
+
     def _drain_rows(
-        self, ts: int, rows: dict[tuple[Any, ...], list[Any]], diffs: dict[tuple[int, int], list[int]], out: list[Row]
+        self, ts: int, rows: dict[tuple[Any, ...], list[Any]], diffs: dict[tuple[int, int], list[int]], out: RowColumns
     ) -> int:
         """Rows of one minute with some dimensions switched off (see _drain_rows_all)."""
-        append = out.append
+        append = out.values.append
+        lat_n, lat_b, lat_c = out.latency.append, out.latency_bucket.append, out.latency_count.append
         worker = self._worker_out
         expand = self._expand
         profile_of = self._profile_of
@@ -415,20 +434,12 @@ class Aggregator:
             diff = diffs.get(pkey)
             if diff is None:
                 diff = diffs[pkey] = [0] * (SECONDS + 1)
-            packs_list = [packs] if packs.__class__ is int else packs
-            hist: dict[int, int] = {}
-            for packed in packs_list:
-                diff[(packed >> 6) & 63] += 1
-                diff[(packed & 63) + 1] -= 1
-                bucket = packed >> _BUCKET_SHIFT
-                if bucket != NO_REQUEST:
-                    hist[bucket] = hist.get(bucket, 0) + 1
-            peak = 1 if len(packs_list) == 1 else _peak(packs_list)
+            peak = self._walk([packs] if packs.__class__ is int else packs, diff, lat_n, lat_b, lat_c)
             if sent | recv | dur | conn > MAX_COUNTER:
                 self._cap(st)
                 sent, recv, dur, conn = st[_SENT], st[_RECV], st[_DUR], st[_CONN]
             full = expand(dims, worker)
             if not (0 <= full[0] | full[1] | full[2] <= MAX_INT and len("".join(full[3:])) <= MAX_STR):
                 full = self._fit(full)
-            append(Row(ts, *full, count, sent, recv, errs, dur, conn, peak, dmax, hist))
+            append((ts, *full, count, sent, recv, errs, dur, conn, peak, dmax))
         return added

@@ -59,7 +59,7 @@ from __future__ import annotations
 import gc
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -171,7 +171,9 @@ class Activity:
 
 @dataclass(slots=True)
 class Batch:
-    rows: list[Row] = field(default_factory=list)
+    # a list, or the aggregator's agent.wire.compact.RowColumns (the same rows, built
+    # into Row objects only when read)
+    rows: Sequence[Row] = field(default_factory=list)
     profiles: list[Profile] = field(default_factory=list)
     activity: list[Activity] = field(default_factory=list)
 

@@ -39,6 +39,7 @@ A ts column's minute may not pass 9999-12-31 23:59 (the last one version 1 can s
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator, Sequence
 from itertools import chain
 from operator import attrgetter
 from typing import Any
@@ -56,6 +57,7 @@ from agent.wire.batch import (
     ACTIVITY_PROTOCOLS,
     ACTIVITY_STRS,
     COUNTERS,
+    DIMENSIONS,
     INT_DIMENSIONS,
     MAX_COUNTER,
     MAX_INT,
@@ -120,14 +122,73 @@ def _latency_columns(hists: list[histogram.Histogram]) -> tuple[list[int], list[
     return ns, buckets, counts
 
 
+class RowColumns(Sequence[Row]):
+    """A drained batch's rows as the aggregator leaves them: one tuple per row (Row's
+    fields but latency, in Row's order) and the latency histograms already flattened as
+    version 2 writes them. encode_compact transposes them in C; nobody pays for Row
+    objects unless they look at the rows (then they are built once, and from then on
+    they are the truth: the encoder reads them, so a change made to one is sent)."""
+
+    __slots__ = ("values", "latency", "latency_bucket", "latency_count", "_rows")
+
+    def __init__(self, values: list[tuple[Any, ...]], latency: list[int], latency_bucket: list[int],
+                 latency_count: list[int]) -> None:  # fmt: skip
+        self.values = values
+        self.latency = latency
+        self.latency_bucket = latency_bucket
+        self.latency_count = latency_count
+        self._rows: list[Row] | None = None
+
+    @property
+    def untouched(self) -> bool:
+        """True while no Row was made: the columns are then the whole truth."""
+        return self._rows is None
+
+    def rows(self) -> list[Row]:
+        if self._rows is None:
+            out = []
+            at = 0
+            buckets, counts = self.latency_bucket, self.latency_count
+            for values, n in zip(self.values, self.latency):
+                out.append(Row(*values, dict(zip(buckets[at : at + n], counts[at : at + n]))))
+                at += n
+            self._rows = out
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        return self.rows()[i]
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self.rows())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RowColumns):
+            other = other.rows()
+        return self.rows() == other if isinstance(other, list) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"RowColumns({self.rows()!r})"
+
+
 def batch_to_columns(batch: Batch) -> dict[str, Any]:
     """The version 2 body object of a batch (see the module docstring)."""
     rows, profiles, activity = batch.rows, batch.profiles, batch.activity
-    row_ts = [r.ts // SECONDS_PER_MINUTE for r in rows]
+    if isinstance(rows, RowColumns) and rows.untouched:
+        # transposed by zip in C: the aggregator's row tuples become one tuple per field
+        cols = list(zip(*rows.values)) if rows.values else [()] * (1 + len(DIMENSIONS) + len(COUNTERS))
+        row_ts = [t // SECONDS_PER_MINUTE for t in cols[0]]
+        row_cols: list[tuple[Any, ...]] = cols[1:]  # the dimensions, then the counters
+        latency = (rows.latency, rows.latency_bucket, rows.latency_count)
+    else:
+        row_ts = [r.ts // SECONDS_PER_MINUTE for r in rows]
+        # transposed by zip in C: one tuple of the row's values per row, then one per column
+        row_cols = list(zip(*map(_ROW_VALUES, rows))) if rows else [()] * _N_ROW_VALUES
+        latency = _latency_columns([r.latency for r in rows])
     prof_ts = [p.ts // SECONDS_PER_MINUTE for p in profiles]
     t0 = min(chain(row_ts, prof_ts), default=0)
-    # transposed by zip in C: one tuple of the row's values per row, then one per column
-    row_cols: list[tuple[Any, ...]] = list(zip(*map(_ROW_VALUES, rows))) if rows else [()] * _N_ROW_VALUES
     prof_cols: list[tuple[Any, ...]] = list(zip(*map(_PROFILE_VALUES, profiles))) if profiles else [(), (), ()]
     act_cols: list[tuple[Any, ...]] = (
         list(zip(*map(_ACTIVITY_VALUES, activity))) if activity else [()] * len(ACTIVITY_FIELDS)
@@ -152,7 +213,7 @@ def batch_to_columns(batch: Batch) -> dict[str, Any]:
         logs[name] = list(map(at, col))
     for name, col in zip(COUNTERS, row_cols[_N_INT + _N_STR :]):
         logs[name] = list(col)
-    logs["latency"], logs["latency_bucket"], logs["latency_count"] = _latency_columns([r.latency for r in rows])
+    logs["latency"], logs["latency_bucket"], logs["latency_count"] = latency
     obj: dict[str, Any] = {"v": VERSION, "strings": table, "t0": t0, "logs": logs}
     if profiles:
         obj["concurrency"] = {

@@ -29,7 +29,7 @@ from agent.wire.batch import (
     encode_json,
     encode_msgpack,
 )
-from agent.wire.compact import MAX_MINUTE, batch_to_columns, encode_compact
+from agent.wire.compact import MAX_MINUTE, RowColumns, batch_to_columns, encode_compact
 from collector.fastdecode import decode
 from test_encode_bytes import random_batch
 
@@ -192,3 +192,27 @@ def test_lone_surrogates_in_the_string_table_are_named() -> None:
     ref = outcome(decode_body, body, CONTENT_TYPE_JSON)
     assert ref[0] == "error" and ref[1][1] == "not valid Unicode text (a lone UTF-16 surrogate)"
     assert outcome(decode, body, CONTENT_TYPE_JSON) == ref
+
+
+def as_row_columns(rows: list[Row]) -> RowColumns:
+    values = [(r.ts, r.user_id, r.order_id, r.port, r.protocol, r.ip_out, r.ip_from, r.peer_id, r.worker, r.domain,
+               r.error, r.count, r.bytes_sent, r.bytes_received, r.error_count, r.duration_ms, r.conn_ms,
+               r.max_concurrency, r.duration_max_ms) for r in rows]  # fmt: skip
+    ns, buckets, counts = [], [], []
+    for r in rows:
+        pairs = [(b, c) for b, c in sorted(r.latency.items()) if c]
+        ns.append(len(pairs))
+        buckets += [b for b, _ in pairs]
+        counts += [c for _, c in pairs]
+    return RowColumns(values, ns, buckets, counts)
+
+
+def test_row_columns_encode_as_their_rows_and_a_changed_row_is_sent() -> None:
+    batch = random_batch(random.Random(11), 400, 5)
+    want = decode_body(encode_msgpack(batch), CONTENT_TYPE_MSGPACK)
+    columns = Batch(rows=as_row_columns(want.rows), profiles=batch.profiles)
+    assert decode_body(encode_compact(columns), CONTENT_TYPE_MSGPACK) == want  # straight from the columns
+    assert columns.rows == want.rows and len(columns.rows) == 400 and columns.rows[3] == want.rows[3]
+    columns.rows[3].count += 1  # read, then changed: the Row objects are the truth now
+    got = decode_body(encode_compact(columns), CONTENT_TYPE_MSGPACK)
+    assert got.rows[3].count == want.rows[3].count + 1 and got.rows[4:] == want.rows[4:]
