@@ -10,6 +10,14 @@ Strategy and rules
   agent.spool for why this is exactly-once).
 - Lines are processed as soon as poll() returns them, so `Tailer.checkpoint()` at flush
   time covers exactly the lines inside the drained batch.
+- Timed flushes are aligned to the wall clock: at every multiple of flush_interval past
+  the epoch, plus a grace (FLUSH_GRACE, at most a quarter of the interval) for the lines
+  of the period just closed that are logged late (squid and haproxy log a request when
+  it ends). With flush_interval = 60 each minute's rows thus leave about once, shortly
+  after the minute closed, instead of once per flush. Every flush still drains
+  everything read (so the checkpoints stay exact, as above): alignment only moves when
+  flushes happen. A wall clock that jumps is covered by a monotonic fallback (two
+  intervals without any flush flush at once).
 - Spool full (`spool.max_bytes`): the READ task stops polling (the proxy's own log is the
   buffer) until acks free space; logged once per episode and exposed as a metric.
 - Config changes (SIGHUP) are applied by the READ task between passes: flush first (so
@@ -26,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import resource
 import signal
 import time
@@ -58,6 +67,7 @@ log = logging.getLogger(__name__)
 
 POLL_BYTES = 4 * 1024 * 1024  # per source per pass: bounds the time between event-loop turns
 POLL_STEP = 512 * 1024  # per Tailer.poll: bounds how far a batch can go over max_batch_rows
+FLUSH_GRACE = 5.0  # seconds after an aligned instant before its flush (see the docstring)
 ERROR_SAMPLE_EVERY = 10.0  # seconds between logged samples of unparsable lines, per source
 LIMIT_LOG_EVERY = 60.0  # seconds between warnings about a limit that keeps being hit
 # Tailer counters exposed as proxymeter_agent_file_events_total{event} (the Tailer logs
@@ -85,6 +95,13 @@ class SourceRuntime:
     seen: dict[str, int] = field(default_factory=dict)  # tailer stats already added to metrics
     last_error_log: float = -1e9
     last_limit_log: float = -1e9
+
+
+def next_flush_at(after: float, interval: float) -> float:
+    """The first aligned flush instant (epoch seconds k * interval + grace, k an
+    integer) at or after `after`."""
+    grace = min(FLUSH_GRACE, interval / 4)
+    return math.ceil((after - grace) / interval) * interval + grace
 
 
 def _stat(stats: Any, name: str) -> int:
@@ -121,6 +138,7 @@ class Agent:
         self._reload_requested = False
         self._paused = False
         self._last_flush = time.monotonic()
+        self._next_flush = 0.0  # wall clock; set by _schedule_flush
         self._unmatched_seen = 0
         self._fixed_seen = 0
         self._last_fixed_log = -1e9
@@ -176,6 +194,7 @@ class Agent:
         # positions): otherwise a crash before the first flush followed by a rotation would
         # leave the rotated file outside the glob with nothing pointing at it.
         self._flush()
+        self._schedule_flush()
         self._update_spool_metrics()
         gcsettings.settle()  # start-up is done: see agent.wire.gcsettings
         runner = None
@@ -265,10 +284,11 @@ class Agent:
                 self.metrics.spool_full.set(0)
                 log.info("spool has room again, reading resumed", extra=kv(spool_bytes=self.spool.bytes))
             progress = self._read_pass()
-            if (
-                self.aggregator.pending_rows + self.aggregator.pending_profiles >= self.cfg.collector.max_batch_rows
-                or time.monotonic() - self._last_flush >= self.cfg.collector.flush_interval
-            ):
+            interval = self.cfg.collector.flush_interval
+            if time.time() >= self._next_flush or time.monotonic() - self._last_flush >= 2 * interval:
+                self._flush()
+                self._schedule_flush()
+            elif self.aggregator.pending_rows + self.aggregator.pending_profiles >= self.cfg.collector.max_batch_rows:
                 self._flush()
             if not progress:
                 # A file waiting for its source's max_open_files is read on a later poll,
@@ -282,6 +302,12 @@ class Agent:
                     await self._sleep(self.cfg.agent.poll_interval)
             else:
                 await asyncio.sleep(0)  # let the shipper and the metrics server run
+
+    def _schedule_flush(self) -> None:
+        """The next timed flush: the next aligned instant at least half an interval away
+        (so a flush made a little late is not followed by another one at once)."""
+        interval = self.cfg.collector.flush_interval
+        self._next_flush = next_flush_at(time.time() + interval / 2, interval)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -573,6 +599,7 @@ class Agent:
             from dataclasses import replace
 
             self.cfg = replace(new, agent=replace(new.agent, state_dir=state_dir, metrics_listen=listen))
+        self._schedule_flush()  # flush_interval may have changed
         self.metrics.reloads.inc(1, RELOAD_APPLIED)
         log.info("config reloaded", extra=kv(path=self.config_path, sources=len(self.sources)))
         sdnotify.notify(sdnotify.READY)
