@@ -11,7 +11,7 @@ Strategy and rules
 - Lines are processed as soon as poll() returns them, so `Tailer.checkpoint()` at flush
   time covers exactly the lines inside the drained batch.
 - Timed flushes are aligned to the wall clock: at every multiple of flush_interval past
-  the epoch, plus a grace (FLUSH_GRACE, at most a quarter of the interval) for the lines
+  the epoch, plus a grace (agent.flushclock, at most a quarter of the interval) for the lines
   of the period just closed that are logged late (squid and haproxy log a request when
   it ends). With flush_interval = 60 each minute's rows thus leave about once, shortly
   after the minute closed, instead of once per flush. Every flush still drains
@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import resource
 import signal
 import time
@@ -49,6 +48,7 @@ from agent.aggregate import Aggregator
 from agent.config import Config, Source
 from agent.domains import DomainResolver
 from agent.enrich import Enricher
+from agent.flushclock import next_flush_at
 from agent.metrics import AgentMetrics, start_server
 from agent.parsers import LineParser, make_parser
 from agent.parsers.dante import DanteParser
@@ -67,7 +67,6 @@ log = logging.getLogger(__name__)
 
 POLL_BYTES = 4 * 1024 * 1024  # per source per pass: bounds the time between event-loop turns
 POLL_STEP = 512 * 1024  # per Tailer.poll: bounds how far a batch can go over max_batch_rows
-FLUSH_GRACE = 5.0  # seconds after an aligned instant before its flush (see the docstring)
 ERROR_SAMPLE_EVERY = 10.0  # seconds between logged samples of unparsable lines, per source
 LIMIT_LOG_EVERY = 60.0  # seconds between warnings about a limit that keeps being hit
 # Tailer counters exposed as proxymeter_agent_file_events_total{event} (the Tailer logs
@@ -95,13 +94,6 @@ class SourceRuntime:
     seen: dict[str, int] = field(default_factory=dict)  # tailer stats already added to metrics
     last_error_log: float = -1e9
     last_limit_log: float = -1e9
-
-
-def next_flush_at(after: float, interval: float) -> float:
-    """The first aligned flush instant (epoch seconds k * interval + grace, k an
-    integer) at or after `after`."""
-    grace = min(FLUSH_GRACE, interval / 4)
-    return math.ceil((after - grace) / interval) * interval + grace
 
 
 def _stat(stats: Any, name: str) -> int:

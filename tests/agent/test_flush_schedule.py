@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from agent.service import FLUSH_GRACE, next_flush_at
+from agent.flushclock import FLUSH_GRACE, next_flush_at
 
 
 @pytest.mark.parametrize("interval", [60.0, 10.0, 0.2, 3600.0, 7.0])
