@@ -114,7 +114,7 @@ def start_collector(workdir: Path, db: Path, core: int | None = None) -> Collect
 
 
 def agent_config(workdir: Path, log_path: Path, fmt: str, url: str, token: str,
-                 flush_s: float | None = None) -> str:
+                 flush_s: float | None = None, read_from: str = "end") -> str:
     """The agent's config: the fixed shape from the agent issue plus our own keys."""
     flush = f"flush_interval = {flush_s}\n" if flush_s is not None else ""
     return f"""[agent]
@@ -130,7 +130,7 @@ token = "{token}"
 path = "{log_path}"
 format = "{fmt}"
 timezone = "UTC"
-read_from = "end"
+read_from = "{read_from}"
 """
 
 
