@@ -61,7 +61,7 @@ per row, and a row holds ~1.5-3 lines on a busy proxy)
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from itertools import accumulate, islice
 from operator import attrgetter, itemgetter
@@ -100,6 +100,9 @@ if tuple(f.name for f in fields(Row)) != _ROW_ORDER:
 if DIMENSIONS[:3] != wire.INT_DIMENSIONS:
     raise ImportError("agent.wire.batch.DIMENSIONS changed its order; update agent.aggregate")
 
+# Columns of _drain_rows_all's dimension list (Row's order, worker included).
+_INT_COLUMNS = range(len(wire.INT_DIMENSIONS))
+_STR_COLUMNS = range(len(wire.INT_DIMENSIONS), len(DIMENSIONS))
 # Slots of a row's state list.
 _COUNT, _SENT, _RECV, _ERRS, _DUR, _CONN, _DMAX, _PACKS = range(8)
 # The bucket field of a pack for an interval carried over from an earlier minute: the
@@ -335,7 +338,7 @@ class Aggregator:
 
     def _drain(self, now_ms: int) -> Batch:
         minutes, self._minutes = self._minutes, {}
-        out = RowColumns([], [], [], [])
+        out = RowColumns()
         out_profiles: list[Profile] = []
         added = 0
         drain_rows = self._drain_rows_all if self._row_names == _KEY_DIMENSIONS else self._drain_rows
@@ -360,44 +363,64 @@ class Aggregator:
         self, ts: int, rows: dict[tuple[Any, ...], list[Any]], diffs: dict[tuple[int, int], list[int]], out: RowColumns
     ) -> int:
         """Rows of one minute with every dimension on (the default), appended to `out`
-        as Row-ordered tuples and flattened histograms. Returns the requests drained."""
-        append = out.values.append
+        column by column. Transposing the keys and states, checking the wire's limits
+        and cutting sums run in C per column; Python runs per row only for the packs
+        (profile seconds, histogram, peak). Returns the requests drained."""
+        if not rows:
+            return 0
+        n = len(rows)
+        user_id, order_id, port, protocol, ip_out, ip_from, peer_id, domain, error = zip(*rows)
+        count, sent, recv, errs, dur, conn, dmax, packs = zip(*rows.values())
         lat_n, lat_b, lat_c = out.latency.append, out.latency_bucket.append, out.latency_count.append
-        worker = self._worker_out
-        added = 0
-        for (user_id, order_id, port, protocol, ip_out, ip_from, peer_id, domain, error), st in rows.items():
-            count, sent, recv, errs, dur, conn, dmax, packs = st
-            added += count
-            pkey = (user_id, order_id)
-            diff = diffs.get(pkey)
+        walk = self._walk
+        peaks: list[int] = []
+        add_peak = peaks.append
+        get = diffs.get
+        for pkey, packed in zip(zip(user_id, order_id), packs):
+            diff = get(pkey)
             if diff is None:
                 diff = diffs[pkey] = [0] * (SECONDS + 1)
-            if packs.__class__ is int:  # one interval: peak 1, at most one bucket
-                diff[(packs >> 6) & 63] += 1
-                diff[(packs & 63) + 1] -= 1
-                bucket = packs >> _BUCKET_SHIFT
+            if packed.__class__ is int:  # one interval: peak 1, at most one bucket
+                diff[(packed >> 6) & 63] += 1
+                diff[(packed & 63) + 1] -= 1
+                bucket = packed >> _BUCKET_SHIFT
                 if bucket != NO_REQUEST:
                     lat_n(1)
                     lat_b(bucket)
                     lat_c(1)
                 else:
                     lat_n(0)
-                peak = 1
+                add_peak(1)
             else:
-                peak = self._walk(packs, diff, lat_n, lat_b, lat_c)
-            if sent | recv | dur | conn > MAX_COUNTER:
-                self._cap(st)
-                sent, recv, dur, conn = st[_SENT], st[_RECV], st[_DUR], st[_CONN]
-            # x | y | z is negative iff one of them is, and < 2**63 iff all are (ints
-            # >= 0); the summed lengths bound every string's length from above
-            if (0 <= user_id | order_id | port <= MAX_INT and len(protocol) + len(ip_out) + len(ip_from)
-                    + len(peer_id) + len(worker) + len(domain) + len(error) <= MAX_STR):
-                append((ts, user_id, order_id, port, protocol, ip_out, ip_from, peer_id, worker, domain, error,
-                        count, sent, recv, errs, dur, conn, peak, dmax))  # fmt: skip
-            else:
-                full = self._fit((user_id, order_id, port, protocol, ip_out, ip_from, peer_id, worker, domain, error))
-                append((ts, *full, count, sent, recv, errs, dur, conn, peak, dmax))
-        return added
+                add_peak(walk(packed, diff, lat_n, lat_b, lat_c))
+        dims: list[Sequence[Any]] = [user_id, order_id, port, protocol, ip_out, ip_from, peer_id,
+                                     [self._worker_out] * n, domain, error]  # fmt: skip
+        for i in _INT_COLUMNS:
+            col = dims[i]
+            if min(col) < 0 or max(col) > MAX_INT:
+                dims[i] = self._fit_column(col, lambda v: 0 <= v <= MAX_INT, lambda v: 0)
+        for i in _STR_COLUMNS:
+            col = dims[i]
+            if max(map(len, col)) > MAX_STR:
+                dims[i] = self._fit_column(col, lambda v: len(v) <= MAX_STR, lambda v: v[:MAX_STR])
+        sums: list[Sequence[int]] = [sent, recv, dur, conn]
+        for i, col in enumerate(sums):
+            if max(col) > MAX_COUNTER:  # _DMAX <= max_duration_ms already
+                sums[i] = self._fit_column(col, lambda v: v <= MAX_COUNTER, lambda v: MAX_COUNTER)
+        sent, recv, dur, conn = sums
+        out.extend([[ts] * n, *dims, count, sent, recv, errs, dur, conn, peaks, dmax])
+        return sum(count)
+
+    def _fit_column(self, col: Sequence[Any], ok: Callable[[Any], bool], fix: Callable[[Any], Any]) -> list[Any]:
+        """A column with the values that are not `ok` replaced by `fix(value)`, each
+        counted in `values_fixed` (the rare path of _drain_rows_all: see _fit, _cap)."""
+        out = []
+        for value in col:
+            if not ok(value):
+                value = fix(value)
+                self.values_fixed += 1
+            out.append(value)
+        return out
 
     @staticmethod
     def _walk(packs: list[int], diff: list[int], lat_n: Callable[[int], None], lat_b: Callable[[int], None],
@@ -420,13 +443,14 @@ class Aggregator:
     def _drain_rows(
         self, ts: int, rows: dict[tuple[Any, ...], list[Any]], diffs: dict[tuple[int, int], list[int]], out: RowColumns
     ) -> int:
-        """Rows of one minute with some dimensions switched off (see _drain_rows_all)."""
-        append = out.values.append
+        """Rows of one minute with some dimensions switched off (see _drain_rows_all):
+        per row, the plain way."""
         lat_n, lat_b, lat_c = out.latency.append, out.latency_bucket.append, out.latency_count.append
         worker = self._worker_out
         expand = self._expand
         profile_of = self._profile_of
         added = 0
+        values: list[tuple[Any, ...]] = []
         for dims, st in rows.items():
             count, sent, recv, errs, dur, conn, dmax, packs = st
             added += count
@@ -441,5 +465,7 @@ class Aggregator:
             full = expand(dims, worker)
             if not (0 <= full[0] | full[1] | full[2] <= MAX_INT and len("".join(full[3:])) <= MAX_STR):
                 full = self._fit(full)
-            append((ts, *full, count, sent, recv, errs, dur, conn, peak, dmax))
+            values.append((ts, *full, count, sent, recv, errs, dur, conn, peak, dmax))
+        if values:
+            out.extend(list(zip(*values)))
         return added

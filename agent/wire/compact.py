@@ -39,7 +39,8 @@ A ts column's minute may not pass 9999-12-31 23:59 (the last one version 1 can s
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import fields
 from itertools import chain
 from operator import attrgetter
 from typing import Any
@@ -57,7 +58,6 @@ from agent.wire.batch import (
     ACTIVITY_PROTOCOLS,
     ACTIVITY_STRS,
     COUNTERS,
-    DIMENSIONS,
     INT_DIMENSIONS,
     MAX_COUNTER,
     MAX_INT,
@@ -84,6 +84,10 @@ ACTIVITY_COLUMNS = ACTIVITY_FIELDS
 _FREE_LENGTH = frozenset(("latency_bucket", "latency_count", "active"))
 
 _ROW_VALUES = attrgetter(*(INT_DIMENSIONS + STR_DIMENSIONS + COUNTERS))
+# RowColumns' columns: Row's fields without latency, in Row's order
+ROW_VALUE_FIELDS = ("ts",) + INT_DIMENSIONS + STR_DIMENSIONS + COUNTERS
+if tuple(f.name for f in fields(Row)) != ROW_VALUE_FIELDS + ("latency",):
+    raise ImportError("agent.wire.batch.Row changed its fields; update agent.wire.compact.RowColumns")
 _PROFILE_VALUES = attrgetter("user_id", "order_id", "worker")
 _ACTIVITY_VALUES = attrgetter(*ACTIVITY_FIELDS)
 _N_ROW_VALUES = len(INT_DIMENSIONS + STR_DIMENSIONS + COUNTERS)
@@ -123,21 +127,25 @@ def _latency_columns(hists: list[histogram.Histogram]) -> tuple[list[int], list[
 
 
 class RowColumns(Sequence[Row]):
-    """A drained batch's rows as the aggregator leaves them: one tuple per row (Row's
-    fields but latency, in Row's order) and the latency histograms already flattened as
-    version 2 writes them. encode_compact transposes them in C; nobody pays for Row
-    objects unless they look at the rows (then they are built once, and from then on
-    they are the truth: the encoder reads them, so a change made to one is sent)."""
+    """A drained batch's rows as the aggregator leaves them: one list per Row field but
+    latency (ROW_VALUE_FIELDS, Row's order) and the latency histograms already flattened
+    as version 2 writes them. encode_compact sends the columns as they are; nobody pays
+    for Row objects unless they look at the rows (then they are built once, and from
+    then on they are the truth: the encoder reads them, so a change made to one is sent)."""
 
-    __slots__ = ("values", "latency", "latency_bucket", "latency_count", "_rows")
+    __slots__ = ("columns", "latency", "latency_bucket", "latency_count", "_rows")
 
-    def __init__(self, values: list[tuple[Any, ...]], latency: list[int], latency_bucket: list[int],
-                 latency_count: list[int]) -> None:  # fmt: skip
-        self.values = values
-        self.latency = latency
-        self.latency_bucket = latency_bucket
-        self.latency_count = latency_count
+    def __init__(self) -> None:
+        self.columns: list[list[Any]] = [[] for _ in ROW_VALUE_FIELDS]
+        self.latency: list[int] = []
+        self.latency_bucket: list[int] = []
+        self.latency_count: list[int] = []
         self._rows: list[Row] | None = None
+
+    def extend(self, columns: Sequence[Iterable[Any]]) -> None:
+        """Append rows given as columns (ROW_VALUE_FIELDS' order, all of one length)."""
+        for have, more in zip(self.columns, columns, strict=True):
+            have.extend(more)
 
     @property
     def untouched(self) -> bool:
@@ -149,14 +157,14 @@ class RowColumns(Sequence[Row]):
             out = []
             at = 0
             buckets, counts = self.latency_bucket, self.latency_count
-            for values, n in zip(self.values, self.latency):
+            for values, n in zip(zip(*self.columns), self.latency):
                 out.append(Row(*values, dict(zip(buckets[at : at + n], counts[at : at + n]))))
                 at += n
             self._rows = out
         return self._rows
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self.columns[0])
 
     def __getitem__(self, i):  # type: ignore[no-untyped-def]
         return self.rows()[i]
@@ -177,10 +185,9 @@ def batch_to_columns(batch: Batch) -> dict[str, Any]:
     """The version 2 body object of a batch (see the module docstring)."""
     rows, profiles, activity = batch.rows, batch.profiles, batch.activity
     if isinstance(rows, RowColumns) and rows.untouched:
-        # transposed by zip in C: the aggregator's row tuples become one tuple per field
-        cols = list(zip(*rows.values)) if rows.values else [()] * (1 + len(DIMENSIONS) + len(COUNTERS))
+        cols = rows.columns
         row_ts = [t // SECONDS_PER_MINUTE for t in cols[0]]
-        row_cols: list[tuple[Any, ...]] = cols[1:]  # the dimensions, then the counters
+        row_cols: list[Any] = cols[1:]  # the dimensions, then the counters
         latency = (rows.latency, rows.latency_bucket, rows.latency_count)
     else:
         row_ts = [r.ts // SECONDS_PER_MINUTE for r in rows]
@@ -208,11 +215,11 @@ def batch_to_columns(batch: Batch) -> dict[str, Any]:
         prof_ts = list(map(minus_t0, prof_ts))
     logs: dict[str, Any] = {"ts": row_ts}
     for name, col in zip(INT_DIMENSIONS, row_cols):
-        logs[name] = list(col)
+        logs[name] = col if col.__class__ is list else list(col)  # RowColumns: lists already
     for name, col in zip(STR_DIMENSIONS, str_row_cols):
         logs[name] = list(map(at, col))
     for name, col in zip(COUNTERS, row_cols[_N_INT + _N_STR :]):
-        logs[name] = list(col)
+        logs[name] = col if col.__class__ is list else list(col)
     logs["latency"], logs["latency_bucket"], logs["latency_count"] = latency
     obj: dict[str, Any] = {"v": VERSION, "strings": table, "t0": t0, "logs": logs}
     if profiles:

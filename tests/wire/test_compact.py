@@ -204,7 +204,10 @@ def as_row_columns(rows: list[Row]) -> RowColumns:
         ns.append(len(pairs))
         buckets += [b for b, _ in pairs]
         counts += [c for _, c in pairs]
-    return RowColumns(values, ns, buckets, counts)
+    out = RowColumns()
+    out.extend(list(zip(*values)) if values else [[] for _ in out.columns])
+    out.latency, out.latency_bucket, out.latency_count = ns, buckets, counts
+    return out
 
 
 def test_row_columns_encode_as_their_rows_and_a_changed_row_is_sent() -> None:
