@@ -125,6 +125,9 @@ SCHEMAS: dict[str, Schema] = {
          "concurrency": extension({"type": "array", "items": {"$ref": "#/components/schemas/Profile"},
                                    "description": "extension: concurrency profiles (exact cross-worker peaks)"})},
         required=["logs"],
+        description="Body version 1 (FonProxy's rows), always accepted. Agents send version 2, the same "
+                    "batch in columns with a per-batch string table ({\"v\": 2, \"strings\", \"t0\", \"logs\", "
+                    "\"concurrency\", \"activity\"}); see the README, POST /analytics/ingest.",
     ),
     "Row": ROW,
     "Profile": PROFILE,
