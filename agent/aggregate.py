@@ -50,11 +50,13 @@ per row, and a row holds ~1.5-3 lines on a busy proxy)
   each one as a 61-slot difference array (+1 at the first covered second, -1 after the
   last) while it walks the rows, and turns it into counts with a prefix sum. The same
   walk gives each row's latency histogram and its peak (the sweep of its intervals).
-- Values that break the wire's limits are fitted at drain, once per row and drain, as
-  before; sums over the counter limit are cut at drain.
-- drain() returns the rows as agent.wire.compact.RowColumns: one tuple per row in Row's
-  field order and the histograms already in version 2's flattened columns, which the
-  encoder transposes in C; Row objects are made only if someone reads the rows. The
+- drain() works a minute at a time and column by column: the keys and states are
+  transposed with zip (C), the wire's limits are checked per column with min/max/len
+  (a value that breaks one is fitted, once per row and drain; sums over the counter
+  limit are cut), and Python runs per row only for the packs.
+- drain() returns the rows as agent.wire.compact.RowColumns: those columns, in Row's
+  field order, and the histograms already in version 2's flattened columns, which the
+  encoder sends as they are; Row objects are made only if someone reads the rows. The
   cyclic garbage collector is paused meanwhile (acyclic objects, alive until encoded).
 """
 
@@ -88,7 +90,6 @@ DEFAULT_MAX_DURATION_MS = 7 * 24 * 3600 * 1000
 # Record attribute each comes from.
 _KEY_DIMENSIONS = tuple(d for d in DIMENSIONS if d != "worker")
 _ATTR = {d: d for d in _KEY_DIMENSIONS} | {"ip_from": "client_ip"}
-_PROFILE_DIMENSIONS = ("user_id", "order_id")
 
 # drain() builds Row positionally for speed; fail at import if the contract's order moves.
 _ROW_ORDER = ("ts",) + DIMENSIONS + (
