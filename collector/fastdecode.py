@@ -30,9 +30,18 @@ import msgpack
 
 from agent.wire import compact, histogram
 from agent.wire.batch import (
+    ACTIVITY_COUNTERS,
+    ACTIVITY_FIELDS,
+    ACTIVITY_IDS,
+    ACTIVITY_OPT_COUNTERS,
+    ACTIVITY_OPT_PORTS,
+    ACTIVITY_OPT_STRS,
+    ACTIVITY_PROTOCOLS,
+    ACTIVITY_STRS,
     CONTENT_TYPE_JSON,
     MAX_COUNTER,
     MAX_INT,
+    MAX_PORT,
     MAX_STR,
     MSGPACK_TYPES,
     Activity,
@@ -229,9 +238,8 @@ def _fast_v2(obj: dict[str, Any], max_rows: int | None) -> Batch:
     n_table = len(table) - 1  # the largest valid index
     logs, n = _columns(obj.get("logs"), compact.ROW_COLUMNS, "ts")
     prof, n_prof = _columns(obj["concurrency"], compact.PROFILE_COLUMNS, "ts") if "concurrency" in obj else ({}, 0)
-    if "activity" in obj:
-        raise _Slow  # nullable columns: the reference reads them
-    if max_rows is not None and n + n_prof > max_rows:
+    act, n_act = _columns(obj["activity"], compact.ACTIVITY_COLUMNS, "ts_us") if "activity" in obj else ({}, 0)
+    if max_rows is not None and n + n_prof + n_act > max_rows:
         raise _Slow
     max_off = compact.MAX_MINUTE - t0
     _ints_in(logs["ts"], max_off)
@@ -283,4 +291,51 @@ def _fast_v2(obj: dict[str, Any], max_rows: int | None) -> Batch:
                     for i, (m, u, o, w) in enumerate(zip(prof["ts"], prof["user_id"], prof["order_id"], workers))]
     elif prof and any(prof[c] for c in compact.PROFILE_COLUMNS):
         raise _Slow  # flattened values without profiles
-    return Batch(rows=rows, profiles=profiles)
+    activity = _activity_v2(act, n_act, table) if n_act else []
+    return Batch(rows=rows, profiles=profiles, activity=activity)
+
+
+_NONE = type(None)
+_INT_OR_NONE = {int, _NONE}
+
+
+def _nullable_ints_in(col: list[Any], hi: int) -> None:
+    """`col` holds ints in 0..hi and nulls."""
+    kinds = set(map(type, col))
+    if not kinds <= _INT_OR_NONE:
+        raise _Slow
+    if int in kinds:
+        values = [v for v in col if v is not None] if _NONE in kinds else col
+        if min(values) < 0 or max(values) > hi:
+            raise _Slow
+
+
+def _activity_v2(act: dict[str, Any], n: int, table: list[str]) -> list[Activity]:
+    """Version 2 activity columns, checked per column as the rows are (see _fast_v2)."""
+    n_table = len(table) - 1
+    at = table.__getitem__
+    cols: dict[str, list[Any]] = {}
+    _ints_in(act["ts_us"], MAX_INT)
+    cols["ts_us"] = act["ts_us"]
+    for name in ACTIVITY_COUNTERS:
+        _ints_in(act[name], MAX_COUNTER)
+        cols[name] = act[name]
+    for name in ACTIVITY_IDS:
+        _ints_in(act[name], MAX_INT)
+        cols[name] = act[name]
+    for name in ACTIVITY_OPT_COUNTERS:
+        _nullable_ints_in(act[name], MAX_COUNTER)
+        cols[name] = act[name]
+    for name in ACTIVITY_OPT_PORTS:
+        _nullable_ints_in(act[name], MAX_PORT)
+        cols[name] = act[name]
+    for name in ACTIVITY_STRS + ("protocol",):
+        _ints_in(act[name], n_table)
+        cols[name] = list(map(at, act[name]))
+    if not set(cols["protocol"]) <= set(ACTIVITY_PROTOCOLS):
+        raise _Slow
+    for name in ACTIVITY_OPT_STRS:
+        col = act[name]
+        _nullable_ints_in(col, n_table)
+        cols[name] = [None if i is None else table[i] for i in col]
+    return list(map(Activity, *(cols[f] for f in ACTIVITY_FIELDS)))
