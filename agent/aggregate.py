@@ -29,42 +29,51 @@ Definitions (what the numbers mean; the README and the collector rely on them):
   `values_fixed`.
 - Dimension values that would break the wire's limits (a string over 255 characters, an
   int outside 0..2**63-1) are cut or set to 0 in every row they reach (when the row is
-  first made, so once per row and drain) and counted in `values_fixed`; in profiles at
+  drained, so once per row and drain) and counted in `values_fixed`; in profiles at
   drain.
 - Profile per (minute, user_id, order_id, worker) (same switched-off defaults): for each
   of the 60 seconds, the number of connections active in it. Additive: a tunnel logged
   hours after it started adds +1 to every second it covered, in every earlier minute.
 
-Strategy: a profile is a 61-slot difference array over the seconds of its minute (+1 at
-the first covered second, -1 after the last), so add() costs O(1) per covered minute
-whatever the connection's length; drain() turns it into counts with a prefix sum.
-Profiles are keyed by flat (minute, user_id, order_id) tuples.
-
-Rows are far more numerous (about one per log line: most rows hold a single request), so
-a row's state is built once, when its key first appears, as a list laid out exactly
-like `Row`'s fields (ts, the 10 dimensions with the worker in place, the counters,
-latency), already fitted to the wire's limits; drain() is then `Row(*state)`. While
-aggregating, the max_concurrency slot holds the row's covered-second intervals (packed as
-first * 64 + last): one int for a row with one interval (its peak is 1 without any work),
-a list once a second one arrives, swept by drain(). Keys are (minute, dimension-values)
-tuples built by one operator.attrgetter call; the worker is constant per aggregator and
-is put into the state, never into the key. drain() pauses the cyclic garbage collector
-while it makes the batch's Row objects (acyclic, alive until encoded).
+Strategy (the per-line cost is what matters: add() runs once per log line, drain() once
+per row, and a row holds ~1.5-3 lines on a busy proxy)
+- Rows live in one dict per minute, keyed by the tuple of the record's dimension values
+  (one operator.attrgetter call; the worker is constant per aggregator and is added at
+  drain). A row's state is a short list of its sums and maxima plus its "packs": one
+  int per connection interval in the row's minute, bucket << 12 | first << 6 | last
+  (the latency bucket of the request, or NO_REQUEST for a connection carried over from
+  an earlier minute; its first and last covered second). A row with one request keeps
+  a bare int, a list once a second interval arrives.
+- Profiles are not kept while adding: a profile (minute, user_id, order_id) is the sum
+  over the rows of that minute with that user and order of their intervals (every
+  covered second of every connection is in exactly one row's packs), so drain() builds
+  each one as a 61-slot difference array (+1 at the first covered second, -1 after the
+  last) while it walks the rows, and turns it into counts with a prefix sum. The same
+  walk gives each row's latency histogram and its peak (the sweep of its intervals).
+- drain() works a minute at a time and column by column: the keys and states are
+  transposed with zip (C), the wire's limits are checked per column with min/max/len
+  (a value that breaks one is fitted, once per row and drain; sums over the counter
+  limit are cut), and Python runs per row only for the packs.
+- drain() returns the rows as agent.wire.compact.RowColumns: those columns, in Row's
+  field order, and the histograms already in version 2's flattened columns, which the
+  encoder sends as they are; Row objects are made only if someone reads the rows. The
+  cyclic garbage collector is paused meanwhile (acyclic objects, alive until encoded).
 """
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from itertools import accumulate, islice
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from agent.record import Record
 from agent.wire import batch as wire
 from agent.wire.batch import Batch, Profile, Row
-from agent.wire.histogram import SMALL_MS_BUCKETS, bucket_of
+from agent.wire.compact import RowColumns
+from agent.wire.histogram import MAX_INDEX, SMALL_MS_BUCKETS, bucket_of
 
 DIMENSIONS: tuple[str, ...] = wire.DIMENSIONS
 
@@ -81,7 +90,6 @@ DEFAULT_MAX_DURATION_MS = 7 * 24 * 3600 * 1000
 # Record attribute each comes from.
 _KEY_DIMENSIONS = tuple(d for d in DIMENSIONS if d != "worker")
 _ATTR = {d: d for d in _KEY_DIMENSIONS} | {"ip_from": "client_ip"}
-_PROFILE_DIMENSIONS = ("user_id", "order_id")
 
 # drain() builds Row positionally for speed; fail at import if the contract's order moves.
 _ROW_ORDER = ("ts",) + DIMENSIONS + (
@@ -90,13 +98,18 @@ _ROW_ORDER = ("ts",) + DIMENSIONS + (
 )  # fmt: skip
 if tuple(f.name for f in fields(Row)) != _ROW_ORDER:
     raise ImportError("agent.wire.batch.Row changed its field order; update agent.aggregate.drain")
-
-# Slots of a row's state list: Row's field order (checked above).
-_COUNT, _SENT, _RECV, _ERRS, _DUR, _CONN, _ACT, _DMAX, _HIST = range(11, 20)
-_WORKER_AT = 1 + DIMENSIONS.index("worker")
-_INT_SLOTS = tuple(1 + DIMENSIONS.index(d) for d in wire.INT_DIMENSIONS)
-if _INT_SLOTS != (1, 2, 3) or _WORKER_AT != 8:
+if DIMENSIONS[:3] != wire.INT_DIMENSIONS:
     raise ImportError("agent.wire.batch.DIMENSIONS changed its order; update agent.aggregate")
+
+# Columns of _drain_rows_all's dimension list (Row's order, worker included).
+_INT_COLUMNS = range(len(wire.INT_DIMENSIONS))
+_STR_COLUMNS = range(len(wire.INT_DIMENSIONS), len(DIMENSIONS))
+# Slots of a row's state list.
+_COUNT, _SENT, _RECV, _ERRS, _DUR, _CONN, _DMAX, _PACKS = range(8)
+# The bucket field of a pack for an interval carried over from an earlier minute: the
+# connection's request is counted in its start minute's row, not in this one.
+NO_REQUEST = MAX_INDEX + 1
+_BUCKET_SHIFT = 12  # bits below: first << 6 | last, each 0..59
 
 _BUCKETS = SMALL_MS_BUCKETS
 _BUCKETS_LIMIT = len(SMALL_MS_BUCKETS)
@@ -112,17 +125,28 @@ def _getter(attrs: list[str]) -> Callable[[Any], tuple[Any, ...]]:
     return attrgetter(*attrs)
 
 
-def _peak(intervals: int | list[int]) -> int:
-    """Largest number of packed intervals (first * 64 + last) covering one second."""
-    if intervals.__class__ is int:
-        return 1
-    n = len(intervals)
+def _peak(packs: list[int]) -> int:
+    """Largest number of the packed intervals covering one second."""
+    n = len(packs)
     if n == 2:  # common in high-cardinality rows; skips the 61-slot sweep
-        a, b = intervals
-        return 2 if a >> 6 <= b & 63 and b >> 6 <= a & 63 else 1
+        a, b = packs
+        return 2 if (a >> 6) & 63 <= b & 63 and (b >> 6) & 63 <= a & 63 else 1
+    if n <= 5:
+        # the most intervals covering one second are found at some interval's first
+        # second: n * n comparisons beat the sweep below for a few intervals
+        best = 1
+        for p in packs:
+            first = (p >> 6) & 63
+            covering = 0
+            for q in packs:
+                if (q >> 6) & 63 <= first <= q & 63:
+                    covering += 1
+            if covering > best:
+                best = covering
+        return best
     diff = [0] * (SECONDS + 1)
-    for packed in intervals:
-        diff[packed >> 6] += 1
+    for packed in packs:
+        diff[(packed >> 6) & 63] += 1
         diff[(packed & 63) + 1] -= 1
     return max(accumulate(diff))
 
@@ -146,6 +170,19 @@ def _expander(names: tuple[str, ...]) -> Callable[[tuple[Any, ...], str], tuple[
     return expand
 
 
+def _profile_key(names: tuple[str, ...]) -> Callable[[tuple[Any, ...]], tuple[int, int]]:
+    """(user_id, order_id) of a row key, 0 for a dimension switched off."""
+    if "user_id" in names and "order_id" in names:
+        return itemgetter(names.index("user_id"), names.index("order_id"))  # type: ignore[return-value]
+    if "user_id" in names:
+        u = names.index("user_id")
+        return lambda dims: (dims[u], 0)
+    if "order_id" in names:
+        o = names.index("order_id")
+        return lambda dims: (0, dims[o])
+    return lambda dims: (0, 0)
+
+
 class Aggregator:
     def __init__(
         self,
@@ -166,17 +203,12 @@ class Aggregator:
         self._worker_out = worker if "worker" in dims else ""
         self._row_names = tuple(d for d in _KEY_DIMENSIONS if d in dims)
         self._row_get = _getter([_ATTR[d] for d in self._row_names])
-        self._all_dims = self._row_names == _KEY_DIMENSIONS
         self._expand = _expander(self._row_names)
-        self._prof_both = all(d in dims for d in _PROFILE_DIMENSIONS)
-        self._prof_user = "user_id" in dims
-        self._prof_order = "order_id" in dims
-        # row key -> state list in Row's field order (see the module docstring)
-        self._rows: dict[tuple[int, tuple[Any, ...]], list[Any]] = {}
-        # (minute, user_id, order_id) -> difference array
-        self._profiles: dict[tuple[int, int, int], list[int]] = {}
+        self._profile_of = _profile_key(self._row_names)
+        # minute -> row key (dimension values) -> state list (see the module docstring)
+        self._minutes: dict[int, dict[tuple[Any, ...], list[Any]]] = {}
         # counters for metrics
-        self.records_added = 0
+        self._added_drained = 0  # records in rows already drained (see records_added)
         self.records_rejected = 0
         self.rows_drained = 0
         self.profiles_drained = 0
@@ -185,29 +217,19 @@ class Aggregator:
         self.last_drain_ms = 0
 
     @property
+    def records_added(self) -> int:
+        # each record adds 1 to exactly one row's count (its start minute's): summing
+        # at read time keeps a counter update off the per-line path
+        return self._added_drained + sum(st[_COUNT] for rows in self._minutes.values() for st in rows.values())
+
+    @property
     def pending_rows(self) -> int:
-        return len(self._rows)
+        return sum(map(len, self._minutes.values()))
 
     @property
     def pending_profiles(self) -> int:
-        return len(self._profiles)
-
-    def _new_row(self, minute: int, dims: tuple[Any, ...]) -> list[Any]:
-        """A zeroed row state for a key seen for the first time, fitted to the wire."""
-        if self._all_dims:
-            row = [minute * SECONDS, *dims, 0, 0, 0, 0, 0, 0, [], 0, {}]
-            row.insert(_WORKER_AT, self._worker_out)
-        else:
-            row = [minute * SECONDS, *self._expand(dims, self._worker_out), 0, 0, 0, 0, 0, 0, [], 0, {}]
-        self._check(row)
-        return row
-
-    def _check(self, row: list[Any]) -> None:
-        """Fit a new row's dimensions to the wire's limits (see _fit)."""
-        # x | y is negative iff one of them is, and < 2**63 iff both are (ints >= 0);
-        # the joined length bounds every string's length from above
-        if not (0 <= row[1] | row[2] | row[3] <= MAX_INT and len("".join(row[4:11])) <= MAX_STR):
-            row[1:11] = self._fit(tuple(row[1:11]))
+        of = self._profile_of
+        return sum(len(set(map(of, rows))) for rows in self._minutes.values())
 
     def add(self, rec: Record) -> None:
         """Fold one enriched record in. Raises ValueError (naming the field) for a
@@ -217,120 +239,77 @@ class Aggregator:
         if not 0 <= dur <= self.max_duration_ms:
             self.records_rejected += 1
             raise ValueError(f"duration_ms: {dur} is outside 0..{self.max_duration_ms}")
+        sent = rec.bytes_sent
+        recv = rec.bytes_received
         # x | y is in 0..2**53-1 iff both are (ints): one test for both byte counts
-        if not 0 <= rec.bytes_sent | rec.bytes_received <= MAX_COUNTER:
+        if not 0 <= sent | recv <= MAX_COUNTER:
             self.records_rejected += 1
-            raise ValueError(f"bytes_sent, bytes_received: {rec.bytes_sent}, {rec.bytes_received} "
-                             f"are not both in 0..{MAX_COUNTER}")
-        self.records_added += 1
+            raise ValueError(f"bytes_sent, bytes_received: {sent}, {recv} are not both in 0..{MAX_COUNTER}")
         minute = start // MINUTE_MS
-        dims = self._row_get(rec)
         lo = start // 1000 - minute * SECONDS
         hi = (start + dur - 1) // 1000 - minute * SECONDS if dur else lo
-        if self._prof_both:
-            pkey = (minute, rec.user_id, rec.order_id)
-        else:
-            pkey = (minute, rec.user_id if self._prof_user else 0, rec.order_id if self._prof_order else 0)
         b = _BUCKETS[dur] if dur < _BUCKETS_LIMIT else bucket_of(dur)
-        rows = self._rows
-        key = (minute, dims)
-        row = rows.get(key)
+        rows = self._minutes.get(minute)
+        if rows is None:
+            rows = self._minutes[minute] = {}
+        dims = self._row_get(rec)
+        row = rows.get(dims)
         if hi < SECONDS:  # the usual case: the connection ends inside its start minute
-            if row is None:
-                # a new row with this one request (the common case), built in one go
-                if self._all_dims:
-                    row = [minute * SECONDS, *dims, 1, rec.bytes_sent, rec.bytes_received,
-                           1 if rec.error else 0, dur, dur, lo << 6 | hi, dur, {b: 1}]  # fmt: skip
-                    row.insert(_WORKER_AT, self._worker_out)
-                    # _check inlined: one method call per new row is measurable here
-                    if not (0 <= row[1] | row[2] | row[3] <= MAX_INT and len("".join(row[4:11])) <= MAX_STR):
-                        row[1:11] = self._fit(tuple(row[1:11]))
-                    rows[key] = row
-                else:
-                    row = rows[key] = self._new_row(minute, dims)
-                    row[_COUNT] = 1
-                    row[_SENT] = rec.bytes_sent
-                    row[_RECV] = rec.bytes_received
-                    row[_ERRS] = 1 if rec.error else 0
-                    row[_DUR] = row[_CONN] = row[_DMAX] = dur
-                    row[_ACT] = lo << 6 | hi
-                    row[_HIST] = {b: 1}
+            pack = b << _BUCKET_SHIFT | lo << 6 | hi
+            if row is None:  # a new row with this one request (the common case)
+                rows[dims] = [1, sent, recv, 1 if rec.error else 0, dur, dur, dur, pack]
+                return
+            row[_COUNT] += 1
+            row[_SENT] += sent
+            row[_RECV] += recv
+            if rec.error:
+                row[_ERRS] += 1
+            row[_DUR] += dur
+            row[_CONN] += dur
+            if dur > row[_DMAX]:
+                row[_DMAX] = dur
+            packs = row[_PACKS]
+            if packs.__class__ is int:
+                row[_PACKS] = [packs, pack]
             else:
-                row[_COUNT] += 1
-                row[_SENT] += rec.bytes_sent
-                row[_RECV] += rec.bytes_received
-                if rec.error:
-                    row[_ERRS] += 1
-                row[_DUR] += dur
-                row[_CONN] += dur
-                if dur > row[_DMAX]:
-                    row[_DMAX] = dur
-                hist = row[_HIST]
-                hist[b] = hist.get(b, 0) + 1
-                act = row[_ACT]
-                if act.__class__ is int:
-                    row[_ACT] = [act, lo << 6 | hi]
-                else:
-                    act.append(lo << 6 | hi)
-            profiles = self._profiles
-            prof = profiles.get(pkey)
-            if prof is None:
-                prof = profiles[pkey] = [0] * (SECONDS + 1)
-            prof[lo] += 1
-            prof[hi + 1] -= 1
+                packs.append(pack)
             return
+        # a connection over several minutes: counted in its start minute's row, its
+        # overlap with each minute (conn_ms and covered seconds) in that minute's row
         if row is None:
-            row = rows[key] = self._new_row(minute, dims)
+            row = rows[dims] = [0, 0, 0, 0, 0, 0, 0, []]
         row[_COUNT] += 1
-        row[_SENT] += rec.bytes_sent
-        row[_RECV] += rec.bytes_received
+        row[_SENT] += sent
+        row[_RECV] += recv
         if rec.error:
             row[_ERRS] += 1
         row[_DUR] += dur
         if dur > row[_DMAX]:
             row[_DMAX] = dur
-        hist = row[_HIST]
-        hist[b] = hist.get(b, 0) + 1
-        self._spread(row, dims, pkey, minute, start, start + dur, lo, hi)
-
-    def _spread(
-        self,
-        first_row: list[Any],
-        dims: tuple[Any, ...],
-        pkey: tuple[int, int, int],
-        minute: int,
-        start: int,
-        end: int,
-        lo: int,
-        hi: int,
-    ) -> None:
-        """A connection covering several minutes: `lo`/`hi` are its first and last
-        covered second counted from the start of `minute`."""
-        rows = self._rows
-        profiles = self._profiles
-        _, user_id, order_id = pkey
+        end = start + dur
         last_minute = minute + hi // SECONDS
+        minutes = self._minutes
         for m in range(minute, last_minute + 1):
             if m == minute:
-                row = first_row
                 first = lo
+                bucket = b
             else:
-                row = rows.get((m, dims))
+                rows = minutes.get(m)
+                if rows is None:
+                    rows = minutes[m] = {}
+                row = rows.get(dims)
                 if row is None:
-                    row = rows[(m, dims)] = self._new_row(m, dims)
+                    row = rows[dims] = [0, 0, 0, 0, 0, 0, 0, []]
                 first = 0
+                bucket = NO_REQUEST
             last = hi - (m - minute) * SECONDS if m == last_minute else SECONDS - 1
             row[_CONN] += min(end, (m + 1) * MINUTE_MS) - max(start, m * MINUTE_MS)
-            act = row[_ACT]
-            if act.__class__ is int:
-                row[_ACT] = [act, first << 6 | last]
+            pack = bucket << _BUCKET_SHIFT | first << 6 | last
+            packs = row[_PACKS]
+            if packs.__class__ is int:
+                row[_PACKS] = [packs, pack]
             else:
-                act.append(first << 6 | last)
-            prof = profiles.get((m, user_id, order_id))
-            if prof is None:
-                prof = profiles[(m, user_id, order_id)] = [0] * (SECONDS + 1)
-            prof[first] += 1
-            prof[last + 1] -= 1
+                packs.append(pack)
 
     def _fit(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
         """Make dimension values valid on the wire, so one odd log line can never get a
@@ -373,26 +352,135 @@ class Aggregator:
                 gc.enable()
 
     def _drain(self, now_ms: int) -> Batch:
-        rows_state, self._rows = self._rows, {}
-        profiles_state, self._profiles = self._profiles, {}
-        out_rows: list[Row] = []
-        append_row = out_rows.append
-        for st in rows_state.values():
-            act = st[_ACT]
-            st[_ACT] = 1 if act.__class__ is int else _peak(act)
-            if st[_SENT] | st[_RECV] | st[_DUR] | st[_CONN] > MAX_COUNTER:
-                self._cap(st)
-            append_row(Row(*st))
-        worker = self._worker_out
+        minutes, self._minutes = self._minutes, {}
+        out = RowColumns()
         out_profiles: list[Profile] = []
-        for (minute, user_id, order_id), diff in profiles_state.items():
-            active = list(islice(accumulate(diff), SECONDS))
-            if not any(active):
-                continue
-            user_id, order_id, worker_fit = self._fit((user_id, order_id, worker))
-            out_profiles.append(Profile(minute * SECONDS, user_id, order_id, worker_fit, active))
-        self.rows_drained += len(out_rows)
+        added = 0
+        drain_rows = self._drain_rows_all if self._row_names == _KEY_DIMENSIONS else self._drain_rows
+        worker = self._worker_out
+        for minute in sorted(minutes):
+            ts = minute * SECONDS
+            # (user_id, order_id) -> the minute's difference array (see the docstring)
+            diffs: dict[tuple[int, int], list[int]] = {}
+            added += drain_rows(ts, minutes[minute], diffs, out)
+            for (user_id, order_id), diff in diffs.items():
+                active = list(islice(accumulate(diff), SECONDS))
+                user_id, order_id, worker_fit = self._fit((user_id, order_id, worker))
+                out_profiles.append(Profile(ts, user_id, order_id, worker_fit, active))
+        self._added_drained += added
+        self.rows_drained += len(out)
         self.profiles_drained += len(out_profiles)
         self.drains += 1
         self.last_drain_ms = now_ms
-        return Batch(rows=out_rows, profiles=out_profiles)
+        return Batch(rows=out, profiles=out_profiles)
+
+    def _drain_rows_all(
+        self, ts: int, rows: dict[tuple[Any, ...], list[Any]], diffs: dict[tuple[int, int], list[int]], out: RowColumns
+    ) -> int:
+        """Rows of one minute with every dimension on (the default), appended to `out`
+        column by column. Transposing the keys and states, checking the wire's limits
+        and cutting sums run in C per column; Python runs per row only for the packs
+        (profile seconds, histogram, peak). Returns the requests drained."""
+        if not rows:
+            return 0
+        n = len(rows)
+        user_id, order_id, port, protocol, ip_out, ip_from, peer_id, domain, error = zip(*rows)
+        count, sent, recv, errs, dur, conn, dmax, packs = zip(*rows.values())
+        lat_n, lat_b, lat_c = out.latency.append, out.latency_bucket.append, out.latency_count.append
+        walk = self._walk
+        peaks: list[int] = []
+        add_peak = peaks.append
+        get = diffs.get
+        for pkey, packed in zip(zip(user_id, order_id), packs):
+            diff = get(pkey)
+            if diff is None:
+                diff = diffs[pkey] = [0] * (SECONDS + 1)
+            if packed.__class__ is int:  # one interval: peak 1, at most one bucket
+                diff[(packed >> 6) & 63] += 1
+                diff[(packed & 63) + 1] -= 1
+                bucket = packed >> _BUCKET_SHIFT
+                if bucket != NO_REQUEST:
+                    lat_n(1)
+                    lat_b(bucket)
+                    lat_c(1)
+                else:
+                    lat_n(0)
+                add_peak(1)
+            else:
+                add_peak(walk(packed, diff, lat_n, lat_b, lat_c))
+        dims: list[Sequence[Any]] = [user_id, order_id, port, protocol, ip_out, ip_from, peer_id,
+                                     [self._worker_out] * n, domain, error]  # fmt: skip
+        for i in _INT_COLUMNS:
+            col = dims[i]
+            if min(col) < 0 or max(col) > MAX_INT:
+                dims[i] = self._fit_column(col, lambda v: 0 <= v <= MAX_INT, lambda v: 0)
+        for i in _STR_COLUMNS:
+            col = dims[i]
+            if max(map(len, col)) > MAX_STR:
+                dims[i] = self._fit_column(col, lambda v: len(v) <= MAX_STR, lambda v: v[:MAX_STR])
+        sums: list[Sequence[int]] = [sent, recv, dur, conn]
+        for i, col in enumerate(sums):
+            if max(col) > MAX_COUNTER:  # _DMAX <= max_duration_ms already
+                sums[i] = self._fit_column(col, lambda v: v <= MAX_COUNTER, lambda v: MAX_COUNTER)
+        sent, recv, dur, conn = sums
+        out.extend([[ts] * n, *dims, count, sent, recv, errs, dur, conn, peaks, dmax])
+        return sum(count)
+
+    def _fit_column(self, col: Sequence[Any], ok: Callable[[Any], bool], fix: Callable[[Any], Any]) -> list[Any]:
+        """A column with the values that are not `ok` replaced by `fix(value)`, each
+        counted in `values_fixed` (the rare path of _drain_rows_all: see _fit, _cap)."""
+        out = []
+        for value in col:
+            if not ok(value):
+                value = fix(value)
+                self.values_fixed += 1
+            out.append(value)
+        return out
+
+    @staticmethod
+    def _walk(packs: list[int], diff: list[int], lat_n: Callable[[int], None], lat_b: Callable[[int], None],
+              lat_c: Callable[[int], None]) -> int:  # fmt: skip
+        """A row's intervals into its profile's difference array and its histogram into
+        the flattened latency columns (buckets increasing); returns the row's peak."""
+        hist: dict[int, int] = {}
+        for packed in packs:
+            diff[(packed >> 6) & 63] += 1
+            diff[(packed & 63) + 1] -= 1
+            bucket = packed >> _BUCKET_SHIFT
+            if bucket != NO_REQUEST:
+                hist[bucket] = hist.get(bucket, 0) + 1
+        lat_n(len(hist))
+        for bucket in sorted(hist):
+            lat_b(bucket)
+            lat_c(hist[bucket])
+        return 1 if len(packs) == 1 else _peak(packs)
+
+    def _drain_rows(
+        self, ts: int, rows: dict[tuple[Any, ...], list[Any]], diffs: dict[tuple[int, int], list[int]], out: RowColumns
+    ) -> int:
+        """Rows of one minute with some dimensions switched off (see _drain_rows_all):
+        per row, the plain way."""
+        lat_n, lat_b, lat_c = out.latency.append, out.latency_bucket.append, out.latency_count.append
+        worker = self._worker_out
+        expand = self._expand
+        profile_of = self._profile_of
+        added = 0
+        values: list[tuple[Any, ...]] = []
+        for dims, st in rows.items():
+            count, sent, recv, errs, dur, conn, dmax, packs = st
+            added += count
+            pkey = profile_of(dims)
+            diff = diffs.get(pkey)
+            if diff is None:
+                diff = diffs[pkey] = [0] * (SECONDS + 1)
+            peak = self._walk([packs] if packs.__class__ is int else packs, diff, lat_n, lat_b, lat_c)
+            if sent | recv | dur | conn > MAX_COUNTER:
+                self._cap(st)
+                sent, recv, dur, conn = st[_SENT], st[_RECV], st[_DUR], st[_CONN]
+            full = expand(dims, worker)
+            if not (0 <= full[0] | full[1] | full[2] <= MAX_INT and len("".join(full[3:])) <= MAX_STR):
+                full = self._fit(full)
+            values.append((ts, *full, count, sent, recv, errs, dur, conn, peak, dmax))
+        if values:
+            out.extend(list(zip(*values)))
+        return added

@@ -14,6 +14,14 @@ Strategy and rules
   agent.spool for why this is exactly-once).
 - Lines are processed as soon as poll() returns them, so `Tailer.checkpoint()` at flush
   time covers exactly the lines inside the drained batch.
+- Timed flushes are aligned to the wall clock: at every multiple of flush_interval past
+  the epoch, plus a grace (agent.flushclock, at most a quarter of the interval) for the lines
+  of the period just closed that are logged late (squid and haproxy log a request when
+  it ends). With flush_interval = 60 each minute's rows thus leave about once, shortly
+  after the minute closed, instead of once per flush. Every flush still drains
+  everything read (so the checkpoints stay exact, as above): alignment only moves when
+  flushes happen. A wall clock that jumps is covered by a monotonic fallback (two
+  intervals without any flush flush at once).
 - Spool full (`spool.max_bytes`): the READ task stops polling (the proxy's own log is the
   buffer) until acks free space; logged once per episode and exposed as a metric.
 - Config changes (SIGHUP) are applied by the READ task between passes: flush first (so
@@ -45,6 +53,7 @@ from agent.aggregate import Aggregator
 from agent.config import Config, Source
 from agent.domains import DomainResolver
 from agent.enrich import Enricher
+from agent.flushclock import next_flush_at
 from agent.metrics import AgentMetrics, start_server
 from agent.parsers import LineParser, make_parser
 from agent.parsers.dante import DanteParser
@@ -54,7 +63,7 @@ from agent.spool import Checkpoints, Spool
 from agent.tailer import Chunk, Tailer
 from agent.users import UserMapper
 from agent.wire import logfmt, sdnotify
-from agent.wire.batch import encode_msgpack
+from agent.wire.compact import encode_compact
 from agent.wire.logfmt import kv
 from agent.wire.prometheus import RELOAD_APPLIED, RELOAD_REFUSED
 from agent.wire.tomlschema import ConfigError
@@ -126,6 +135,7 @@ class Agent:
         self._reload_requested = False
         self._paused = False
         self._last_flush = time.monotonic()
+        self._next_flush = 0.0  # wall clock; set by _schedule_flush
         self._unmatched_seen = 0
         self._fixed_seen = 0
         self._last_fixed_log = -1e9
@@ -192,6 +202,7 @@ class Agent:
         # positions): otherwise a crash before the first flush followed by a rotation would
         # leave the rotated file outside the glob with nothing pointing at it.
         self._flush()
+        self._schedule_flush()
         self._update_spool_metrics()
         gcsettings.settle()  # start-up is done: see agent.wire.gcsettings
         runner = None
@@ -281,7 +292,11 @@ class Agent:
                 self.metrics.spool_full.set(0)
                 log.info("spool has room again, reading resumed", extra=kv(spool_bytes=self.spool.bytes))
             progress = self._read_pass()
-            if self._batch_full() or time.monotonic() - self._last_flush >= self.cfg.collector.flush_interval:
+            interval = self.cfg.collector.flush_interval
+            if time.time() >= self._next_flush or time.monotonic() - self._last_flush >= 2 * interval:
+                self._flush()
+                self._schedule_flush()
+            elif self._batch_full():
                 self._flush()
             if not progress:
                 # A file waiting for its source's max_open_files is read on a later poll,
@@ -295,6 +310,12 @@ class Agent:
                     await self._sleep(self.cfg.agent.poll_interval)
             else:
                 await asyncio.sleep(0)  # let the shipper and the metrics server run
+
+    def _schedule_flush(self) -> None:
+        """The next timed flush: the next aligned instant at least half an interval away
+        (so a flush made a little late is not followed by another one at once)."""
+        interval = self.cfg.collector.flush_interval
+        self._next_flush = next_flush_at(time.time() + interval / 2, interval)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -472,7 +493,7 @@ class Agent:
         if not batch.rows and not batch.profiles and not batch.activity and self.positions == self._spooled_positions:
             self._update_lag()
             return
-        entry = self.spool.append(encode_msgpack(batch), dict(self.positions), len(batch.rows), len(batch.profiles),
+        entry = self.spool.append(encode_compact(batch), dict(self.positions), len(batch.rows), len(batch.profiles),
                                   len(batch.activity))
         self._spooled_positions = dict(self.positions)
         self.metrics.activity.inc(entry.activity, "spooled")
@@ -614,6 +635,7 @@ class Agent:
             from dataclasses import replace
 
             self.cfg = replace(new, agent=replace(new.agent, state_dir=state_dir, metrics_listen=listen))
+        self._schedule_flush()  # flush_interval may have changed
         self.metrics.reloads.inc(1, RELOAD_APPLIED)
         log.info("config reloaded", extra=kv(path=self.config_path, sources=len(self.sources)))
         sdnotify.notify(sdnotify.READY)

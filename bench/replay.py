@@ -1,8 +1,11 @@
 """The agent's whole pipeline over one file, no network: `python -m bench.replay`.
 
 Read with the real Tailer, parse, enrich, aggregate (rows, concurrency profiles,
-latency histograms), drain every `--flush-s` seconds of *log* time (what a live agent
-flushing every 10 s would see), encode each batch with encode_msgpack. Prints one JSON
+latency histograms), drain as the agent's service does, in *log* time: at the aligned
+instants of `--flush-s` (k * flush-s + grace, agent.flushclock) and whenever
+`--max-batch-rows` rows and profiles are pending after a poll of 512 KiB (what a live
+agent with those settings would see); encode each batch with encode_compact (body
+version 2). Prints one JSON
 object: lines, bytes, seconds of the pipeline (imports and the Public Suffix List load
 are excluded and reported apart), rows, profiles, wire bytes. `--profile FILE` writes a
 cProfile dump of the same run instead of timing it honestly.
@@ -27,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", required=True)
     ap.add_argument("--path", required=True)
     ap.add_argument("--flush-s", type=float, default=10.0)
-    ap.add_argument("--poll-bytes", type=int, default=4 << 20)
+    ap.add_argument("--max-batch-rows", type=int, default=10_000)
+    ap.add_argument("--poll-bytes", type=int, default=512 << 10, help="the service's POLL_STEP")
     ap.add_argument("--profile", default="")
     ap.add_argument("--upto", choices=STAGES, default="encode",
                     help="stop the pipeline after this stage (to see what each stage costs)")
@@ -46,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     from agent.tailer import Tailer
     from agent.users import UserMapper, UsersConfig
     from agent.wire import gcsettings
-    from agent.wire.batch import encode_msgpack
+    from agent.flushclock import next_flush_at
+    from agent.wire.compact import encode_compact
 
     enricher = Enricher(UserMapper(UsersConfig()), DomainResolver.load())
     parser = make_parser(args.format, timezone.utc)
@@ -56,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_s = time.perf_counter() - t0
     out = {"lines": 0, "bytes": 0, "parse_errors": 0, "records": 0, "rows": 0, "profiles": 0,
            "batches": 0, "wire_bytes": 0, "setup_s": setup_s}
-    flush_ms = int(args.flush_s * 1000)
+    flush_s = args.flush_s
+    max_rows = args.max_batch_rows
     upto = STAGES.index(args.upto)
 
     def chunks() -> Iterator[Any]:
@@ -83,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         lines = nbytes = errors = records = 0
         next_flush = None
         for chunk in chunks():
+            if upto >= 3 and agg.pending_rows + agg.pending_profiles >= max_rows:
+                flush(0)  # the service checks after every poll
             lines += len(chunk.lines)
             if upto == 0:
                 nbytes += sum(map(len, chunk.lines)) + len(chunk.lines)
@@ -104,13 +112,13 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 add(rec)
                 # log time: squid stamps the end, so end_ms is the clock of the file
-                now = rec.start_ms + rec.duration_ms
+                now = (rec.start_ms + rec.duration_ms) / 1000
                 if next_flush is None:
-                    next_flush = now + flush_ms
+                    next_flush = next_flush_at(now + flush_s / 2, flush_s)
                 elif now >= next_flush:
-                    flush(now)
-                    next_flush = now + flush_ms
-        flush(next_flush or 0)
+                    flush(int(now * 1000))
+                    next_flush = next_flush_at(now + flush_s / 2, flush_s)
+        flush(0)
         out.update(lines=lines, bytes=nbytes, parse_errors=errors, records=records)
 
     def flush(now_ms: int) -> None:
@@ -122,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             out["rows"] += len(batch.rows)
             out["profiles"] += len(batch.profiles)
             if upto >= 4:
-                out["wire_bytes"] += len(encode_msgpack(batch))
+                out["wire_bytes"] += len(encode_compact(batch))
 
     start = time.perf_counter()
     if args.floor:

@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgpack
+from agent.wire.batch import decode_body
 
 from bench.measure import REPO, pin_to, stop
 
@@ -114,7 +114,7 @@ def start_collector(workdir: Path, db: Path, core: int | None = None) -> Collect
 
 
 def agent_config(workdir: Path, log_path: Path, fmt: str, url: str, token: str,
-                 flush_s: float | None = None) -> str:
+                 flush_s: float | None = None, read_from: str = "end") -> str:
     """The agent's config: the fixed shape from the agent issue plus our own keys."""
     flush = f"flush_interval = {flush_s}\n" if flush_s is not None else ""
     return f"""[agent]
@@ -130,7 +130,7 @@ token = "{token}"
 path = "{log_path}"
 format = "{fmt}"
 timezone = "UTC"
-read_from = "end"
+read_from = "{read_from}"
 """
 
 
@@ -189,15 +189,15 @@ class Sink:
 
         async def ingest(request: web.Request) -> web.Response:
             body = await request.read()
-            obj = msgpack.unpackb(body, raw=False, strict_map_key=False) if "msgpack" in request.content_type \
-                else __import__("json").loads(body)
+            # either body version (the agent sends 2, columns): the reference decoder reads both
+            batch = decode_body(body, request.content_type)
             s = self.stats
             s.bodies += 1
             s.body_bytes += len(body)
             s.sizes.append(len(body))
-            s.rows += len(obj.get("logs", []))
-            s.profiles += len(obj.get("concurrency", []))
-            s.requests += sum(r.get("count", 0) for r in obj.get("logs", []))
+            s.rows += len(batch.rows)
+            s.profiles += len(batch.profiles)
+            s.requests += sum(r.count for r in batch.rows)
             return web.Response(status=204)
 
         async def health(request: web.Request) -> web.Response:

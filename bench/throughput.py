@@ -20,9 +20,12 @@ from bench.replay import STAGES
 from bench.report import Report, Result
 
 GOACCESS_FORMAT = "%x.%^ %~%L %h %^/%s %b %m %U %e %^/%^ %M"
-TARGET_SQUID = 500_000
-TARGET_JSONL = 150_000
-TARGET_GOACCESS_RATIO = 5.0
+TARGET_SQUID = 250_000
+TARGET_JSONL = 100_000
+TARGET_WIRE_RATIO = 0.3  # wire bytes per log byte, squid, default flush settings
+# Per-minute flushing: flush_interval = 60 (aligned to the minute, plus the grace) and a
+# max_batch_rows large enough that a minute's rows leave in one batch.
+MINUTE_FLUSH = ("--flush-s", "60", "--max-batch-rows", "100000")
 
 
 def goaccess_argv(path: Path, report_json: Path) -> list[str]:
@@ -30,8 +33,9 @@ def goaccess_argv(path: Path, report_json: Path) -> list[str]:
             "--time-format=%s", "--no-progress", "--no-global-config", "-o", str(report_json)]
 
 
-def replay_argv(fmt: str, path: Path, profile: str = "", upto: str = "encode", floor: bool = False) -> list[str]:
-    argv = [python(), "-m", "bench.replay", "--format", fmt, "--path", str(path), "--upto", upto]
+def replay_argv(fmt: str, path: Path, profile: str = "", upto: str = "encode", floor: bool = False,
+                extra: tuple[str, ...] = ()) -> list[str]:  # fmt: skip
+    argv = [python(), "-m", "bench.replay", "--format", fmt, "--path", str(path), "--upto", upto, *extra]
     return argv + (["--profile", profile] if profile else []) + (["--floor"] if floor else [])
 
 
@@ -94,19 +98,23 @@ def run(report: Report, quick: bool) -> None:
     if ga_s:
         ratio = median([g / r["wall_s"] for g, r in zip(ga_s, sq)])
         report.add(Result("1 throughput", "agent speed / GoAccess speed (squid, same run)", f"{ratio:.2f}x",
-                          f">= {TARGET_GOACCESS_RATIO:.0f}x", ratio >= TARGET_GOACCESS_RATIO,
-                          note="whole-process wall time on both sides"))
+                          note="whole-process wall time on both sides; the agent pipeline alone, no collector"))
     ratio_cat = median([c / r["wall_s"] for c, r in zip(cat_s, sq)])
     report.add(Result("1 throughput", "agent speed / cat speed (squid, same run)", f"{ratio_cat:.3f}x"))
 
     for fmt, runs in ours.items():
-        r = runs[0]
-        per_m = 1_000_000 / max(1, r["lines"])
-        report.add(Result("6 wire", f"msgpack bytes per million {fmt} lines (10 s flushes)",
-                          f"{r['wire_bytes'] * per_m / MIB:,.2f} MiB",
-                          note=f"{r['rows'] * per_m:,.0f} rows + {r['profiles'] * per_m:,.0f} profiles per M lines; "
-                               f"wire bytes / log bytes = {r['wire_bytes'] / max(1, r['bytes']):,.2f}; "
-                               f"log rate 2,000 lines/s"))
+        minute = json.loads(run_child(replay_argv(fmt, files[fmt], extra=MINUTE_FLUSH), core=core).stdout)
+        for how, r in (("default flush: 10 s, max_batch_rows 10,000", runs[0]),
+                       ("per-minute flush: 60 s, max_batch_rows 100,000", minute)):
+            per_m = 1_000_000 / max(1, r["lines"])
+            ratio = r["wire_bytes"] / max(1, r["bytes"])
+            default = how.startswith("default")
+            target = fmt == "squid" and default
+            report.add(Result("6 wire", f"wire bytes / log bytes, {fmt} ({how})", f"{ratio:,.3f}",
+                              f"<= {TARGET_WIRE_RATIO}" if target else "", ratio <= TARGET_WIRE_RATIO if target else None,
+                              note=f"body version 2; {r['wire_bytes'] * per_m / MIB:,.2f} MiB per million lines; "
+                                   f"{r['rows'] * per_m:,.0f} rows + {r['profiles'] * per_m:,.0f} profiles per M lines "
+                                   f"in {r['batches']} batches; log rate 2,000 lines/s"))
 
     small = min(n, 200_000)
     stages(report, {fmt: corpus.write_file(wd / f"{fmt}-{small}.log", fmt, small) for fmt in files}, core)

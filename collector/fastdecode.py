@@ -6,6 +6,9 @@ Strategy
   so here each row is read with one `itemgetter` and the whole body is validated column by
   column with C-level builtins (`map(type, ...)`, `min`, `max`, `len`), timestamps are
   parsed once per distinct string, and histograms are built with `dict(pairs)`.
+- Version 2 bodies (columns and a string table, agent.wire.compact) are checked column
+  by column the same way: one type set, one min and one max per column, every string
+  index against the table's length, then Rows are made by `map` over the columns.
 - Rule: any doubt means "ask the reference". A body that is not exactly the common shape
   (missing or unknown fields, a bad type or range anywhere, a histogram with a repeated
   bucket, ...) is decoded again by decode_body, which either accepts it (the same Batch)
@@ -25,11 +28,20 @@ from typing import Any
 
 import msgpack
 
-from agent.wire import histogram
+from agent.wire import compact, histogram
 from agent.wire.batch import (
+    ACTIVITY_COUNTERS,
+    ACTIVITY_FIELDS,
+    ACTIVITY_IDS,
+    ACTIVITY_OPT_COUNTERS,
+    ACTIVITY_OPT_PORTS,
+    ACTIVITY_OPT_STRS,
+    ACTIVITY_PROTOCOLS,
+    ACTIVITY_STRS,
     CONTENT_TYPE_JSON,
     MAX_COUNTER,
     MAX_INT,
+    MAX_PORT,
     MAX_STR,
     MSGPACK_TYPES,
     Activity,
@@ -102,6 +114,8 @@ def _decode(body: bytes, content_type: str, max_rows: int | None) -> Batch:
 
 
 def _fast(obj: Any, max_rows: int | None) -> Batch:
+    if type(obj) is dict and "v" in obj:
+        return _fast_v2(obj, max_rows)
     if type(obj) is not dict or not obj.keys() <= {"logs", "concurrency", "activity"}:
         raise _Slow
     logs = obj.get("logs")
@@ -183,3 +197,145 @@ def _fast(obj: Any, max_rows: int | None) -> Batch:
         except WireError:
             raise _Slow from None
     return Batch(rows=rows, profiles=profiles, activity=activity)
+
+
+_V2_ROW_INTS = ("user_id", "order_id", "port")
+_V2_ROW_STRS = ("protocol", "ip_out", "ip_from", "peer_id", "worker", "domain", "error")
+_V2_ROW_COUNTERS = ("count", "bytes_sent", "bytes_received", "error_count", "duration_ms", "conn_ms",
+                    "max_concurrency", "duration_max_ms")  # fmt: skip
+_INT_SET = {int}
+_STR_SET = {str}
+
+
+def _ints_in(col: Any, hi: int) -> None:
+    """`col` is a list of ints in 0..hi (an empty one passes)."""
+    if type(col) is not list:
+        raise _Slow
+    if col and (set(map(type, col)) != _INT_SET or min(col) < 0 or max(col) > hi):
+        raise _Slow
+
+
+def _columns(obj: Any, names: tuple[str, ...], n_of: str) -> tuple[dict[str, Any], int]:
+    if type(obj) is not dict or obj.keys() != set(names):
+        raise _Slow
+    n = len(obj[n_of]) if type(obj[n_of]) is list else -1
+    for name in names:
+        col = obj[name]
+        if type(col) is not list or (name not in compact._FREE_LENGTH and len(col) != n):
+            raise _Slow
+    return obj, n
+
+
+def _fast_v2(obj: dict[str, Any], max_rows: int | None) -> Batch:
+    if not obj.keys() <= set(compact.TOP_FIELDS) or obj.get("v") != compact.VERSION or type(obj["v"]) is not int:
+        raise _Slow
+    table = obj.get("strings")
+    t0 = obj.get("t0")
+    if type(table) is not list or type(t0) is not int or not 0 <= t0 <= compact.MAX_MINUTE:
+        raise _Slow
+    if table and (set(map(type, table)) != _STR_SET or max(map(len, table)) > MAX_STR):
+        raise _Slow
+    n_table = len(table) - 1  # the largest valid index
+    logs, n = _columns(obj.get("logs"), compact.ROW_COLUMNS, "ts")
+    prof, n_prof = _columns(obj["concurrency"], compact.PROFILE_COLUMNS, "ts") if "concurrency" in obj else ({}, 0)
+    act, n_act = _columns(obj["activity"], compact.ACTIVITY_COLUMNS, "ts_us") if "activity" in obj else ({}, 0)
+    if max_rows is not None and n + n_prof + n_act > max_rows:
+        raise _Slow
+    max_off = compact.MAX_MINUTE - t0
+    _ints_in(logs["ts"], max_off)
+    for name in _V2_ROW_INTS:
+        _ints_in(logs[name], MAX_INT)
+    at = table.__getitem__
+    strs = []
+    for name in _V2_ROW_STRS:
+        _ints_in(logs[name], n_table)
+        strs.append(list(map(at, logs[name])))
+    for name in _V2_ROW_COUNTERS:
+        _ints_in(logs[name], MAX_COUNTER)
+    ns, buckets, counts = logs["latency"], logs["latency_bucket"], logs["latency_count"]
+    _ints_in(ns, histogram.MAX_INDEX + 1)
+    _ints_in(buckets, histogram.MAX_INDEX)
+    _ints_in(counts, histogram.MAX_COUNT)
+    if len(buckets) != len(counts) or sum(ns) != len(buckets):
+        raise _Slow
+    if ns.count(1) == n:  # one pair per row: nothing can repeat
+        lats: list[Any] = [{b: c} for b, c in zip(buckets, counts)]
+    else:
+        lats = []
+        at_pair = 0
+        for k in ns:
+            if k == 1:
+                lats.append({buckets[at_pair]: counts[at_pair]})
+            else:
+                part = buckets[at_pair : at_pair + k]
+                if k and any(a >= b for a, b in zip(part, part[1:])):
+                    raise _Slow  # buckets must increase within a row
+                lats.append(dict(zip(part, counts[at_pair : at_pair + k])))
+            at_pair += k
+    base = t0 * 60
+    ts = [base + 60 * m for m in logs["ts"]]
+    rows = list(map(Row, ts, logs["user_id"], logs["order_id"], logs["port"], *strs,
+                    *(logs[name] for name in _V2_ROW_COUNTERS), lats))  # fmt: skip
+    profiles: list[Profile] = []
+    if n_prof:
+        _ints_in(prof["ts"], max_off)
+        _ints_in(prof["user_id"], MAX_INT)
+        _ints_in(prof["order_id"], MAX_INT)
+        _ints_in(prof["worker"], n_table)
+        active = prof["active"]
+        _ints_in(active, MAX_COUNTER)
+        if len(active) != 60 * n_prof:
+            raise _Slow
+        workers = list(map(at, prof["worker"]))
+        profiles = [Profile(base + 60 * m, u, o, w, active[i * 60 : i * 60 + 60])
+                    for i, (m, u, o, w) in enumerate(zip(prof["ts"], prof["user_id"], prof["order_id"], workers))]
+    elif prof and any(prof[c] for c in compact.PROFILE_COLUMNS):
+        raise _Slow  # flattened values without profiles
+    activity = _activity_v2(act, n_act, table) if n_act else []
+    return Batch(rows=rows, profiles=profiles, activity=activity)
+
+
+_NONE = type(None)
+_INT_OR_NONE = {int, _NONE}
+
+
+def _nullable_ints_in(col: list[Any], hi: int) -> None:
+    """`col` holds ints in 0..hi and nulls."""
+    kinds = set(map(type, col))
+    if not kinds <= _INT_OR_NONE:
+        raise _Slow
+    if int in kinds:
+        values = [v for v in col if v is not None] if _NONE in kinds else col
+        if min(values) < 0 or max(values) > hi:
+            raise _Slow
+
+
+def _activity_v2(act: dict[str, Any], n: int, table: list[str]) -> list[Activity]:
+    """Version 2 activity columns, checked per column as the rows are (see _fast_v2)."""
+    n_table = len(table) - 1
+    at = table.__getitem__
+    cols: dict[str, list[Any]] = {}
+    _ints_in(act["ts_us"], MAX_INT)
+    cols["ts_us"] = act["ts_us"]
+    for name in ACTIVITY_COUNTERS:
+        _ints_in(act[name], MAX_COUNTER)
+        cols[name] = act[name]
+    for name in ACTIVITY_IDS:
+        _ints_in(act[name], MAX_INT)
+        cols[name] = act[name]
+    for name in ACTIVITY_OPT_COUNTERS:
+        _nullable_ints_in(act[name], MAX_COUNTER)
+        cols[name] = act[name]
+    for name in ACTIVITY_OPT_PORTS:
+        _nullable_ints_in(act[name], MAX_PORT)
+        cols[name] = act[name]
+    for name in ACTIVITY_STRS + ("protocol",):
+        _ints_in(act[name], n_table)
+        cols[name] = list(map(at, act[name]))
+    if not set(cols["protocol"]) <= set(ACTIVITY_PROTOCOLS):
+        raise _Slow
+    for name in ACTIVITY_OPT_STRS:
+        col = act[name]
+        _nullable_ints_in(col, n_table)
+        cols[name] = [None if i is None else table[i] for i in col]
+    return list(map(Activity, *(cols[f] for f in ACTIVITY_FIELDS)))

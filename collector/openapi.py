@@ -221,6 +221,9 @@ SCHEMAS: dict[str, Schema] = {
          "activity": extension({"type": "array", "items": {"$ref": "#/components/schemas/ActivityRecord"},
                                 "description": "extension: activity records (one per request, maybe a sample)"})},
         required=["logs"],
+        description="Body version 1 (FonProxy's rows), always accepted. Agents send version 2, the same "
+                    "batch in columns with a per-batch string table ({\"v\": 2, \"strings\", \"t0\", \"logs\", "
+                    "\"concurrency\", \"activity\"}); see the README, POST /analytics/ingest.",
     ),
     "Row": ROW,
     "Profile": PROFILE,

@@ -1,5 +1,8 @@
 """The ingest body: FonProxy's `{"logs": [row, ...]}` plus proxymeter's extensions.
 
+This is version 1, the row shape. Agents send version 2, the same batch in columns
+with a string table ({"v": 2, ...}, see agent.wire.compact); `decode_body` reads both.
+
 Body (JSON or msgpack, same structure):
     {"logs": [row, ...],            # required (may be empty)
      "concurrency": [profile, ...], # optional extension
@@ -56,7 +59,7 @@ from __future__ import annotations
 import gc
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -168,7 +171,9 @@ class Activity:
 
 @dataclass(slots=True)
 class Batch:
-    rows: list[Row] = field(default_factory=list)
+    # a list, or the aggregator's agent.wire.compact.RowColumns (the same rows, built
+    # into Row objects only when read)
+    rows: Sequence[Row] = field(default_factory=list)
     profiles: list[Profile] = field(default_factory=list)
     activity: list[Activity] = field(default_factory=list)
 
@@ -331,6 +336,10 @@ def activity_to_obj(rec: Activity) -> dict[str, Any]:
 def batch_from_obj(obj: object, max_rows: int | None = None) -> Batch:
     if not isinstance(obj, dict):
         raise WireError("", "body must be an object with a 'logs' list")
+    if "v" in obj:  # version 2, columns (agent.wire.compact); version 1 has no "v"
+        from agent.wire.compact import batch_from_columns
+
+        return batch_from_columns(obj, max_rows)
     for key in obj:
         if key not in ("logs", "concurrency", "activity"):
             raise WireError(str(key), "unknown top-level field (expected 'logs' and optionally 'concurrency', 'activity')")

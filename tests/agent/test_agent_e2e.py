@@ -684,3 +684,37 @@ def test_dante_open_lines_over_the_session_limit_are_counted_and_logged(tmp_path
         assert agent.stop() == 0, agent.tail()
     finally:
         stop_process(agent.proc, signal.SIGKILL)
+
+
+def test_kill9_between_fold_and_flush_reads_the_lines_again_exactly_once(tmp_path: Path) -> None:
+    # Timed flushes are aligned to the wall clock and the first one is at least half an
+    # interval away: with an hour's interval, every line read is folded into the
+    # aggregator and none is in the spool when the agent is killed. The restarted agent
+    # resumes from the last spooled checkpoint, so those lines are read and sent again,
+    # and the collector counts each line once; twice over, with a flush in between.
+    col = Collector(tmp_path / "collector")
+    log_path = tmp_path / "logs" / "access.log"
+    writer = SquidWriter(log_path, base=_base_minute(10), seed=61, ms_per_line=40.0)
+    port = free_port()
+    hour = agent_config(tmp_path, col.url, log_path, flush_interval=3600, metrics_port=port)
+    agent = AgentProc(hour, tmp_path / "agent.log")
+    try:
+        col.start()
+        for round_lines in (2_500, 1_500):
+            agent.start()
+            agent.wait_ready()
+            writer.write(round_lines)
+            wait_until(lambda: _metric(port, "proxymeter_agent_lines_read_total") == round_lines, 30, "lines folded")
+            agent.kill9()
+            assert api_totals(col, list(writer.users), writer.base - 60, writer.last_start + 120) != writer.totals()
+            # a short interval: the lines read again are flushed and delivered
+            agent_config(tmp_path, col.url, log_path, flush_interval=0.2, metrics_port=port)
+            agent.start()
+            wait_until(lambda: api_totals(col, list(writer.users), writer.base - 60, writer.last_start + 120)
+                       == writer.totals(), 60, "every line delivered once")
+            assert agent.stop() == 0, agent.tail()
+            agent_config(tmp_path, col.url, log_path, flush_interval=3600, metrics_port=port)
+        assert sum(v[0] for v in writer.totals().values()) == 4_000
+    finally:
+        stop_process(agent.proc, signal.SIGKILL)
+        col.stop()
