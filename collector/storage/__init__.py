@@ -25,6 +25,8 @@ def make_store(config: CollectorConfig) -> Store:
             cache_mib=s.cache_mib,
             checkpoint_interval=s.checkpoint_interval,
             max_wal_bytes=s.max_wal_bytes,
+            fold_rows=s.fold_rows,
+            fold_interval=s.fold_interval,
         )
     raise ValueError(f"storage.backend: unknown backend {s.backend!r}")
 

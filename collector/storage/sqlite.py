@@ -83,7 +83,7 @@ from agent.wire.batch import SECONDS_PER_MINUTE, Batch, WireError
 from agent.wire.logfmt import kv
 from collector.fastdecode import gc_paused
 from collector.model import DOMAIN_ORDERS, SAMPLE_DOMAINS, DomainPage, ErrorTotals, Filter, Totals
-from collector.plan import DAY, HOUR, MINUTE, ChartPlan, breakdown_cover, floor_to
+from collector.plan import DAY, HOUR, MINUTE, ChartPlan, breakdown_cover, floor_to, row_span
 from collector.storage.base import StoreError
 
 log = logging.getLogger(__name__)
@@ -472,6 +472,9 @@ def peak_level(filt: Filter) -> tuple[int, int, int]:
     return 0, 0, 0
 
 
+_OVERFLOW = object()  # a query's sums passed int64
+
+
 class SQLiteStore:
     def __init__(
         self,
@@ -547,10 +550,24 @@ class SQLiteStore:
             await self._on(self._fold_pool, self._fold)
 
     async def _query(self, fn: Callable[..., T], *args: Any) -> T:
-        """A query sees every acknowledged row: staged rows are folded first (read your
-        writes; nothing to do, and no thread round trip, when nothing is staged)."""
-        await self._fold_staged()
-        return await self._read(fn, *args)
+        """A query sees every acknowledged row: it reads the staged rows besides the
+        rollups, in one snapshot. (Folding first instead made a query under a steady
+        ingest wait for a fold: measured p50 200 ms, p99 590 ms at 10,000 rows/s.)"""
+        out = await self._on(self._reader_pool, self._in_snapshot_summable, fn, *args)
+        if out is _OVERFLOW:
+            # Staged rows of one key summing past 2**63-1, which SQLite's sum() refuses:
+            # folded, they are saturated in the rollups.
+            await self._fold_staged()
+            return await self._read(fn, *args)
+        return out  # type: ignore[no-any-return]
+
+    def _in_snapshot_summable(self, fn: Callable[..., T], *args: Any) -> T | object:
+        try:
+            return self._in_snapshot(fn, *args)
+        except sqlite3.OperationalError as exc:
+            if "integer overflow" not in str(exc):
+                raise
+            return _OVERFLOW
 
     def _in_snapshot(self, fn: Callable[..., T], *args: Any) -> T:
         con = self._reader()
@@ -1184,6 +1201,25 @@ class SQLiteStore:
                 )
                 for ts, peak in con.execute(sql, (lvl, u, o, seg.start, seg.end)):
                     bucket(ts).add_peak(peak)
+        if plan.segments:
+            # Rows acknowledged but not folded yet, from the same snapshot: a fold moves
+            # rows from the stage to the rollups in one transaction, so each is read once.
+            span = (plan.segments[0].start, plan.segments[-1].end, *args)
+            sql = (
+                "SELECT ts, sum(count), sum(bytes_sent), sum(bytes_received), sum(error_count), "
+                "sum(duration_ms), sum(conn_ms), max(max_concurrency), max(duration_max_ms), min(ts), max(ts) "
+                f"FROM stage WHERE ts >= ? AND ts < ?{where} GROUP BY ts"
+            )
+            for row in con.execute(sql, span):
+                bucket(row[0]).add_sums(*row[1:])
+            if with_latency:
+                sql = f"SELECT ts, latency FROM stage WHERE ts >= ? AND ts < ?{where} AND latency IS NOT NULL"
+                for ts, blob in con.execute(sql, span):
+                    hist_add(bucket(ts).latency, blob)
+        for t in buckets.values():  # sums saturate, as stored ones do, however many rows a bucket took
+            for name in _SUMS:
+                if getattr(t, name) > _INT64_MAX:
+                    setattr(t, name, _INT64_MAX)
         return buckets
 
     def _breakdown_source(
@@ -1206,7 +1242,12 @@ class SQLiteStore:
                 f"WHERE ts >= ? AND ts < ?{where} AND {keep}"
             )
             params += [seg.start, seg.end, *args]
-        return (" UNION ALL ".join(parts), params) if parts else None
+        if not parts:
+            return None
+        # Rows acknowledged but not folded yet (see _chart).
+        parts.append(f"SELECT {columns}, ts AS f, ts AS l FROM stage WHERE ts >= ? AND ts < ?{where} AND {keep}")
+        params += [*row_span(start, end), *args]
+        return " UNION ALL ".join(parts), params
 
     async def domains(
         self, start: int, end: int, filt: Filter, *, order: str, limit: int, offset: int = 0
