@@ -488,7 +488,7 @@ class SQLiteStore:
         checkpoint_interval: float = 1.0,
         max_wal_bytes: int = 256 * 1024 * 1024,
         fold_rows: int = FOLD_ROWS,
-        fold_interval: float = 1.0,
+        fold_interval: float = 0.25,
     ) -> None:
         self.path = str(path)
         self.checkpoint_interval = checkpoint_interval
@@ -1213,7 +1213,10 @@ class SQLiteStore:
             for row in con.execute(sql, span):
                 bucket(row[0]).add_sums(*row[1:])
             if with_latency:
-                sql = f"SELECT ts, latency FROM stage WHERE ts >= ? AND ts < ?{where} AND latency IS NOT NULL"
+                # One stream per minute: a Python unpack per staged row cost ~5 us, so
+                # 40,000 staged rows made a 1-day latency chart 200 ms slower.
+                sql = (f"SELECT ts, CAST(group_concat(latency, '') AS BLOB) FROM stage "
+                       f"WHERE ts >= ? AND ts < ?{where} AND latency IS NOT NULL GROUP BY ts")
                 for ts, blob in con.execute(sql, span):
                     hist_add(bucket(ts).latency, blob)
         for t in buckets.values():  # sums saturate, as stored ones do, however many rows a bucket took
