@@ -31,8 +31,9 @@ Strategy
   transaction, so a row is counted exactly once whatever is killed when. Folds run on
   their own thread and connection: once `fold_rows` rows are staged (the writer starts
   one after answering the ingests; staging waits only when 4x that is staged), every
-  `fold_interval` seconds when anything is staged, before every query (read your
-  writes: a query sees every acknowledged row), before retention and on close.
+  `fold_interval` seconds when anything is staged, before retention and on close.
+  Queries read the staged rows besides the rollups, in one snapshot (a fold moves rows
+  in one transaction), so a query sees every acknowledged row exactly once.
 - A fold is set-based, in two phases. Deltas: in a read transaction (the writer goes on
   staging meanwhile), the staged rows are upserted into in-memory deltas keyed by each
   rollup's key (an in-memory B-tree seek per row, far cheaper than GROUP BY's sorter).
@@ -318,7 +319,7 @@ _STAGE_INSERT = f"INSERT INTO stage ({', '.join(_STAGE_COLS)}) VALUES ({','.join
 _SUM_COLS = ", ".join(f"sum({c})" for c in _SUMS)
 _BODY_TOTAL = f"SELECT {_SUM_COLS} FROM stage WHERE rowid > ?"
 _BODY_PER_DAY = f"SELECT {_SUM_COLS} FROM stage WHERE rowid > ? GROUP BY ts - ts % {DAY}"
-# Fold once this many rows are staged (besides before every query, and when idle).
+# Fold once this many rows are staged (besides every fold_interval seconds).
 FOLD_ROWS = 100_000
 
 
