@@ -69,6 +69,8 @@ class StorageConfig:
     cache_mib: int = field(default=64, metadata=check(positive, "SQLite page cache per connection"))
     checkpoint_interval: float = field(default=1.0, metadata=check(non_negative, "seconds between background WAL checkpoints; 0: SQLite's own, in the writer"))
     max_wal_bytes: int = field(default=256 * MIB, metadata=check(positive, "WAL size at which the writer checkpoints itself"))
+    fold_rows: int = field(default=100_000, metadata=check(positive, "staged rows that start a fold"))
+    fold_interval: float = field(default=0.25, metadata=check(non_negative, "seconds between folds of what is staged; 0: only at fold_rows and on stop"))
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ def make_store(config: CollectorConfig) -> Store:
             checkpoint_interval=s.checkpoint_interval,
             max_wal_bytes=s.max_wal_bytes,
             activity_retention_days=s.activity_retention_days,
+            fold_rows=s.fold_rows,
+            fold_interval=s.fold_interval,
         )
     raise ValueError(f"storage.backend: unknown backend {s.backend!r}")
 

@@ -31,8 +31,9 @@ Strategy
   transaction, so a row is counted exactly once whatever is killed when. Folds run on
   their own thread and connection: once `fold_rows` rows are staged (the writer starts
   one after answering the ingests; staging waits only when 4x that is staged), every
-  `fold_interval` seconds when anything is staged, before every query (read your
-  writes: a query sees every acknowledged row), before retention and on close.
+  `fold_interval` seconds when anything is staged, before retention and on close.
+  Queries read the staged rows besides the rollups, in one snapshot (a fold moves rows
+  in one transaction), so a query sees every acknowledged row exactly once.
 - A fold is set-based, in two phases. Deltas: in a read transaction (the writer goes on
   staging meanwhile), the staged rows are upserted into in-memory deltas keyed by each
   rollup's key (an in-memory B-tree seek per row, far cheaper than GROUP BY's sorter).
@@ -94,7 +95,7 @@ from collector.model import (
     StatsTotals,
     Totals,
 )
-from collector.plan import DAY, HOUR, MINUTE, ChartPlan, breakdown_cover, floor_to
+from collector.plan import DAY, HOUR, MINUTE, ChartPlan, breakdown_cover, floor_to, row_span
 from collector.storage import sqlite_activity
 from collector.storage.base import StoreError, keyset_stream
 
@@ -330,7 +331,7 @@ _STAGE_INSERT = f"INSERT INTO stage ({', '.join(_STAGE_COLS)}) VALUES ({','.join
 _SUM_COLS = ", ".join(f"sum({c})" for c in _SUMS)
 _BODY_TOTAL = f"SELECT {_SUM_COLS} FROM stage WHERE rowid > ?"
 _BODY_PER_DAY = f"SELECT {_SUM_COLS} FROM stage WHERE rowid > ? GROUP BY ts - ts % {DAY}"
-# Fold once this many rows are staged (besides before every query, and when idle).
+# Fold once this many rows are staged (besides every fold_interval seconds).
 FOLD_ROWS = 100_000
 
 
@@ -485,6 +486,9 @@ def peak_level(filt: Filter) -> tuple[int, int, int]:
     return 0, 0, 0
 
 
+_OVERFLOW = object()  # a query's sums passed int64
+
+
 class SQLiteStore:
     def __init__(
         self,
@@ -499,7 +503,7 @@ class SQLiteStore:
         max_wal_bytes: int = 256 * 1024 * 1024,
         activity_retention_days: int = 90,
         fold_rows: int = FOLD_ROWS,
-        fold_interval: float = 1.0,
+        fold_interval: float = 0.25,
     ) -> None:
         self.path = str(path)
         self.checkpoint_interval = checkpoint_interval
@@ -562,10 +566,24 @@ class SQLiteStore:
             await self._on(self._fold_pool, self._fold)
 
     async def _query(self, fn: Callable[..., T], *args: Any) -> T:
-        """A query sees every acknowledged row: staged rows are folded first (read your
-        writes; nothing to do, and no thread round trip, when nothing is staged)."""
-        await self._fold_staged()
-        return await self._read(fn, *args)
+        """A query sees every acknowledged row: it reads the staged rows besides the
+        rollups, in one snapshot. (Folding first instead made a query under a steady
+        ingest wait for a fold: measured p50 200 ms, p99 590 ms at 10,000 rows/s.)"""
+        out = await self._on(self._reader_pool, self._in_snapshot_summable, fn, *args)
+        if out is _OVERFLOW:
+            # Staged rows of one key summing past 2**63-1, which SQLite's sum() refuses:
+            # folded, they are saturated in the rollups.
+            await self._fold_staged()
+            return await self._read(fn, *args)
+        return out  # type: ignore[no-any-return]
+
+    def _in_snapshot_summable(self, fn: Callable[..., T], *args: Any) -> T | object:
+        try:
+            return self._in_snapshot(fn, *args)
+        except sqlite3.OperationalError as exc:
+            if "integer overflow" not in str(exc):
+                raise
+            return _OVERFLOW
 
     def _in_snapshot(self, fn: Callable[..., T], *args: Any) -> T:
         con = self._reader()
@@ -1203,6 +1221,28 @@ class SQLiteStore:
                 )
                 for ts, peak in con.execute(sql, (lvl, u, o, seg.start, seg.end)):
                     bucket(ts).add_peak(peak)
+        if plan.segments:
+            # Rows acknowledged but not folded yet, from the same snapshot: a fold moves
+            # rows from the stage to the rollups in one transaction, so each is read once.
+            span = (plan.segments[0].start, plan.segments[-1].end, *args)
+            sql = (
+                "SELECT ts, sum(count), sum(bytes_sent), sum(bytes_received), sum(error_count), "
+                "sum(duration_ms), sum(conn_ms), max(max_concurrency), max(duration_max_ms), min(ts), max(ts) "
+                f"FROM stage WHERE ts >= ? AND ts < ?{where} GROUP BY ts"
+            )
+            for row in con.execute(sql, span):
+                bucket(row[0]).add_sums(*row[1:])
+            if with_latency:
+                # One stream per minute: a Python unpack per staged row cost ~5 us, so
+                # 40,000 staged rows made a 1-day latency chart 200 ms slower.
+                sql = (f"SELECT ts, CAST(group_concat(latency, '') AS BLOB) FROM stage "
+                       f"WHERE ts >= ? AND ts < ?{where} AND latency IS NOT NULL GROUP BY ts")
+                for ts, blob in con.execute(sql, span):
+                    hist_add(bucket(ts).latency, blob)
+        for t in buckets.values():  # sums saturate, as stored ones do, however many rows a bucket took
+            for name in _SUMS:
+                if getattr(t, name) > _INT64_MAX:
+                    setattr(t, name, _INT64_MAX)
         return buckets
 
     def _breakdown_source(
@@ -1225,7 +1265,12 @@ class SQLiteStore:
                 f"WHERE ts >= ? AND ts < ?{where} AND {keep}"
             )
             params += [seg.start, seg.end, *args]
-        return (" UNION ALL ".join(parts), params) if parts else None
+        if not parts:
+            return None
+        # Rows acknowledged but not folded yet (see _chart).
+        parts.append(f"SELECT {columns}, ts AS f, ts AS l FROM stage WHERE ts >= ? AND ts < ?{where} AND {keep}")
+        params += [*row_span(start, end), *args]
+        return " UNION ALL ".join(parts), params
 
     async def domains(
         self, start: int, end: int, filt: Filter, *, order: str, limit: int, offset: int = 0

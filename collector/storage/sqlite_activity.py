@@ -155,24 +155,32 @@ def _grain(edges: tuple[int, ...]) -> int:
     return MINUTE
 
 
+_STATS_COLUMNS = "ts, user_id, order_id, domain, error, rest, count, bytes_sent, bytes_received, error_count, conn_ms"
+
+
 def hourly_stats(con: sqlite3.Connection, plan: ChartPlan, filt: Filter) -> dict[int, StatsTotals]:
+    """Per bucket of the plan, the sums of the minute rows: the folded ones (`m`) and
+    those still staged (`stage`, same columns), read in the caller's one snapshot, so
+    every acknowledged row counts once."""
     out: dict[int, StatsTotals] = {}
     parts, args = [], []
     if filt.user_id is not None:
-        parts.append("m.user_id = ?")
+        parts.append("user_id = ?")
         args.append(filt.user_id)
     if filt.order_id is not None:
-        parts.append("m.order_id = ?")
+        parts.append("order_id = ?")
         args.append(filt.order_id)
     if filt.domain is not None:
         row = con.execute("SELECT id FROM strings WHERE s = ?", (filt.domain,)).fetchone()
         if row is None:
             return out
-        parts.append("m.domain = ?")
+        parts.append("domain = ?")
         args.append(row[0])
     a, b = row_span(plan.start, plan.end)
-    where = "m.ts >= ? AND m.ts < ?" + "".join(" AND " + p for p in parts)
-    params = (a, b, *args)
+    where = "ts >= ? AND ts < ?" + "".join(" AND " + p for p in parts)
+    source = (f"(SELECT {_STATS_COLUMNS} FROM m WHERE {where} "
+              f"UNION ALL SELECT {_STATS_COLUMNS} FROM stage WHERE {where}) AS x")  # fmt: skip
+    params = (a, b, *args) * 2
     g = _grain(plan.edges)
     edges = plan.edges
 
@@ -184,9 +192,9 @@ def hourly_stats(con: sqlite3.Connection, plan: ChartPlan, filt: Filter) -> dict
         return s
 
     sql = (
-        f"SELECT m.ts - m.ts % {g} AS t, e.s, sum(count), sum(bytes_sent), sum(bytes_received), sum(error_count), "
-        f"sum(conn_ms), max(CASE WHEN count > 0 THEN m.ts END) FROM m JOIN strings AS e ON e.id = m.error "
-        f"WHERE {where} GROUP BY t, m.error"
+        f"SELECT x.ts - x.ts % {g} AS t, e.s, sum(count), sum(bytes_sent), sum(bytes_received), sum(error_count), "
+        f"sum(conn_ms), max(CASE WHEN count > 0 THEN x.ts END) FROM {source} JOIN strings AS e ON e.id = x.error "
+        f"GROUP BY t, x.error"
     )
     for t, err, c, bs, br, ec, cm, last in con.execute(sql, params):
         s = bucket(t)
@@ -200,16 +208,16 @@ def hourly_stats(con: sqlite3.Connection, plan: ChartPlan, filt: Filter) -> dict
         if last is not None and (s.last_ts is None or last > s.last_ts):
             s.last_ts = last
     sql = (
-        f"SELECT m.ts - m.ts % {g} AS t, p.s, sum(count) FROM m JOIN rests AS r ON r.id = m.rest "
-        f"JOIN strings AS p ON p.id = r.protocol WHERE {where} GROUP BY t, r.protocol"
+        f"SELECT x.ts - x.ts % {g} AS t, p.s, sum(count) FROM {source} JOIN rests AS r ON r.id = x.rest "
+        f"JOIN strings AS p ON p.id = r.protocol GROUP BY t, r.protocol"
     )
     for t, proto, c in con.execute(sql, params):
         if c:
             s = bucket(t)
             s.protocols[proto] = s.protocols.get(proto, 0) + c
     sql = (
-        f"SELECT m.ts - m.ts % {g} AS t, ip.s, sum(count) FROM m JOIN rests AS r ON r.id = m.rest "
-        f"JOIN strings AS ip ON ip.id = r.ip_out WHERE {where} AND r.ip_out != 0 GROUP BY t, r.ip_out"
+        f"SELECT x.ts - x.ts % {g} AS t, ip.s, sum(count) FROM {source} JOIN rests AS r ON r.id = x.rest "
+        f"JOIN strings AS ip ON ip.id = r.ip_out WHERE r.ip_out != 0 GROUP BY t, r.ip_out"
     )
     for t, ip, c in con.execute(sql, params):
         p = bucket(t).proxies

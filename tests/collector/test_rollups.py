@@ -225,16 +225,32 @@ async def test_v1_database_is_migrated_with_its_rollups(tmp_path: Path) -> None:
         con.close()
 
 
+async def ingest_staged(store: SQLiteStore, rows: list[Row], staged: str) -> None:
+    """Ingest rows and leave none, half or all of them staged (queries read both)."""
+    half = len(rows) // 2 if staged == "half" else 0 if staged == "all" else len(rows)
+    for key, part in (("first", rows[:half]), ("second", rows[half:])):
+        assert await store.ingest(Batch(rows=part), key, T0)
+        if key == "first":
+            await store._fold_staged()
+    if staged == "none":
+        await store._fold_staged()
+    assert (store._staged > 0) == (staged != "none")
+
+
+STAGED = ["none", "half", "all"]
+
+
+@pytest.mark.parametrize("staged", STAGED)
 @pytest.mark.parametrize(
     "filt",
     [Filter(), Filter(order_id=2), Filter(domain="b.org"), Filter(user_id=3), Filter(order_id=1, domain="a.com")],
 )
-async def test_chart_from_rollups_equals_chart_from_minutes(tmp_path: Path, filt: Filter) -> None:
+async def test_chart_from_rollups_equals_chart_from_minutes(tmp_path: Path, filt: Filter, staged: str) -> None:
     rows = rand_rows(random.Random(12), 1500, 3 * 24 * 60)
-    store = SQLiteStore(tmp_path / "s.db")
+    store = SQLiteStore(tmp_path / "s.db", fold_rows=10**9, fold_interval=0)
     await store.open()
     try:
-        assert await store.ingest(Batch(rows=rows), "k", T0)
+        await ingest_staged(store, rows, staged)
         start, end = T0 + 7 * 60 + 13, T0 + 3 * DAY - 3 * HOUR - 120
         coarse = chart_plan(start, end, DAY, UTC)
         assert {s.level for s in coarse.segments} == {MINUTE, HOUR, DAY}
@@ -259,16 +275,17 @@ async def test_chart_from_rollups_equals_chart_from_minutes(tmp_path: Path, filt
     assert {i: [t.count, t.bytes_received, t.duration_max_ms, t.latency] for i, t in by_day.items()} == expected
 
 
+@pytest.mark.parametrize("staged", STAGED)
 @pytest.mark.parametrize("filt", [Filter(), Filter(domain="a.com"), Filter(order_id=2), Filter(user_id=1)])
-async def test_errors_and_domains_from_rollups_equal_the_rows(tmp_path: Path, filt: Filter) -> None:
+async def test_errors_and_domains_from_rollups_equal_the_rows(tmp_path: Path, filt: Filter, staged: str) -> None:
     rnd = random.Random(21)
     rows = rand_rows(rnd, 2000, 3 * 24 * 60)
     for r in rows[:300]:  # many equal counts, so the sample ranking meets ties
         r.error, r.error_count = "timeout", 1
-    store = SQLiteStore(tmp_path / "s.db")
+    store = SQLiteStore(tmp_path / "s.db", fold_rows=10**9, fold_interval=0)
     await store.open()
     try:
-        assert await store.ingest(Batch(rows=rows), "k", T0)
+        await ingest_staged(store, rows, staged)
         start, end = T0 + 7 * 60 + 13, T0 + 3 * DAY - 3 * HOUR - 120  # minute, hour and day segments
         errors = await store.errors(start, end, filt)
         domains = await all_domains(store, start, end, filt)
@@ -313,6 +330,10 @@ async def test_a_fold_overflowing_int64_saturates_row_by_row(tmp_path: Path, cap
     try:
         for b, rows in enumerate(bodies):
             assert await store.ingest(Batch(rows=rows), f"b{b}", T0)
+        # Staged, the query sums them itself and saturates; folded, the rollups do.
+        day = await store.chart(chart_plan(T0, T0 + DAY, DAY, UTC), Filter(), with_latency=True)
+        assert [(t.count, t.bytes_sent, t.latency) for t in day.values()] == [(1200, INT64_MAX, {3: 1200})]
+        await store._fold_staged()
         day = await store.chart(chart_plan(T0, T0 + DAY, DAY, UTC), Filter(), with_latency=True)
         assert [(t.count, t.bytes_sent, t.latency) for t in day.values()] == [(1200, INT64_MAX, {3: 1200})]
         assert "folding row by row" in caplog.text
