@@ -26,6 +26,21 @@ def make_store(config: CollectorConfig) -> Store:
             checkpoint_interval=s.checkpoint_interval,
             max_wal_bytes=s.max_wal_bytes,
         )
+    if s.backend == "clickhouse":
+        from collector.storage.clickhouse import ClickHouseStore
+
+        c = s.clickhouse
+        return ClickHouseStore(
+            c.url,
+            c.database,
+            user=c.user,
+            password_file=c.password_file,
+            insert_batch_rows=c.insert_batch_rows,
+            insert_interval=c.insert_interval,
+            timeout=c.timeout,
+            retention_days=s.retention_days,
+            idempotency_days=s.idempotency_days,
+        )
     raise ValueError(f"storage.backend: unknown backend {s.backend!r}")
 
 

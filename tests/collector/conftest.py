@@ -1,9 +1,10 @@
 """Collector fixtures: the real app in-process (aiohttp TestServer) on a real store.
 
-The API tests run once per entry of BACKENDS (today: SQLite on a real file). Another
-Store backend (ClickHouse) joins them by adding its entry: how to build the store from
-the collector config, and how to read its whole state, so that "a rejected body leaves
-the store unchanged" is checked on that backend's own tables too.
+The API tests run once per entry of BACKENDS: SQLite on a real file, and ClickHouse on
+a real clickhouse-server (one child process for the whole session, stopped by its pid;
+each test gets its own database). An entry says how to build the store from the
+collector config, and how to read its whole state, so that "a rejected body leaves the
+store unchanged" is checked on that backend's own tables too.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from collector.app import create_app
 from collector.storage import make_store
-from collector.config import CollectorConfig, loads
+from collector.config import ClickHouseConfig, CollectorConfig, loads
 from collector.storage.base import Store
+from collector.storage.clickhouse import schema as ch_schema
+from tests.fixtures.clickhouse import ClickHouseServer, server_command
 
 AGENT = "agent-token-1"
 ADMIN = "admin-token-1"
@@ -97,9 +100,56 @@ class Backend:
     snapshot: Callable[[CollectorConfig], object]  # everything stored, comparable with ==
 
 
+# The session's clickhouse-server, started by the first test that asks for it.
+CLICKHOUSE: list[ClickHouseServer] = []
+
+
+def clickhouse_database(cfg: CollectorConfig) -> str:
+    """A database of its own per test (and per make_api `sub`): named after the
+    test's SQLite path, which tmp_path makes unique."""
+    return "t_" + hashlib.sha256(cfg.storage.path.encode()).hexdigest()[:20]
+
+
+def clickhouse_config(cfg: CollectorConfig) -> CollectorConfig:
+    """The test's config with [storage] on the session's server. insert_interval 0:
+    a body is inserted as soon as it arrives (the tests send one at a time)."""
+    ch = ClickHouseConfig(url=CLICKHOUSE[0].url, database=clickhouse_database(cfg), insert_interval=0.0)
+    return replace(cfg, storage=replace(cfg.storage, backend="clickhouse", clickhouse=ch))
+
+
+def clickhouse_dump(cfg: CollectorConfig) -> list[str]:
+    """Every row of every table (aggregate states finalized), one TSV line each."""
+    server, db = CLICKHOUSE[0], clickhouse_database(cfg)
+    out: list[str] = []
+    for table in ch_schema.TABLES:
+        if table in ("m", "h", "d"):
+            keys = "ts, user_id, order_id, domain, error" + (", fid" if table == "m" else "")
+            vals = ", ".join([f"sumMerge({c})" for c in ch_schema.SUMS] + [f"maxMerge({c})" for c in ch_schema.MAXES])
+            sql = f"SELECT {keys}, {vals}, sumMapMerge(lat) FROM {db}.{table} GROUP BY {keys} ORDER BY {keys} FORMAT TSV"
+        else:
+            sql = f"SELECT * FROM {db}.{table} ORDER BY tuple(*) FORMAT TSV"
+        out += [f"{table}\t{line}" for line in server.query(sql).splitlines()]
+    return out
+
+
 BACKENDS = {
     "sqlite": Backend("sqlite", make_store, lambda cfg: sqlite_dump(Path(cfg.storage.path))),
+    "clickhouse": Backend("clickhouse", lambda cfg: make_store(clickhouse_config(cfg)), clickhouse_dump),
 }
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
+    if server_command() is None:
+        pytest.skip("clickhouse-server is not installed (make test installs Debian's package when run as root)")
+    server = ClickHouseServer(tmp_path_factory.mktemp("clickhouse"))
+    server.start()
+    CLICKHOUSE.append(server)
+    try:
+        yield server
+    finally:
+        CLICKHOUSE.clear()
+        server.stop()
 
 
 class Api:
@@ -135,6 +185,8 @@ class Api:
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "clickhouse":
+        request.getfixturevalue("clickhouse_server")
     return BACKENDS[request.param]
 
 

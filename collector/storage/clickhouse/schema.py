@@ -1,0 +1,110 @@
+"""The ClickHouse schema of the collector, created and migrated by it (versioned).
+
+Strategy
+- Minute rows are inserted into `m_in` (engine Null: it keeps nothing) and materialized
+  views aggregate every inserted block into three AggregatingMergeTree tables: `m` per
+  (minute, user, order, domain, error, fid), `h` per UTC hour and `d` per UTC day
+  (without fid). Every counter is an aggregate state, so background merges keep each
+  merge rule: sums (Decimal128, so no sum can wrap; reads clamp at 2**63-1 as SQLite
+  saturates), max_concurrency/duration_max_ms by max, first/last seen by min/max, the
+  latency histogram by sumMap. SummingMergeTree would add the maxima up; 18.16 has no
+  SimpleAggregateFunction, hence full states and the Null-table feeding pattern.
+- `fid` (flush id) tags the rows of one insert into `m`; `pending` (written before the
+  data), `ledger` (written after it: the commit) and `void` (flushes that never
+  committed) make a flush count once; see store.py. `p` holds the per-second
+  concurrency sums per (level, user, order, minute, fid), four levels per profile.
+- Everything time-bound is partitioned by UTC day (intDiv(ts, 86400)), so retention
+  and the rebuild of a day's rollups drop whole partitions, and 18.16 (no TTL) works.
+- `schema_version` holds the applied migration numbers. Every statement is idempotent
+  (IF NOT EXISTS), so a migration cut short by a crash is simply run again.
+Pure: statement texts only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from collector.storage.clickhouse.sqltext import ident
+
+SUMS = ("count", "bytes_sent", "bytes_received", "error_count", "duration_ms", "conn_ms")
+MAXES = ("max_concurrency", "duration_max_ms")
+KEYS = ("ts", "user_id", "order_id", "domain", "error")
+# The columns of m_in, in RowBinary order.
+M_IN_COLUMNS = ("minute", *KEYS[1:], *SUMS, *MAXES, "lat_k", "lat_v", "fid")
+P_COLUMNS = ("lvl", "user_id", "order_id", "ts", "secs", "fid")
+ROLLUPS = ("h", "d")  # rebuilt from m when a flush is voided
+DAY_PARTITIONED = ("m", "h", "d", "p")
+LEVEL_TABLE_NAMES = {60: "m", 3600: "h", 86400: "d"}
+
+
+def _states(spans: bool) -> str:
+    cols = [f"{c} AggregateFunction(sum, Decimal128(0))" for c in SUMS]
+    cols += [f"{c} AggregateFunction(max, UInt64)" for c in MAXES]
+    if spans:
+        cols += ["first_ts AggregateFunction(min, UInt32)", "last_ts AggregateFunction(max, UInt32)"]
+    cols.append("lat AggregateFunction(sumMap, Array(UInt16), Array(UInt64))")
+    return ", ".join(cols)
+
+
+def state_select(step: int, *, from_states: bool) -> str:
+    """The SELECT list turning m_in rows (or m's states) into a rollup's states."""
+    # The source names the minute `minute`: an alias `ts` over a column `ts` would be
+    # substituted into minState(ts) as well (ClickHouse aliases are global).
+    ts = "minute" if step == 60 else f"toUInt32(intDiv(minute, {step}) * {step})"
+    keys = [f"{ts} AS ts", "user_id", "order_id", "domain", "error"]
+    if from_states:
+        vals = [f"sumMergeState({c}) AS {c}" for c in SUMS] + [f"maxMergeState({c}) AS {c}" for c in MAXES]
+        vals += ["minState(minute) AS first_ts", "maxState(minute) AS last_ts", "sumMapMergeState(lat) AS lat"]
+    else:
+        vals = [f"sumState(toDecimal128({c}, 0)) AS {c}" for c in SUMS] + [f"maxState({c}) AS {c}" for c in MAXES]
+        if step != 60:
+            vals += ["minState(minute) AS first_ts", "maxState(minute) AS last_ts"]
+        vals.append("sumMapState(lat_k, lat_v) AS lat")
+    return ", ".join(keys + vals)
+
+
+def _v1(db: str) -> list[str]:
+    q = ident(db)
+    day = "PARTITION BY intDiv(ts, 86400)"
+    keys = "ts UInt32, user_id UInt64, order_id UInt64, domain String, error String"
+    in_keys = keys.replace("ts UInt32", "minute UInt32", 1)
+    out = [
+        f"CREATE DATABASE IF NOT EXISTS {q}",
+        f"CREATE TABLE IF NOT EXISTS {q}.schema_version (version UInt32, at UInt32) ENGINE = MergeTree ORDER BY version",
+        f"CREATE TABLE IF NOT EXISTS {q}.m_in ({in_keys}, "
+        + ", ".join(f"{c} UInt64" for c in (*SUMS, *MAXES))
+        + ", lat_k Array(UInt16), lat_v Array(UInt64), fid UInt64) ENGINE = Null",
+        f"CREATE TABLE IF NOT EXISTS {q}.m ({keys}, fid UInt64, {_states(False)}) "
+        f"ENGINE = AggregatingMergeTree {day} ORDER BY (ts, user_id, order_id, domain, error, fid)",
+    ]
+    for name in ROLLUPS:
+        # Order first by time: a range query reads a contiguous slice of each day.
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS {q}.{name} ({keys}, {_states(True)}) "
+            f"ENGINE = AggregatingMergeTree {day} ORDER BY (ts, user_id, order_id, domain, error)"
+        )
+    out.append(
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {q}.m_mv TO {q}.m AS SELECT {state_select(60, from_states=False)}, fid "
+        f"FROM {q}.m_in GROUP BY ts, user_id, order_id, domain, error, fid"
+    )
+    for name, step in (("h", 3600), ("d", 86400)):
+        out.append(
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {q}.{name}_mv TO {q}.{name} AS SELECT {state_select(step, from_states=False)} "
+            f"FROM {q}.m_in GROUP BY ts, user_id, order_id, domain, error"
+        )
+    out += [
+        f"CREATE TABLE IF NOT EXISTS {q}.p (lvl UInt8, user_id UInt64, order_id UInt64, ts UInt32, "
+        f"secs Array(Int64), fid UInt64) ENGINE = MergeTree {day} ORDER BY (lvl, user_id, order_id, ts)",
+        f"CREATE TABLE IF NOT EXISTS {q}.pending (fid UInt64, at UInt32, days Array(UInt32)) "
+        "ENGINE = MergeTree PARTITION BY intDiv(at, 86400) ORDER BY fid",
+        f"CREATE TABLE IF NOT EXISTS {q}.ledger (key String, fid UInt64, at UInt32) "
+        "ENGINE = MergeTree PARTITION BY intDiv(at, 86400) ORDER BY key",
+        f"CREATE TABLE IF NOT EXISTS {q}.void (fid UInt64, at UInt32, days Array(UInt32)) ENGINE = MergeTree ORDER BY fid",
+        f"CREATE TABLE IF NOT EXISTS {q}.void_done (fid UInt64) ENGINE = MergeTree ORDER BY fid",
+    ]
+    return out
+
+
+MIGRATIONS: tuple[Callable[[str], list[str]], ...] = (_v1,)
+# Every table, for snapshots and size: the ones holding rows (views hold none).
+TABLES = ("m", "h", "d", "p", "pending", "ledger", "void", "void_done", "schema_version")
