@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +26,7 @@ from collector.storage import make_store
 from collector.config import ClickHouseConfig, CollectorConfig, loads
 from collector.storage.base import Store
 from collector.storage.clickhouse import schema as ch_schema
-from tests.fixtures.clickhouse import ClickHouseServer, server_command
+from tests.fixtures.clickhouse import ClickHouseServer
 
 AGENT = "agent-token-1"
 ADMIN = "admin-token-1"
@@ -100,7 +100,7 @@ class Backend:
     snapshot: Callable[[CollectorConfig], object]  # everything stored, comparable with ==
 
 
-# The session's clickhouse-server, started by the first test that asks for it.
+# The session's clickhouse-server (tests/conftest.py), set by the first test that asks.
 CLICKHOUSE: list[ClickHouseServer] = []
 
 
@@ -138,55 +138,11 @@ BACKENDS = {
 }
 
 
-@pytest.fixture(scope="session")
-def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
-    if server_command() is None:
-        pytest.skip("clickhouse-server is not installed (make test installs Debian's package when run as root)")
-    server = ClickHouseServer(tmp_path_factory.mktemp("clickhouse"))
-    server.start()
-    CLICKHOUSE.append(server)
-    try:
-        yield server
-    finally:
-        CLICKHOUSE.clear()
-        server.stop()
-
-
-class Api:
-    """A thin test helper over TestClient: ingest and query with tokens."""
-
-    def __init__(self, client: TestClient, db: Path, backend: Backend, config: CollectorConfig) -> None:
-        self.client = client
-        self.db = db  # the SQLite file (backend "sqlite")
-        self.backend = backend
-        self.config = config
-
-    def snapshot(self) -> object:
-        return self.backend.snapshot(self.config)
-
-    async def ingest(
-        self, body: Any, *, token: str = AGENT, key: str | None = None, expect: int = 204
-    ) -> Any:
-        headers = auth(token) | {"Content-Type": "application/json"}
-        if key is not None:
-            headers["Idempotency-Key"] = key
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        resp = await self.client.post("/analytics/ingest", data=data, headers=headers)
-        text = await resp.text()
-        assert resp.status == expect, text
-        return json.loads(text) if text else None
-
-    async def get(self, path: str, *, token: str = ADMIN, expect: int = 200, **query: Any) -> Any:
-        resp = await self.client.get(path, params={k: str(v) for k, v in query.items()}, headers=auth(token))
-        text = await resp.text()
-        assert resp.status == expect, text
-        return json.loads(text)
-
-
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "clickhouse":
-        request.getfixturevalue("clickhouse_server")
+        server = request.getfixturevalue("clickhouse_server")
+        CLICKHOUSE[:] = [server]
     return BACKENDS[request.param]
 
 
