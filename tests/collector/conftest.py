@@ -138,6 +138,37 @@ BACKENDS = {
 }
 
 
+class Api:
+    """A thin test helper over TestClient: ingest and query with tokens."""
+
+    def __init__(self, client: TestClient, db: Path, backend: Backend, config: CollectorConfig) -> None:
+        self.client = client
+        self.db = db  # the SQLite file (backend "sqlite")
+        self.backend = backend
+        self.config = config
+
+    def snapshot(self) -> object:
+        return self.backend.snapshot(self.config)
+
+    async def ingest(
+        self, body: Any, *, token: str = AGENT, key: str | None = None, expect: int = 204
+    ) -> Any:
+        headers = auth(token) | {"Content-Type": "application/json"}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        resp = await self.client.post("/analytics/ingest", data=data, headers=headers)
+        text = await resp.text()
+        assert resp.status == expect, text
+        return json.loads(text) if text else None
+
+    async def get(self, path: str, *, token: str = ADMIN, expect: int = 200, **query: Any) -> Any:
+        resp = await self.client.get(path, params={k: str(v) for k, v in query.items()}, headers=auth(token))
+        text = await resp.text()
+        assert resp.status == expect, text
+        return json.loads(text)
+
+
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "clickhouse":
