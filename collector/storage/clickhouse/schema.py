@@ -30,7 +30,7 @@ SUMS = ("count", "bytes_sent", "bytes_received", "error_count", "duration_ms", "
 MAXES = ("max_concurrency", "duration_max_ms")
 KEYS = ("ts", "user_id", "order_id", "domain", "error")
 # The columns of m_in, in RowBinary order.
-M_IN_COLUMNS = ("minute", *KEYS[1:], *SUMS, *MAXES, "lat_k", "lat_v", "fid")
+M_IN_COLUMNS = ("minute", *KEYS[1:], *(f"in_{c}" for c in (*SUMS, *MAXES)), "lat_k", "lat_v", "fid")
 P_COLUMNS = ("lvl", "user_id", "order_id", "ts", "secs", "fid")
 ROLLUPS = ("h", "d")  # rebuilt from m when a flush is voided
 DAY_PARTITIONED = ("m", "h", "d", "p")
@@ -47,20 +47,28 @@ def _states(spans: bool) -> str:
 
 
 def state_select(step: int, *, from_states: bool) -> str:
-    """The SELECT list turning m_in rows (or m's states) into a rollup's states."""
-    # The source names the minute `minute`: an alias `ts` over a column `ts` would be
-    # substituted into minState(ts) as well (ClickHouse aliases are global).
+    """The SELECT list turning m_in rows (or m's states) into a rollup's states. The
+    source names its columns apart from the target's (`minute`, `in_count`, ...):
+    ClickHouse aliases are global, so `sumState(count) AS count` or an alias `ts` next
+    to a minState(ts) would depend on how a server version resolves a shadowed name."""
     ts = "minute" if step == 60 else f"toUInt32(intDiv(minute, {step}) * {step})"
     keys = [f"{ts} AS ts", "user_id", "order_id", "domain", "error"]
     if from_states:
-        vals = [f"sumMergeState({c}) AS {c}" for c in SUMS] + [f"maxMergeState({c}) AS {c}" for c in MAXES]
-        vals += ["minState(minute) AS first_ts", "maxState(minute) AS last_ts", "sumMapMergeState(lat) AS lat"]
+        vals = [f"sumMergeState(in_{c}) AS {c}" for c in SUMS] + [f"maxMergeState(in_{c}) AS {c}" for c in MAXES]
+        vals += ["minState(minute) AS first_ts", "maxState(minute) AS last_ts", "sumMapMergeState(in_lat) AS lat"]
     else:
-        vals = [f"sumState(toDecimal128({c}, 0)) AS {c}" for c in SUMS] + [f"maxState({c}) AS {c}" for c in MAXES]
+        vals = [f"sumState(toDecimal128(in_{c}, 0)) AS {c}" for c in SUMS] + [f"maxState(in_{c}) AS {c}" for c in MAXES]
         if step != 60:
             vals += ["minState(minute) AS first_ts", "maxState(minute) AS last_ts"]
         vals.append("sumMapState(lat_k, lat_v) AS lat")
     return ", ".join(keys + vals)
+
+
+def state_source(where: str, db: str) -> str:
+    """m's rows under the names state_select(from_states=True) reads."""
+    cols = ["ts AS minute", "user_id", "order_id", "domain", "error"]
+    cols += [f"{c} AS in_{c}" for c in (*SUMS, *MAXES)] + ["lat AS in_lat"]
+    return f"SELECT {', '.join(cols)} FROM {ident(db)}.m WHERE {where}"
 
 
 def _v1(db: str) -> list[str]:
@@ -72,7 +80,7 @@ def _v1(db: str) -> list[str]:
         f"CREATE DATABASE IF NOT EXISTS {q}",
         f"CREATE TABLE IF NOT EXISTS {q}.schema_version (version UInt32, at UInt32) ENGINE = MergeTree ORDER BY version",
         f"CREATE TABLE IF NOT EXISTS {q}.m_in ({in_keys}, "
-        + ", ".join(f"{c} UInt64" for c in (*SUMS, *MAXES))
+        + ", ".join(f"in_{c} UInt64" for c in (*SUMS, *MAXES))
         + ", lat_k Array(UInt16), lat_v Array(UInt64), fid UInt64) ENGINE = Null",
         f"CREATE TABLE IF NOT EXISTS {q}.m ({keys}, fid UInt64, {_states(False)}) "
         f"ENGINE = AggregatingMergeTree {day} ORDER BY (ts, user_id, order_id, domain, error, fid)",

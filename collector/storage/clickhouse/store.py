@@ -430,10 +430,9 @@ class ClickHouseStore:
         self._dirty = False
 
     async def _rebuild_day(self, day: int) -> None:
-        cols = ", ".join(("ts AS minute", "user_id", "order_id", "domain", "error", *schema.SUMS, *schema.MAXES, "lat"))
-        src = (
-            f"SELECT {cols} FROM {self._t('m')} WHERE ts >= {literal(day * DAY, 'UInt32')}"
-            f" AND ts < {literal((day + 1) * DAY, 'UInt32')}{self._not_void()}"
+        src = schema.state_source(
+            f"ts >= {literal(day * DAY, 'UInt32')} AND ts < {literal((day + 1) * DAY, 'UInt32')}{self._not_void()}",
+            self.database,
         )
         for table, step in (("h", HOUR), ("d", DAY)):
             await self._exec(f"ALTER TABLE {self._t(table)} DROP PARTITION {literal(day, 'UInt32', bare=True)}")
