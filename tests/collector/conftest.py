@@ -122,10 +122,16 @@ def clickhouse_dump(cfg: CollectorConfig) -> list[str]:
     server, db = CLICKHOUSE[0], clickhouse_database(cfg)
     out: list[str] = []
     for table in ch_schema.TABLES:
-        if table in ("m", "h", "d"):
-            keys = "ts, user_id, order_id, domain, error" + (", fid" if table == "m" else "")
-            vals = ", ".join([f"sumMerge({c})" for c in ch_schema.SUMS] + [f"maxMerge({c})" for c in ch_schema.MAXES])
-            sql = f"SELECT {keys}, {vals}, sumMapMerge(lat) FROM {db}.{table} GROUP BY {keys} ORDER BY {keys} FORMAT TSV"
+        rollup = ch_schema.ROLLUP.get(table)
+        if table == "m" or rollup is not None:
+            measures = rollup.measures if rollup else (*ch_schema.SUMS, *ch_schema.MAXES)
+            keys = ", ".join(rollup.keys) if rollup else "ts, user_id, order_id, domain, error, fid"
+            vals = [f"sumMerge({c})" if c in ch_schema.SUMS else f"maxMerge({c})" for c in measures]
+            if rollup is not None:
+                vals += ["minMerge(first_ts)", "maxMerge(last_ts)"]
+            if rollup is None or not rollup.errors_only:
+                vals.append("sumMapMerge(lat)")
+            sql = f"SELECT {keys}, {', '.join(vals)} FROM {db}.{table} GROUP BY {keys} ORDER BY {keys} FORMAT TSV"
         else:
             sql = f"SELECT * FROM {db}.{table} ORDER BY tuple(*) FORMAT TSV"
         out += [f"{table}\t{line}" for line in server.query(sql).splitlines()]

@@ -434,18 +434,18 @@ class ClickHouseStore:
             f"ts >= {literal(day * DAY, 'UInt32')} AND ts < {literal((day + 1) * DAY, 'UInt32')}{self._not_void()}",
             self.database,
         )
-        for table, step in (("h", HOUR), ("d", DAY)):
-            await self._exec(f"ALTER TABLE {self._t(table)} DROP PARTITION {literal(day, 'UInt32', bare=True)}")
+        for r in schema.ROLLUPS:
+            await self._exec(f"ALTER TABLE {self._t(r.name)} DROP PARTITION {literal(day, 'UInt32', bare=True)}")
             await self._exec(
-                f"INSERT INTO {self._t(table)} SELECT {schema.state_select(step, from_states=True)} FROM ({src})"
-                " GROUP BY ts, user_id, order_id, domain, error"
+                f"INSERT INTO {self._t(r.name)} SELECT {schema.state_select(r, from_states=True)} FROM ({src})"
+                + schema.rollup_tail(r)
             )
 
     # ---- retention ----------------------------------------------------------------
 
     async def retention(self, now: int) -> dict[str, int]:
         cutoff = floor_to(now - self.retention_days * DAY, MINUTE)
-        jobs = [("m", "ts", cutoff), ("h", "ts", floor_to(cutoff, HOUR)), ("d", "ts", floor_to(cutoff, DAY)), ("p", "ts", cutoff)]
+        jobs = [("m", "ts", cutoff), *((r.name, "ts", floor_to(cutoff, r.step)) for r in schema.ROLLUPS), ("p", "ts", cutoff)]
         idem = floor_to(now - max(self.idempotency_days, 7) * DAY, DAY)
         # pending before ledger: a pending flush whose ledger row is gone would look
         # uncommitted to the recovery
@@ -484,9 +484,24 @@ class ClickHouseStore:
             parts.append(f"domain = {literal(filt.domain, 'String')}")
         return "".join(" AND " + p for p in parts)
 
-    def _source(self, seg: Segment, filt: Filter) -> tuple[str, str, str]:
-        """(table, WHERE clause, (first, last) expressions) of one plan segment."""
-        table = _LEVEL_TABLE[seg.level]
+    @staticmethod
+    def _family(filt: Filter) -> str | None:
+        """The narrow rollup family answering this filter, None: the full-key tables."""
+        if filt.user_id is not None:
+            return None
+        if filt.order_id is not None:
+            return "o" if filt.domain is None else None
+        return "t" if filt.domain is None else "n"
+
+    def _source(self, seg: Segment, filt: Filter, family: str | None) -> tuple[str, str, str]:
+        """(table, WHERE clause, (first, last) expressions) of one plan segment: minute
+        spans read m (the only table that knows flush ids), hour and day spans the
+        family's rollup at that level (h/d when None)."""
+        if seg.level == MINUTE:
+            table = "m"
+        else:
+            base = "h" if seg.level == HOUR else "d"
+            table = f"{family}_{base}" if family else base
         where = (
             f"ts >= {literal(seg.start, 'UInt32')} AND ts < {literal(seg.end, 'UInt32')}{self._where(filt)}"
             + (self._not_void() if table == "m" else "")
@@ -500,8 +515,9 @@ class ClickHouseStore:
         if not plan.segments:
             return {}
         parts = []
+        family = self._family(filt)
         for seg in plan.segments:
-            table, where, spans = self._source(seg, filt)
+            table, where, spans = self._source(seg, filt, family)
             sums = ", ".join(_clamped(f"sumMerge({c})") for c in schema.SUMS)
             maxes = ", ".join(f"maxMerge({c})" for c in schema.MAXES)
             lat = ", sumMapMerge(lat)" if with_latency else ""
@@ -549,10 +565,13 @@ class ClickHouseStore:
             )
         return " UNION ALL ".join(parts)
 
-    def _breakdown_union(self, start: int, end: int, filt: Filter, columns: str, keep: str, group: str) -> str | None:
+    def _breakdown_union(
+        self, start: int, end: int, filt: Filter, family: str, columns: str, keep: str, group: str
+    ) -> str | None:
+        narrow = self._family(filt) in ("t", "n")
         parts = []
         for seg in breakdown_cover(start, end):
-            table, where, spans = self._source(seg, filt)
+            table, where, spans = self._source(seg, filt, family if narrow else None)
             parts.append(f"SELECT {columns}, {spans} FROM {table} WHERE {where} AND {keep} GROUP BY {group}")
         return " UNION ALL ".join(parts) if parts else None
 
@@ -560,7 +579,7 @@ class ClickHouseStore:
         self, start: int, end: int, filt: Filter, *, order: str, limit: int, offset: int = 0
     ) -> DomainPage:
         union = self._breakdown_union(
-            start, end, filt,
+            start, end, filt, "n",
             "domain, sumMerge(count) AS c, sumMerge(bytes_sent) AS bs, sumMerge(bytes_received) AS br, "
             "sumMerge(error_count) AS e", "domain != ''", "domain",
         )  # fmt: skip
@@ -587,7 +606,7 @@ class ClickHouseStore:
         return DomainPage(items, int(total[0][0]))
 
     async def errors(self, start: int, end: int, filt: Filter) -> dict[str, ErrorTotals]:
-        union = self._breakdown_union(start, end, filt, "error, domain, sumMerge(error_count) AS n", "error != ''", "error, domain")
+        union = self._breakdown_union(start, end, filt, "e", "error, domain, sumMerge(error_count) AS n", "error != ''", "error, domain")
         if union is None:
             return {}
         union = union.replace("min(ts), max(ts)", "min(ts) AS f, max(ts) AS l").replace(
