@@ -98,6 +98,7 @@ class Backend:
     name: str
     make: Callable[[CollectorConfig], Store]  # a new, unopened store for this config
     snapshot: Callable[[CollectorConfig], object]  # everything stored, comparable with ==
+    drop: Callable[[CollectorConfig], None] = lambda cfg: None  # after the test: free the server
 
 
 # The session's clickhouse-server (tests/conftest.py), set by the first test that asks.
@@ -122,15 +123,12 @@ def clickhouse_dump(cfg: CollectorConfig) -> list[str]:
     server, db = CLICKHOUSE[0], clickhouse_database(cfg)
     out: list[str] = []
     for table in ch_schema.TABLES:
-        rollup = ch_schema.ROLLUP.get(table)
-        if table == "m" or rollup is not None:
-            measures = rollup.measures if rollup else (*ch_schema.SUMS, *ch_schema.MAXES)
-            keys = ", ".join(rollup.keys) if rollup else "ts, user_id, order_id, domain, error, fid"
-            vals = [f"sumMerge({c})" if c in ch_schema.SUMS else f"maxMerge({c})" for c in measures]
-            if rollup is not None:
+        if table in ("m", *ch_schema.ROLLUP_TABLES.values()):
+            keys = "ts, user_id, order_id, domain, error, " + ("fid" if table == "m" else "fam")
+            vals = [f"sumMerge({c})" for c in ch_schema.SUMS] + [f"maxMerge({c})" for c in ch_schema.MAXES]
+            if table != "m":
                 vals += ["minMerge(first_ts)", "maxMerge(last_ts)"]
-            if rollup is None or not rollup.errors_only:
-                vals.append("sumMapMerge(lat)")
+            vals.append("sumMapMerge(lat)")
             sql = f"SELECT {keys}, {', '.join(vals)} FROM {db}.{table} GROUP BY {keys} ORDER BY {keys} FORMAT TSV"
         else:
             sql = f"SELECT * FROM {db}.{table} ORDER BY tuple(*) FORMAT TSV"
@@ -140,7 +138,11 @@ def clickhouse_dump(cfg: CollectorConfig) -> list[str]:
 
 BACKENDS = {
     "sqlite": Backend("sqlite", make_store, lambda cfg: sqlite_dump(Path(cfg.storage.path))),
-    "clickhouse": Backend("clickhouse", lambda cfg: make_store(clickhouse_config(cfg)), clickhouse_dump),
+    "clickhouse": Backend(
+        "clickhouse", lambda cfg: make_store(clickhouse_config(cfg)), clickhouse_dump,
+        # a finished test's tables would keep the server's merge threads busy
+        lambda cfg: CLICKHOUSE[0].query(f"DROP DATABASE IF EXISTS {clickhouse_database(cfg)}"),
+    ),
 }
 
 
@@ -186,6 +188,7 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 @pytest.fixture
 async def make_api(tmp_path: Path, backend: Backend) -> AsyncIterator[Callable[..., Any]]:
     clients: list[TestClient] = []
+    configs: list[CollectorConfig] = []
 
     async def factory(extra: str = "", sub: str = "", storage: str = "") -> Api:
         base = tmp_path / sub if sub else tmp_path
@@ -195,11 +198,14 @@ async def make_api(tmp_path: Path, backend: Backend) -> AsyncIterator[Callable[.
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
         clients.append(client)
+        configs.append(cfg)
         return Api(client, base / "collector.db", backend, cfg)
 
     yield factory
     for c in clients:
         await c.close()
+    for cfg in configs:
+        backend.drop(cfg)
 
 
 @pytest.fixture

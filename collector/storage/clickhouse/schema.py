@@ -2,19 +2,29 @@
 
 Strategy
 - Minute rows are inserted into `m_in` (engine Null: it keeps nothing) and materialized
-  views aggregate every inserted block into three AggregatingMergeTree tables: `m` per
-  (minute, user, order, domain, error, fid), `h` per UTC hour and `d` per UTC day
-  (without fid), and the narrow rollups t/o/n/e per hour and day (see ROLLUPS). Every counter is an aggregate state, so background merges keep each
+  views aggregate every inserted block into AggregatingMergeTree tables: `m` per
+  (minute, user, order, domain, error, fid), and `r_h` / `r_d` per UTC hour / UTC day
+  (without fid). Every counter is an aggregate state, so background merges keep each
   merge rule: sums (Decimal128, so no sum can wrap; reads clamp at 2**63-1 as SQLite
   saturates), max_concurrency/duration_max_ms by max, first/last seen by min/max, the
   latency histogram by sumMap. SummingMergeTree would add the maxima up; 18.16 has no
   SimpleAggregateFunction, hence full states and the Null-table feeding pattern.
+- r_h and r_d hold five rollup families, told apart by `fam` (as the SQLite backend's
+  tables h/d, t, o, n, e): FULL keeps every key (user filters, filter combinations), T
+  none (no-filter charts), O the order, N the domain (domain charts, the domains
+  breakdown), E error and domain of error rows (the errors breakdown); a family's
+  unused keys are 0 / ''. One table per level, fed by one view through arrayJoin, so
+  a flush writes three parts (m, r_h, r_d) rather than one per family; the ORDER BY
+  (fam, order_id, domain, ts, ...) makes each family's filters a contiguous range.
 - `fid` (flush id) tags the rows of one insert into `m`; `pending` (written before the
   data), `ledger` (written after it: the commit) and `void` (flushes that never
   committed) make a flush count once; see store.py. `p` holds the per-second
   concurrency sums per (level, user, order, minute, fid), four levels per profile.
 - Everything time-bound is partitioned by UTC day (intDiv(ts, 86400)), so retention
   and the rebuild of a day's rollups drop whole partitions, and 18.16 (no TTL) works.
+- Column names of a view's source never equal the names it writes (`minute`,
+  `in_user_id`, ...): ClickHouse aliases are global, so `sumState(count) AS count`
+  would depend on how a server version resolves a shadowed name.
 - `schema_version` holds the applied migration numbers. Every statement is idempotent
   (IF NOT EXISTS), so a migration cut short by a crash is simply run again.
 Pure: statement texts only.
@@ -23,125 +33,99 @@ Pure: statement texts only.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from collector.storage.clickhouse.sqltext import ident
 
 SUMS = ("count", "bytes_sent", "bytes_received", "error_count", "duration_ms", "conn_ms")
 MAXES = ("max_concurrency", "duration_max_ms")
 KEYS = ("ts", "user_id", "order_id", "domain", "error")
-_KEY_TYPES = {"ts": "UInt32", "user_id": "UInt64", "order_id": "UInt64", "domain": "String", "error": "String"}
 # The columns of m_in, in RowBinary order.
-M_IN_COLUMNS = ("minute", *KEYS[1:], *(f"in_{c}" for c in (*SUMS, *MAXES)), "lat_k", "lat_v", "fid")
+M_IN_COLUMNS = ("minute", "in_user_id", "in_order_id", "in_domain", "in_error",
+                *(f"in_{c}" for c in (*SUMS, *MAXES)), "lat_k", "lat_v", "fid")
 P_COLUMNS = ("lvl", "user_id", "order_id", "ts", "secs", "fid")
 
-
-@dataclass(frozen=True)
-class Rollup:
-    """An hour/day rollup of the minute rows: its key columns (`order` is its ORDER BY),
-    and whether it keeps every measure or only the errors breakdown's (error rows only)."""
-
-    name: str
-    step: int
-    keys: tuple[str, ...]
-    order: tuple[str, ...]
-    errors_only: bool = False
-
-    @property
-    def measures(self) -> tuple[str, ...]:
-        return ("error_count",) if self.errors_only else (*SUMS, *MAXES)
+# Rollup families (the `fam` column of r_h and r_d) and the keys each keeps.
+FULL, T, O, N, E = 0, 1, 2, 3, 4
+FAMILY_KEYS: dict[int, tuple[str, ...]] = {
+    FULL: ("user_id", "order_id", "domain", "error"),
+    T: (),
+    O: ("order_id",),
+    N: ("domain",),
+    E: ("domain", "error"),
+}
+ROLLUP_TABLES = {3600: "r_h", 86400: "r_d"}
+DAY_PARTITIONED = ("m", *ROLLUP_TABLES.values(), "p")
 
 
-def _family(name: str, keys: tuple[str, ...], order: tuple[str, ...], errors_only: bool = False) -> list[Rollup]:
-    return [Rollup(f"{name}_{sfx}", step, keys, order, errors_only) for sfx, step in (("h", 3600), ("d", 86400))]
+def _keep(key: str, zero: str) -> str:
+    fams = [str(f) for f, keys in FAMILY_KEYS.items() if key in keys]
+    return f"if(fam IN ({', '.join(fams)}), in_{key}, {zero}) AS {key}"
 
 
-# h/d: the full key, for user filters and filter combinations; the narrow families (as
-# in the SQLite backend) answer the common queries from far fewer rows: t no filter,
-# o orderId, n domain and the domain breakdowns, e the errors breakdown.
-ROLLUPS: tuple[Rollup, ...] = (
-    Rollup("h", 3600, KEYS, KEYS),
-    Rollup("d", 86400, KEYS, KEYS),
-    *_family("t", ("ts",), ("ts",)),
-    *_family("o", ("order_id", "ts"), ("order_id", "ts")),
-    *_family("n", ("ts", "domain"), ("domain", "ts")),
-    *_family("e", ("ts", "error", "domain"), ("ts", "error", "domain"), errors_only=True),
-)
-ROLLUP = {r.name: r for r in ROLLUPS}
-DAY_PARTITIONED = ("m", *(r.name for r in ROLLUPS), "p")
-
-
-def _state_columns(measures: tuple[str, ...], spans: bool, latency: bool) -> list[str]:
-    cols = [f"{c} AggregateFunction(sum, Decimal128(0))" for c in measures if c in SUMS]
-    cols += [f"{c} AggregateFunction(max, UInt64)" for c in measures if c in MAXES]
-    if spans:
-        cols += ["first_ts AggregateFunction(min, UInt32)", "last_ts AggregateFunction(max, UInt32)"]
-    if latency:
-        cols.append("lat AggregateFunction(sumMap, Array(UInt16), Array(UInt64))")
-    return cols
-
-
-def state_select(r: Rollup, *, from_states: bool) -> str:
-    """The SELECT list turning m_in rows (or m's states) into a rollup's states, then
-    FROM/WHERE/GROUP BY go after it. The source names its columns apart from the
-    target's (`minute`, `in_count`, ...): ClickHouse aliases are global, so
-    `sumState(count) AS count` or an alias `ts` next to a minState(ts) would depend on
-    how a server version resolves a shadowed name."""
-    keys = [f"toUInt32(intDiv(minute, {r.step}) * {r.step}) AS ts" if k == "ts" else k for k in r.keys]
-    if from_states:
-        vals = [f"sumMergeState(in_{c}) AS {c}" for c in r.measures if c in SUMS]
-        vals += [f"maxMergeState(in_{c}) AS {c}" for c in r.measures if c in MAXES]
-    else:
-        vals = [f"sumState(toDecimal128(in_{c}, 0)) AS {c}" for c in r.measures if c in SUMS]
-        vals += [f"maxState(in_{c}) AS {c}" for c in r.measures if c in MAXES]
+def rollup_select(step: int, *, from_states: bool) -> str:
+    """SELECT ... GROUP BY turning m_in rows (or, for a rebuild, m's states under the
+    same in_* names) into one level's rollup rows of every family; FROM goes at {src}."""
+    vals = []
+    for c in SUMS:
+        vals.append(f"sumMergeState(in_{c}) AS {c}" if from_states else f"sumState(toDecimal128(in_{c}, 0)) AS {c}")
+    for c in MAXES:
+        vals.append(f"maxMergeState(in_{c}) AS {c}" if from_states else f"maxState(in_{c}) AS {c}")
     vals += ["minState(minute) AS first_ts", "maxState(minute) AS last_ts"]
-    if not r.errors_only:
-        vals.append("sumMapMergeState(in_lat) AS lat" if from_states else "sumMapState(lat_k, lat_v) AS lat")
-    return ", ".join(keys + vals)
-
-
-def rollup_tail(r: Rollup) -> str:
-    """WHERE and GROUP BY of a rollup's SELECT (after its FROM)."""
-    where = " WHERE error != ''" if r.errors_only else ""
-    return f"{where} GROUP BY {', '.join(r.keys)}"
+    vals.append("sumMapMergeState(in_lat) AS lat" if from_states else "sumMapState(lat_k, lat_v) AS lat")
+    fams = ", ".join(str(f) for f in FAMILY_KEYS)
+    return (
+        f"SELECT arrayJoin([{fams}]) AS fam, toUInt32(intDiv(minute, {step}) * {step}) AS ts, "
+        f"{_keep('user_id', '0')}, {_keep('order_id', '0')}, {_keep('domain', chr(39) * 2)}, {_keep('error', chr(39) * 2)}, "
+        f"{', '.join(vals)} FROM {{src}} WHERE fam != {E} OR in_error != '' "
+        "GROUP BY fam, ts, user_id, order_id, domain, error"
+    )
 
 
 def state_source(where: str, db: str) -> str:
-    """m's rows under the names state_select(from_states=True) reads."""
-    cols = ["ts AS minute", "user_id", "order_id", "domain", "error"]
+    """m's rows under the names rollup_select(from_states=True) reads."""
+    cols = ["ts AS minute", "user_id AS in_user_id", "order_id AS in_order_id", "domain AS in_domain", "error AS in_error"]
     cols += [f"{c} AS in_{c}" for c in (*SUMS, *MAXES)] + ["lat AS in_lat"]
-    return f"SELECT {', '.join(cols)} FROM {ident(db)}.m WHERE {where}"
+    return f"(SELECT {', '.join(cols)} FROM {ident(db)}.m WHERE {where})"
 
 
-def _v1(db: str) -> list[str]:
+def _states() -> str:
+    cols = [f"{c} AggregateFunction(sum, Decimal128(0))" for c in SUMS]
+    cols += [f"{c} AggregateFunction(max, UInt64)" for c in MAXES]
+    return ", ".join(cols) + ", "
+
+
+_LAT = "lat AggregateFunction(sumMap, Array(UInt16), Array(UInt64))"
+
+
+def _v1(db: str) -> list[list[str]]:
     q = ident(db)
     day = "PARTITION BY intDiv(ts, 86400)"
     keys = "ts UInt32, user_id UInt64, order_id UInt64, domain String, error String"
-    in_keys = keys.replace("ts UInt32", "minute UInt32", 1)
-    m_states = ", ".join(_state_columns((*SUMS, *MAXES), False, True))
-    out = [
-        f"CREATE DATABASE IF NOT EXISTS {q}",
+    tables = [
         f"CREATE TABLE IF NOT EXISTS {q}.schema_version (version UInt32, at UInt32) ENGINE = MergeTree ORDER BY version",
-        f"CREATE TABLE IF NOT EXISTS {q}.m_in ({in_keys}, "
-        + ", ".join(f"in_{c} UInt64" for c in (*SUMS, *MAXES))
+        f"CREATE TABLE IF NOT EXISTS {q}.m_in (minute UInt32, in_user_id UInt64, in_order_id UInt64, in_domain String, "
+        "in_error String, " + ", ".join(f"in_{c} UInt64" for c in (*SUMS, *MAXES))
         + ", lat_k Array(UInt16), lat_v Array(UInt64), fid UInt64) ENGINE = Null",
-        f"CREATE TABLE IF NOT EXISTS {q}.m ({keys}, fid UInt64, {m_states}) "
+        f"CREATE TABLE IF NOT EXISTS {q}.m ({keys}, fid UInt64, {_states()}{_LAT}) "
         f"ENGINE = AggregatingMergeTree {day} ORDER BY (ts, user_id, order_id, domain, error, fid)",
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {q}.m_mv TO {q}.m AS SELECT minute AS ts, user_id, order_id, domain, error, fid, "
+    ]
+    views = [
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {q}.m_mv TO {q}.m AS SELECT minute AS ts, in_user_id AS user_id, "
+        "in_order_id AS order_id, in_domain AS domain, in_error AS error, fid, "
         + ", ".join([f"sumState(toDecimal128(in_{c}, 0)) AS {c}" for c in SUMS] + [f"maxState(in_{c}) AS {c}" for c in MAXES])
         + f", sumMapState(lat_k, lat_v) AS lat FROM {q}.m_in GROUP BY ts, user_id, order_id, domain, error, fid",
     ]
-    for r in ROLLUPS:
-        cols = [f"{k} {_KEY_TYPES[k]}" for k in r.keys] + _state_columns(r.measures, True, not r.errors_only)
-        out.append(
-            f"CREATE TABLE IF NOT EXISTS {q}.{r.name} ({', '.join(cols)}) "
-            f"ENGINE = AggregatingMergeTree {day} ORDER BY ({', '.join(r.order)})"
+    for step, name in ROLLUP_TABLES.items():
+        tables.append(
+            f"CREATE TABLE IF NOT EXISTS {q}.{name} (fam UInt8, {keys}, {_states()}"
+            f"first_ts AggregateFunction(min, UInt32), last_ts AggregateFunction(max, UInt32), {_LAT}) "
+            f"ENGINE = AggregatingMergeTree {day} ORDER BY (fam, order_id, domain, ts, user_id, error)"
         )
-        out.append(
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {q}.{r.name}_mv TO {q}.{r.name} AS SELECT "
-            f"{state_select(r, from_states=False)} FROM {q}.m_in{rollup_tail(r)}"
+        views.append(
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {q}.{name}_mv TO {q}.{name} AS "
+            + rollup_select(step, from_states=False).replace("{src}", f"{q}.m_in")
         )
-    out += [
+    tables += [
         f"CREATE TABLE IF NOT EXISTS {q}.p (lvl UInt8, user_id UInt64, order_id UInt64, ts UInt32, "
         f"secs Array(Int64), fid UInt64) ENGINE = MergeTree {day} ORDER BY (lvl, user_id, order_id, ts)",
         f"CREATE TABLE IF NOT EXISTS {q}.pending (fid UInt64, at UInt32, days Array(UInt32)) "
@@ -151,9 +135,11 @@ def _v1(db: str) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {q}.void (fid UInt64, at UInt32, days Array(UInt32)) ENGINE = MergeTree ORDER BY fid",
         f"CREATE TABLE IF NOT EXISTS {q}.void_done (fid UInt64) ENGINE = MergeTree ORDER BY fid",
     ]
-    return out
+    return [[f"CREATE DATABASE IF NOT EXISTS {q}"], tables, views]
 
 
-MIGRATIONS: tuple[Callable[[str], list[str]], ...] = (_v1,)
+# A migration is a list of phases run in order (the database, its tables, the views
+# over them).
+MIGRATIONS: tuple[Callable[[str], list[list[str]]], ...] = (_v1,)
 # Every table, for snapshots and size: the ones holding rows (views hold none).
-TABLES = ("m", *(r.name for r in ROLLUPS), "p", "pending", "ledger", "void", "void_done", "schema_version")
+TABLES = ("m", *ROLLUP_TABLES.values(), "p", "pending", "ledger", "void", "void_done", "schema_version")

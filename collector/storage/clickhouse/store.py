@@ -233,8 +233,9 @@ class ClickHouseStore:
         if version > len(schema.MIGRATIONS):
             raise StoreError(f"database schema version {version} is newer than this collector ({len(schema.MIGRATIONS)})")
         for number in range(version, len(schema.MIGRATIONS)):
-            for statement in schema.MIGRATIONS[number](self.database):
-                await self._exec(statement)
+            for phase in schema.MIGRATIONS[number](self.database):
+                for statement in phase:  # one by one: 18.16 serialises DDL and sending it at once is slower
+                    await self._exec(statement)
             await self._exec(
                 f"INSERT INTO {self._t('schema_version')} (version, at) VALUES ({literal(number + 1, 'UInt32')}, 0)"
             )
@@ -434,18 +435,16 @@ class ClickHouseStore:
             f"ts >= {literal(day * DAY, 'UInt32')} AND ts < {literal((day + 1) * DAY, 'UInt32')}{self._not_void()}",
             self.database,
         )
-        for r in schema.ROLLUPS:
-            await self._exec(f"ALTER TABLE {self._t(r.name)} DROP PARTITION {literal(day, 'UInt32', bare=True)}")
-            await self._exec(
-                f"INSERT INTO {self._t(r.name)} SELECT {schema.state_select(r, from_states=True)} FROM ({src})"
-                + schema.rollup_tail(r)
-            )
+        for step, table in schema.ROLLUP_TABLES.items():
+            await self._exec(f"ALTER TABLE {self._t(table)} DROP PARTITION {literal(day, 'UInt32', bare=True)}")
+            await self._exec(f"INSERT INTO {self._t(table)} " + schema.rollup_select(step, from_states=True).replace("{src}", src))
 
     # ---- retention ----------------------------------------------------------------
 
     async def retention(self, now: int) -> dict[str, int]:
         cutoff = floor_to(now - self.retention_days * DAY, MINUTE)
-        jobs = [("m", "ts", cutoff), *((r.name, "ts", floor_to(cutoff, r.step)) for r in schema.ROLLUPS), ("p", "ts", cutoff)]
+        jobs = [("m", "ts", cutoff), *((t, "ts", floor_to(cutoff, step)) for step, t in schema.ROLLUP_TABLES.items()),
+                ("p", "ts", cutoff)]
         idem = floor_to(now - max(self.idempotency_days, 7) * DAY, DAY)
         # pending before ledger: a pending flush whose ledger row is gone would look
         # uncommitted to the recovery
@@ -485,29 +484,23 @@ class ClickHouseStore:
         return "".join(" AND " + p for p in parts)
 
     @staticmethod
-    def _family(filt: Filter) -> str | None:
-        """The narrow rollup family answering this filter, None: the full-key tables."""
+    def _family(filt: Filter) -> int:
+        """The rollup family answering a chart with this filter (schema.FULL: all keys)."""
         if filt.user_id is not None:
-            return None
+            return schema.FULL
         if filt.order_id is not None:
-            return "o" if filt.domain is None else None
-        return "t" if filt.domain is None else "n"
+            return schema.O if filt.domain is None else schema.FULL
+        return schema.T if filt.domain is None else schema.N
 
-    def _source(self, seg: Segment, filt: Filter, family: str | None) -> tuple[str, str, str]:
+    def _source(self, seg: Segment, filt: Filter, family: int) -> tuple[str, str, str]:
         """(table, WHERE clause, (first, last) expressions) of one plan segment: minute
         spans read m (the only table that knows flush ids), hour and day spans the
-        family's rollup at that level (h/d when None)."""
+        family's rows of r_h / r_d."""
+        where = f"ts >= {literal(seg.start, 'UInt32')} AND ts < {literal(seg.end, 'UInt32')}{self._where(filt)}"
         if seg.level == MINUTE:
-            table = "m"
-        else:
-            base = "h" if seg.level == HOUR else "d"
-            table = f"{family}_{base}" if family else base
-        where = (
-            f"ts >= {literal(seg.start, 'UInt32')} AND ts < {literal(seg.end, 'UInt32')}{self._where(filt)}"
-            + (self._not_void() if table == "m" else "")
-        )
-        spans = "min(ts), max(ts)" if table == "m" else "minMerge(first_ts), maxMerge(last_ts)"
-        return self._t(table), where, spans
+            return self._t("m"), where + self._not_void(), "min(ts), max(ts)"
+        table = schema.ROLLUP_TABLES[seg.level]
+        return self._t(table), f"fam = {literal(family, 'UInt8')} AND {where}", "minMerge(first_ts), maxMerge(last_ts)"
 
     async def chart(
         self, plan: ChartPlan, filt: Filter, *, with_latency: bool = False, with_peaks: bool = False
@@ -566,12 +559,12 @@ class ClickHouseStore:
         return " UNION ALL ".join(parts)
 
     def _breakdown_union(
-        self, start: int, end: int, filt: Filter, family: str, columns: str, keep: str, group: str
+        self, start: int, end: int, filt: Filter, family: int, columns: str, keep: str, group: str
     ) -> str | None:
-        narrow = self._family(filt) in ("t", "n")
+        narrow = self._family(filt) in (schema.T, schema.N)
         parts = []
         for seg in breakdown_cover(start, end):
-            table, where, spans = self._source(seg, filt, family if narrow else None)
+            table, where, spans = self._source(seg, filt, family if narrow else schema.FULL)
             parts.append(f"SELECT {columns}, {spans} FROM {table} WHERE {where} AND {keep} GROUP BY {group}")
         return " UNION ALL ".join(parts) if parts else None
 
@@ -579,7 +572,7 @@ class ClickHouseStore:
         self, start: int, end: int, filt: Filter, *, order: str, limit: int, offset: int = 0
     ) -> DomainPage:
         union = self._breakdown_union(
-            start, end, filt, "n",
+            start, end, filt, schema.N,
             "domain, sumMerge(count) AS c, sumMerge(bytes_sent) AS bs, sumMerge(bytes_received) AS br, "
             "sumMerge(error_count) AS e", "domain != ''", "domain",
         )  # fmt: skip
@@ -606,7 +599,7 @@ class ClickHouseStore:
         return DomainPage(items, int(total[0][0]))
 
     async def errors(self, start: int, end: int, filt: Filter) -> dict[str, ErrorTotals]:
-        union = self._breakdown_union(start, end, filt, "e", "error, domain, sumMerge(error_count) AS n", "error != ''", "error, domain")
+        union = self._breakdown_union(start, end, filt, schema.E, "error, domain, sumMerge(error_count) AS n", "error != ''", "error, domain")
         if union is None:
             return {}
         union = union.replace("min(ts), max(ts)", "min(ts) AS f, max(ts) AS l").replace(
