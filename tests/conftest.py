@@ -13,10 +13,10 @@ from tests.fixtures.clickhouse import ClickHouseServer, server_command
 
 
 @pytest.fixture(scope="session")
-def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouseServer]:
+def clickhouse_server() -> Iterator[ClickHouseServer]:
     if server_command() is None:
         pytest.skip("clickhouse-server is not installed (make test installs Debian's package when run as root)")
-    server = ClickHouseServer(tmp_path_factory.mktemp("clickhouse"))
+    server = ClickHouseServer()
     server.start()
     try:
         yield server
