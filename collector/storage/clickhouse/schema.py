@@ -3,18 +3,18 @@
 Strategy
 - Minute rows are inserted into `m_in` (engine Null: it keeps nothing) and materialized
   views aggregate every inserted block into AggregatingMergeTree tables: `m` per
-  (minute, user, order, domain, error, fid), and `r_h` / `r_d` per UTC hour / UTC day
-  (without fid). Every counter is an aggregate state, so background merges keep each
+  (minute, user, order, domain, error, fid), the source of truth that a rebuild reads,
+  and the rollups r_m / r_h / r_d (without fid) that queries read. Every counter is an aggregate state, so background merges keep each
   merge rule: sums (Decimal128, so no sum can wrap; reads clamp at 2**63-1 as SQLite
   saturates), max_concurrency/duration_max_ms by max, first/last seen by min/max, the
   latency histogram by sumMap. SummingMergeTree would add the maxima up; 18.16 has no
   SimpleAggregateFunction, hence full states and the Null-table feeding pattern.
-- r_h and r_d hold five rollup families, told apart by `fam` (as the SQLite backend's
+- r_m, r_h and r_d (per minute, UTC hour, UTC day) hold five rollup families, told apart by `fam` (as the SQLite backend's
   tables h/d, t, o, n, e): FULL keeps every key (user filters, filter combinations), T
   none (no-filter charts), O the order, N the domain (domain charts, the domains
   breakdown), E error and domain of error rows (the errors breakdown); a family's
   unused keys are 0 / ''. One table per level, fed by one view through arrayJoin, so
-  a flush writes three parts (m, r_h, r_d) rather than one per family; the ORDER BY
+  a flush writes four parts (m, r_m, r_h, r_d) rather than one per family; the ORDER BY
   (fam, order_id, domain, ts, ...) makes each family's filters a contiguous range.
 - `fid` (flush id) tags the rows of one insert into `m`; `pending` (written before the
   data), `ledger` (written after it: the commit) and `void` (flushes that never
@@ -53,7 +53,7 @@ FAMILY_KEYS: dict[int, tuple[str, ...]] = {
     N: ("domain",),
     E: ("domain", "error"),
 }
-ROLLUP_TABLES = {3600: "r_h", 86400: "r_d"}
+ROLLUP_TABLES = {60: "r_m", 3600: "r_h", 86400: "r_d"}
 DAY_PARTITIONED = ("m", *ROLLUP_TABLES.values(), "p")
 
 

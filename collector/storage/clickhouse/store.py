@@ -14,17 +14,19 @@ Strategy
   collector died after 3, or an insert failed half way) is found by `_recover` (at
   open and before the next flush after a failure): pending without ledger. It goes to
   `void` for good, and from then on (a) its keys do not count as applied, so the
-  agent's retry is applied afresh under a new fid, (b) every read of m and p skips its
-  fid (the void set is small and held in memory), and (c) the days it touched are
-  rebuilt in the fid-less rollups h and d from m without it (drop the day partition,
-  INSERT ... SELECT), after which `void_done` records it. Every step is idempotent, so
+  agent's retry is applied afresh under a new fid, (b) every read of p (and the
+  rebuild's read of m) skips its fid (the void set is small and held in memory), and
+  (c) the days it touched are rebuilt in the fid-less rollups r_m, r_h, r_d from m
+  without it (drop the day partition, INSERT ... SELECT), after which `void_done`
+  records it. Every step is idempotent, so
   a crash inside recovery only repeats it. A retried batch is thus a no-op if its
   first try committed and counted once if it did not, whatever the moment of a crash.
   A query may see a flush's rows a moment before its ack (read uncommitted); one that
   then fails is taken out again by the recovery.
-- Reads: each plan segment (minute/hour/day) reads m/h/d, grouped server-side by the
-  segment's level, so only one row per granule comes back; Python adds granules into
-  buckets exactly as the SQLite backend does. Sums are Decimal128 states clamped at
+- Reads: each plan segment (minute/hour/day) reads r_m/r_h/r_d, the rows of the
+  family the filter needs (schema.py), grouped server-side by the segment's level, so
+  one row per granule comes back; Python adds granules into buckets exactly as the
+  SQLite backend does. Sums are Decimal128 states clamped at
   2**63-1 on read (SQLite saturates at the same value); a batch whose own rows pass
   2**63-1 within one UTC day is refused as SQLite refuses it.
 - Every failure of ClickHouse is a StoreError; the one assumption is a single collector
@@ -493,12 +495,10 @@ class ClickHouseStore:
         return schema.T if filt.domain is None else schema.N
 
     def _source(self, seg: Segment, filt: Filter, family: int) -> tuple[str, str, str]:
-        """(table, WHERE clause, (first, last) expressions) of one plan segment: minute
-        spans read m (the only table that knows flush ids), hour and day spans the
-        family's rows of r_h / r_d."""
+        """(table, WHERE clause, (first, last) expressions) of one plan segment: the
+        family's rows of the rollup at the segment's level (r_m, r_h or r_d; they never
+        hold a voided flush, so only m and p need the void filter)."""
         where = f"ts >= {literal(seg.start, 'UInt32')} AND ts < {literal(seg.end, 'UInt32')}{self._where(filt)}"
-        if seg.level == MINUTE:
-            return self._t("m"), where + self._not_void(), "min(ts), max(ts)"
         table = schema.ROLLUP_TABLES[seg.level]
         return self._t(table), f"fam = {literal(family, 'UInt8')} AND {where}", "minMerge(first_ts), maxMerge(last_ts)"
 
@@ -580,9 +580,7 @@ class ClickHouseStore:
             return DomainPage([], 0)
         # The outer columns are named apart from the inner ones: ClickHouse aliases
         # are global, so `sum(c) AS c` would refer to itself.
-        union = union.replace("min(ts), max(ts)", "min(ts) AS f, max(ts) AS l").replace(
-            "minMerge(first_ts), maxMerge(last_ts)", "minMerge(first_ts) AS f, maxMerge(last_ts) AS l"
-        )
+        union = union.replace("minMerge(first_ts), maxMerge(last_ts)", "minMerge(first_ts) AS f, maxMerge(last_ts) AS l")
         page_sql = (
             f"SELECT domain, {_clamped('sum(c)')} AS cc, {_clamped('sum(bs)')} AS cbs, {_clamped('sum(br)')} AS cbr, "
             f"{_clamped('sum(e)')} AS ce, min(f) AS cf, max(l) AS cl, "
@@ -602,9 +600,7 @@ class ClickHouseStore:
         union = self._breakdown_union(start, end, filt, schema.E, "error, domain, sumMerge(error_count) AS n", "error != ''", "error, domain")
         if union is None:
             return {}
-        union = union.replace("min(ts), max(ts)", "min(ts) AS f, max(ts) AS l").replace(
-            "minMerge(first_ts), maxMerge(last_ts)", "minMerge(first_ts) AS f, maxMerge(last_ts) AS l"
-        )
+        union = union.replace("minMerge(first_ts), maxMerge(last_ts)", "minMerge(first_ts) AS f, maxMerge(last_ts) AS l")
         rows = await self._select(
             f"SELECT error, domain, {_clamped('sum(n)')}, min(f), max(l) FROM ({union}) GROUP BY error, domain"
         )
