@@ -14,6 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from agent.activity import (
+    DEFAULT_MAX_RECORDS_PER_BATCH,
+    DEFAULT_SAMPLE_RATE,
+    MAX_RECORDS_PER_BATCH_CAP,
+    ActivitySettings,
+)
 from agent.aggregate import DEFAULT_MAX_DURATION_MS
 from agent.fileid import DEFAULT_FINGERPRINT_BYTES
 from agent.parsers.dante import DEFAULT_MAX_OPEN_SESSIONS
@@ -158,6 +164,35 @@ class AggregateSection:
         return frozenset(DIMENSIONS) - frozenset(self.drop_dimensions)
 
 
+# collector.max_batch_rows + activity.max_records_per_batch: a flush may come one read
+# (512 KiB of lines) after either is reached, and a long request adds a row and a profile
+# per minute, so the sum keeps a margin under the collector's default server.max_rows.
+MAX_BODY_ENTRIES = 150_000
+
+
+def _sample_rate(value: float) -> str | None:
+    return None if 0 < value <= 1 else "must be > 0 and <= 1 (1 = every request)"
+
+
+@dataclass(frozen=True)
+class ActivitySection:
+    """One activity record per request (Webshare's activity objects), in the same
+    batches as the rows. Sampling thins only these records: rows and profiles are made
+    from every request, so the per-minute statistics stay exact at any rate."""
+
+    enabled: bool = True
+    sample_rate: float = field(default=DEFAULT_SAMPLE_RATE, metadata=check(_sample_rate))
+    # Flush sooner once this many records wait, like collector.max_batch_rows; capped so
+    # that rows + profiles + activity of one body stay under the collector's
+    # server.max_rows (200,000 by default).
+    max_records_per_batch: int = field(default=DEFAULT_MAX_RECORDS_PER_BATCH,
+                                       metadata=check(_between(1, MAX_RECORDS_PER_BATCH_CAP)))
+
+    @property
+    def settings(self) -> ActivitySettings:
+        return ActivitySettings(self.enabled, self.sample_rate, self.max_records_per_batch)
+
+
 @dataclass(frozen=True)
 class Config:
     collector: CollectorSection
@@ -166,6 +201,7 @@ class Config:
     spool: SpoolSection = field(default_factory=SpoolSection)
     users: UsersConfig = field(default_factory=UsersConfig)
     aggregate: AggregateSection = field(default_factory=AggregateSection)
+    activity: ActivitySection = field(default_factory=ActivitySection)
 
     def __post_init__(self) -> None:
         if not self.sources:
@@ -175,6 +211,14 @@ class Config:
             if src.path in seen:
                 raise ConfigError(f"sources[{i}].path", f"same path as sources[{seen[src.path]}]")
             seen[src.path] = i
+        body = self.collector.max_batch_rows + self.activity.max_records_per_batch
+        if self.activity.enabled and body > MAX_BODY_ENTRIES:
+            raise ConfigError(
+                "activity.max_records_per_batch",
+                f"with collector.max_batch_rows ({self.collector.max_batch_rows}) a body may hold {body} "
+                f"rows, profiles and activity records; keep the sum <= {MAX_BODY_ENTRIES}, which leaves room "
+                "for one read's worth of records under the collector's server.max_rows (200000)",
+            )
 
 
 def _check_files(cfg: Config) -> Config:

@@ -13,6 +13,11 @@ from agent.wire.prometheus import CONTENT_TYPE, RELOAD_RESULTS, Registry
 
 log = logging.getLogger(__name__)
 
+# proxymeter_agent_activity_records_total{result}: what became of each request's
+# activity record. spooled + sampled_out + disabled = every record aggregated; of the
+# spooled ones, shipped (acknowledged) or dead_lettered (kept in spool/dead-letter/).
+ACTIVITY_RESULTS = ("spooled", "sampled_out", "disabled", "shipped", "dead_lettered")
+
 
 class AgentMetrics:
     def __init__(self) -> None:
@@ -54,6 +59,17 @@ class AgentMetrics:
         self.rows_shipped = r.counter("proxymeter_agent_rows_shipped_total", "Minute rows acknowledged")
         self.profiles_shipped = r.counter(
             "proxymeter_agent_profiles_shipped_total", "Concurrency profiles acknowledged"
+        )
+        self.activity = r.counter(
+            "proxymeter_agent_activity_records_total",
+            "Activity records by what became of them (see agent.metrics.ACTIVITY_RESULTS)",
+            ["result"],
+        )
+        for result in ACTIVITY_RESULTS:
+            self.activity.inc(0, result)
+        self.activity_fixed = r.counter(
+            "proxymeter_agent_activity_values_fixed_total",
+            "Activity record values cut or nulled to fit the ingest limits",
         )
         self.spool_bytes = r.gauge("proxymeter_agent_spool_bytes", "Bytes of unacknowledged batches in the spool")
         self.spool_batches = r.gauge("proxymeter_agent_spool_batches", "Unacknowledged batches in the spool")

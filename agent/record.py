@@ -15,6 +15,9 @@ Conventions, shared by every format:
   words (e.g. "TCP_DENIED/403", "SC--") for any error, so unknown ones are never lost;
 - `domain`, `user_id`, `order_id` are filled after parsing by `agent.enrich`
   (Public Suffix List, user-name pattern), never by a parser.
+- the fields after `order_id` feed the activity records (agent.activity) and never
+  the per-minute rows: a format that does not log one leaves its default ("", 0 or
+  None), which becomes `null` in the activity record.
 """
 
 from __future__ import annotations
@@ -57,6 +60,13 @@ class Record:
     domain: str = ""
     user_id: int = 0
     order_id: int = 0
+    # for activity records only (agent.activity):
+    start_us_rem: int = 0  # microseconds after start_ms (0..999), for logs stamped in µs
+    target_ip: str = ""  # the target's IP address, when logged (a name asked is in `host`)
+    proxy_port: int = 0  # proxy's source port towards the target, when logged
+    listen_address: str = ""  # proxy address the client connected to, when logged
+    handshake_ms: int | None = None  # client accepted -> target connected, when logged
+    tunnel_ms: int | None = None  # target connected -> end, when logged
 
     @property
     def end_ms(self) -> int:

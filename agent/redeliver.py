@@ -70,9 +70,11 @@ async def redeliver(cfg: config_mod.Config) -> Summary:
                 path.unlink()
                 path.with_suffix(".reason").unlink(missing_ok=True)
                 summary.delivered += 1
-                log.info("dead-letter batch delivered", extra=kv(key=key, file=path, rows=obj.get("rows")))
+                log.info("dead-letter batch delivered",
+                         extra=kv(key=key, file=path, rows=obj.get("rows"), activity=obj.get("activity", 0)))
             elif answer.outcome is Outcome.REJECT:
-                info = {"key": key, "status": answer.status, "reason": answer.reason, "rows": obj.get("rows")}
+                info = {"key": key, "status": answer.status, "reason": answer.reason, "rows": obj.get("rows"),
+                        "activity": obj.get("activity", 0)}
                 write_atomic(path.with_suffix(".reason"), json.dumps(info).encode())
                 summary.rejected += 1
                 log.error("collector rejected the batch again",

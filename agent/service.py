@@ -3,9 +3,13 @@
 Strategy and rules
 - One asyncio loop, two tasks. The READ task polls every source's Tailer, parses,
   enriches and aggregates the lines (plain CPU work, kept tight: no per-line logging or
-  metric objects; counts live in locals and reach the metrics once per chunk), and every
-  `collector.flush_interval` (or sooner once `max_batch_rows` rows are pending) drains the
-  Aggregator into ONE spool file together with every source's checkpoint. The SHIP task
+  metric objects; counts live in locals and reach the metrics once per chunk), keeps each
+  accepted record's activity record (agent.activity) next to the Aggregator, and every
+  `collector.flush_interval` (or sooner once `max_batch_rows` rows or
+  `activity.max_records_per_batch` activity records are pending) drains both into ONE
+  spool file together with every source's checkpoint: activity records ride in the same
+  body, under the same Idempotency-Key, as the rows of the same lines, so they share the
+  rows' exactly-once delivery across restarts, kill -9, rotation and outages. The SHIP task
   sends spool files in sequence order and acknowledges them in the spool (see
   agent.spool for why this is exactly-once).
 - Lines are processed as soon as poll() returns them, so `Tailer.checkpoint()` at flush
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from agent import config as config_mod
+from agent.activity import ActivityLog
 from agent.wire import gcsettings
 from agent.aggregate import Aggregator
 from agent.config import Config, Source
@@ -124,6 +129,8 @@ class Agent:
         self._unmatched_seen = 0
         self._fixed_seen = 0
         self._last_fixed_log = -1e9
+        self._activity_seen = {"sampled_out": 0, "disabled": 0, "fixed": 0}
+        self._last_activity_fixed_log = -1e9
         self._files_waiting = False  # the last read pass left files waiting for an open-file limit
 
     # -- building the pipeline ---------------------------------------------------------
@@ -133,6 +140,14 @@ class Agent:
     def _build_aggregator(self, cfg: Config) -> Aggregator:
         return Aggregator(cfg.agent.worker, dimensions=cfg.aggregate.dimensions,
                           max_duration_ms=cfg.aggregate.max_duration_ms)
+
+    def _build_activity(self, cfg: Config) -> ActivityLog:
+        return ActivityLog(cfg.agent.worker, cfg.activity.settings)
+
+    def _batch_full(self) -> bool:
+        """Enough waiting for a body: flush now rather than at the next interval."""
+        agg = self.aggregator
+        return agg.pending_rows + agg.pending_profiles >= self.cfg.collector.max_batch_rows or self.activity.full
 
     def _open_source(self, scfg: Source, saved: list[dict[str, Any]] | None) -> SourceRuntime:
         tailer = Tailer(
@@ -163,6 +178,7 @@ class Agent:
         self._spooled_positions = dict(self.positions)
         self.enricher = self._build_enricher(cfg)
         self.aggregator = self._build_aggregator(cfg)
+        self.activity = self._build_activity(cfg)
         _check_fd_budget(cfg)
         self.sources = [self._open_source(s, self.positions.get(s.path)) for s in cfg.sources]
         self.shipper = Shipper(
@@ -265,10 +281,7 @@ class Agent:
                 self.metrics.spool_full.set(0)
                 log.info("spool has room again, reading resumed", extra=kv(spool_bytes=self.spool.bytes))
             progress = self._read_pass()
-            if (
-                self.aggregator.pending_rows + self.aggregator.pending_profiles >= self.cfg.collector.max_batch_rows
-                or time.monotonic() - self._last_flush >= self.cfg.collector.flush_interval
-            ):
+            if self._batch_full() or time.monotonic() - self._last_flush >= self.cfg.collector.flush_interval:
                 self._flush()
             if not progress:
                 # A file waiting for its source's max_open_files is read on a later poll,
@@ -293,12 +306,12 @@ class Agent:
         anything was consumed. Between two polls (every line a poll returned is in the
         aggregator, so the checkpoints cover exactly what a flush drains) a batch that
         reached `collector.max_batch_rows` is flushed at once: however many sources have
-        a backlog, a batch holds at most that many rows and profiles plus one poll's worth.
+        a backlog, a batch holds at most that many rows and profiles plus one poll's worth
+        (and likewise at most `activity.max_records_per_batch` activity records plus one
+        poll's worth).
         A flush that fills the spool ends the pass (reading pauses, see _read_loop)."""
         progress = False
         waiting = False
-        limit = self.cfg.collector.max_batch_rows
-        aggregator = self.aggregator
         for src in self.sources:
             budget = POLL_BYTES
             while budget > 0:
@@ -309,7 +322,7 @@ class Agent:
                     progress = True
                 waiting = waiting or src.tailer.waiting
                 got = src.tailer.stats.bytes - before
-                if aggregator.pending_rows + aggregator.pending_profiles >= limit:
+                if self._batch_full():
                     self._flush()
                     if self.spool.full:
                         self._account_enrichment()
@@ -328,6 +341,7 @@ class Agent:
         m = self.metrics
         enrich = self.enricher.enrich
         add = self.aggregator.add
+        keep = self.activity.add
         parse = src.parser.parse
         n_lines = 0
         n_records = 0
@@ -341,7 +355,8 @@ class Agent:
                     rec = parse(line)
                     if rec is not None:
                         enrich(rec)
-                        add(rec)
+                        add(rec)  # raises for a record it refuses: then no activity either
+                        keep(rec)
                         n_records += 1
                 except ParseError as exc:
                     if errors is None:
@@ -393,6 +408,22 @@ class Agent:
                 )
         self._fixed_seen = fixed
         m.pending_rows.set(self.aggregator.pending_rows)
+        seen = self._activity_seen
+        act = self.activity
+        for result, value in (("sampled_out", act.sampled_out), ("disabled", act.disabled)):
+            if value > seen[result]:
+                m.activity.inc(value - seen[result], result)
+            seen[result] = value
+        if act.fixed > seen["fixed"]:
+            m.activity_fixed.inc(act.fixed - seen["fixed"])
+            now = time.monotonic()
+            if now - self._last_activity_fixed_log >= LIMIT_LOG_EVERY:
+                self._last_activity_fixed_log = now
+                log.warning(
+                    "activity values over the ingest limits were cut or nulled",
+                    extra=kv(values=act.fixed - seen["fixed"], total=act.fixed),
+                )
+        seen["fixed"] = act.fixed
 
     def _account_tailer(self, src: SourceRuntime) -> bool:
         """Add the tailer's counters since the last pass to the metrics; True if bytes moved."""
@@ -435,14 +466,18 @@ class Agent:
     def _flush(self) -> None:
         self._last_flush = time.monotonic()
         batch = self.aggregator.drain(int(time.time() * 1000))
+        batch.activity = self.activity.drain()
         for src in self.sources:
             self.positions[src.cfg.path] = src.tailer.checkpoint()
-        if not batch.rows and not batch.profiles and self.positions == self._spooled_positions:
+        if not batch.rows and not batch.profiles and not batch.activity and self.positions == self._spooled_positions:
             self._update_lag()
             return
-        entry = self.spool.append(encode_msgpack(batch), dict(self.positions), len(batch.rows), len(batch.profiles))
+        entry = self.spool.append(encode_msgpack(batch), dict(self.positions), len(batch.rows), len(batch.profiles),
+                                  len(batch.activity))
         self._spooled_positions = dict(self.positions)
-        log.debug("batch spooled", extra=kv(key=entry.key, rows=entry.rows, profiles=entry.profiles, bytes=entry.size))
+        self.metrics.activity.inc(entry.activity, "spooled")
+        log.debug("batch spooled", extra=kv(key=entry.key, rows=entry.rows, profiles=entry.profiles,
+                                            activity=entry.activity, bytes=entry.size))
         self._update_spool_metrics()
         self._update_lag()
         self.metrics.pending_rows.set(0)
@@ -473,14 +508,17 @@ class Agent:
             self.metrics.batches_sent.inc()
             self.metrics.rows_shipped.inc(entry.rows)
             self.metrics.profiles_shipped.inc(entry.profiles)
+            self.metrics.activity.inc(entry.activity, "shipped")
             self.metrics.last_ack.set(time.time())
         else:
             target = self.spool.dead_letter(entry, answer.status, answer.reason)
             self.rejected += 1
             self.metrics.batches_dead.inc()
+            self.metrics.activity.inc(entry.activity, "dead_lettered")
             log.error(
                 "collector rejected batch; moved to dead-letter",
-                extra=kv(key=entry.key, status=answer.status, reason=answer.reason, file=target, rows=entry.rows),
+                extra=kv(key=entry.key, status=answer.status, reason=answer.reason, file=target, rows=entry.rows,
+                         activity=entry.activity),
             )
         self._update_spool_metrics()
         self._wake.set()  # the reader may be waiting for spool room
@@ -492,7 +530,7 @@ class Agent:
                 await self._ship_wake.wait()
                 self._ship_wake.clear()
                 continue
-            if entry.rows == 0 and entry.profiles == 0:
+            if entry.empty:
                 self._settle(_LOCAL_ACK)  # only read positions: nothing for the collector
                 continue
             body, _ = entry.read()
@@ -501,7 +539,7 @@ class Agent:
 
     async def _deliver_all(self, deadline: float) -> bool:
         while (entry := self.spool.first()) is not None:
-            if entry.rows == 0 and entry.profiles == 0:
+            if entry.empty:
                 self._settle(_LOCAL_ACK)
                 continue
             if time.monotonic() >= deadline:
@@ -560,6 +598,9 @@ class Agent:
         if (old.agent.worker, old.aggregate) != (new.agent.worker, new.aggregate):
             self.aggregator = self._build_aggregator(new)  # empty after the flush above
             self._fixed_seen = 0
+        if (old.agent.worker, old.activity) != (new.agent.worker, new.activity):
+            self.activity = self._build_activity(new)  # empty after the flush above
+            self._activity_seen = {"sampled_out": 0, "disabled": 0, "fixed": 0}
         if (old.users, old.agent.public_suffix_list) != (new.users, new.agent.public_suffix_list):
             self.enricher = self._build_enricher(new)
             self._unmatched_seen = 0

@@ -103,6 +103,12 @@ class Entry:
     size: int
     rows: int
     profiles: int
+    activity: int = 0  # activity records in the body (files of earlier versions have none)
+
+    @property
+    def empty(self) -> bool:
+        """Only read positions: nothing for the collector."""
+        return self.rows == 0 and self.profiles == 0 and self.activity == 0
 
     def read(self) -> tuple[bytes, Checkpoints]:
         obj = msgpack.unpackb(self.path.read_bytes(), raw=False)
@@ -147,7 +153,8 @@ class Spool:
                 continue
             try:
                 obj = msgpack.unpackb(path.read_bytes(), raw=False)
-                entry = Entry(seq, obj["key"], path, path.stat().st_size, obj["rows"], obj["profiles"])
+                entry = Entry(seq, obj["key"], path, path.stat().st_size, obj["rows"], obj["profiles"],
+                              obj.get("activity", 0))
             except Exception as exc:  # written atomically, so this is disk damage: keep it aside
                 log.error("unreadable spool file moved to dead-letter", extra=kv(path=path, error=exc))
                 os.replace(path, self.dead_dir / path.name)
@@ -193,7 +200,7 @@ class Spool:
         return self.pending[0] if self.pending else None
 
     # -- state changes ------------------------------------------------------------
-    def append(self, body: bytes, checkpoints: Checkpoints, rows: int, profiles: int) -> Entry:
+    def append(self, body: bytes, checkpoints: Checkpoints, rows: int, profiles: int, activity: int = 0) -> Entry:
         seq = self.next_seq
         key = f"{self.agent_id}:{seq}"
         obj = {
@@ -202,6 +209,7 @@ class Spool:
             "key": key,
             "rows": rows,
             "profiles": profiles,
+            "activity": activity,
             "checkpoints": checkpoints,
             "body": body,
         }
@@ -209,7 +217,7 @@ class Spool:
         path = self.dir / f"{seq:016d}{SUFFIX}"
         write_atomic(path, data)
         self.next_seq = seq + 1
-        entry = Entry(seq, key, path, len(data), rows, profiles)
+        entry = Entry(seq, key, path, len(data), rows, profiles, activity)
         self.pending.append(entry)
         self.bytes += entry.size
         return entry
@@ -226,7 +234,8 @@ class Spool:
         assert self.pending and self.pending[0] is entry, "batches are settled in order"
         _, checkpoints = entry.read()
         target = self.dead_dir / entry.path.name
-        info = {"key": entry.key, "status": status, "reason": reason, "rows": entry.rows}
+        info = {"key": entry.key, "status": status, "reason": reason, "rows": entry.rows,
+                "activity": entry.activity}
         write_atomic(target.with_suffix(".reason"), json.dumps(info).encode())
         os.replace(entry.path, target)
         fsync_dir(self.dead_dir)

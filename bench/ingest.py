@@ -5,6 +5,9 @@ aiohttp senders post pre-encoded bodies (msgpack or JSON, 1,000 or 10,000 rows e
 unique Idempotency-Key per body) as fast as the collector acknowledges them. rows/s =
 rows acknowledged / wall time from the first send to the last 204. Rows are realistic
 minute rows (distinct keys, latency histograms), so every row is a new stored row.
+A store may acknowledge rows before it has folded them into its rollups (SQLite stages
+them): the clock stops only when a query has answered after the last 204, and a query
+sees every acknowledged row, so the rate is of rows stored AND queryable.
 Store size = the database file after the collector stopped (WAL checkpointed), rollups
 included.
 """
@@ -62,7 +65,7 @@ def bodies(rows: list[dict], size: int, encoding: str) -> list[bytes]:
     return out
 
 
-async def send_all(url: str, token: str, payloads: list[bytes], ctype: str) -> float:
+async def send_all(url: str, token: str, payloads: list[bytes], ctype: str, admin_token: str) -> float:
     queue: asyncio.Queue[bytes] = asyncio.Queue()
     for p in payloads:
         queue.put_nowait(p)
@@ -82,6 +85,12 @@ async def send_all(url: str, token: str, payloads: list[bytes], ctype: str) -> f
     async with aiohttp.ClientSession(timeout=timeout) as session:
         start = time.perf_counter()
         await asyncio.gather(*(sender(session) for _ in range(SENDERS)))
+        query = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
+        async with session.get(url + "/analytics/traffic", params=query,
+                               headers={"Authorization": f"Bearer {admin_token}"}) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"query answered {resp.status}: {(await resp.text())[:300]}")
+            await resp.read()
         return time.perf_counter() - start
 
 
@@ -101,7 +110,7 @@ def run(report: Report, quick: bool) -> None:
             coll = start_collector(wd, db)
             try:
                 ctype = "application/msgpack" if case[0] == "msgpack" else "application/json"
-                secs = asyncio.run(send_all(coll.url, coll.agent_token, payloads[case], ctype))
+                secs = asyncio.run(send_all(coll.url, coll.agent_token, payloads[case], ctype, coll.admin_token))
             finally:
                 coll.stop()
             rates[case].append(n_rows / secs)

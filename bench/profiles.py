@@ -45,13 +45,16 @@ def profile_ingest(db: str, bodies: list[bytes], dump: str) -> None:
     from collector.fastdecode import decode
     from collector.storage.sqlite import SQLiteStore
 
-    store = SQLiteStore(db)
+    store = SQLiteStore(db, fold_interval=0)  # no fold timer: open and close run in separate loops
     asyncio.run(store.open())
     prof = cProfile.Profile()
     prof.enable()
     for i, body in enumerate(bodies):
         batch = decode(body, "application/msgpack")  # the collector's own decoder
         store._ingest(batch, f"profile:{i}", 0)  # noqa: SLF001 - see the module docstring
+        if store._staged >= store.fold_rows:  # noqa: SLF001
+            store._fold()  # noqa: SLF001 - in line here: the profile sees one thread
+    store._fold()  # noqa: SLF001 - what the first query would fold
     prof.disable()
     prof.dump_stats(dump)
     asyncio.run(store.close())

@@ -1,4 +1,7 @@
-"""Bearer tokens -> roles. Only sha256 digests of tokens are configured or kept.
+"""API tokens -> roles. Only sha256 digests of tokens are configured or kept.
+
+A token is sent as `Authorization: Bearer <token>` or, Webshare's scheme, as
+`Authorization: Token <token>`; both work on every endpoint.
 
 Roles: `agent` may only ingest; `admin` reads everything (optionally narrowed with
 userId); `user` reads only its own user_id. The presented token is hashed and compared
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from collector.config import TokenConfig
 
 TOKEN_BYTES = 32
+SCHEMES = ("bearer", "token")
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,8 @@ class TokenTable:
     def authenticate(self, headers: Mapping[str, str], roles: tuple[str, ...]) -> Principal:
         raw = headers.get("Authorization", "")
         scheme, _, token = raw.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise AuthError(401, "unauthorized", "missing bearer token (Authorization: Bearer <token>)")
+        if scheme.lower() not in SCHEMES or not token.strip():
+            raise AuthError(401, "unauthorized", "missing token (Authorization: Bearer <token> or Token <token>)")
         principal = self.lookup(token.strip())
         if principal is None:
             raise AuthError(401, "unauthorized", "unknown token")

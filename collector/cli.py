@@ -25,6 +25,7 @@ from agent.wire.logfmt import kv, set_level as set_log_level, setup as setup_log
 from agent.wire.prometheus import RELOAD_APPLIED, RELOAD_REFUSED
 from agent.wire.tomlschema import EXIT_CONFIG, ConfigError
 from collector import config as config_mod
+from collector import geoip
 from collector.app import STATE, create_app
 from collector.auth import digest, new_token
 from collector.storage.base import StoreError
@@ -66,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_check(path: str) -> int:
     try:
-        config_mod.load(path)
+        geoip.load(config_mod.load(path).geoip.path)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -97,13 +98,14 @@ def cmd_token_create(role: str, user_id: int | None, name: str | None) -> int:
 def cmd_serve(path: str) -> int:
     try:
         cfg = config_mod.load(path)
+        geo = geoip.load(cfg.geoip.path)  # a bad GeoIP file is a config error too
     except ConfigError as exc:  # one log event, like every other line in the journal
         setup_logging("info")
         log.error("config error, not starting", extra=kv(config=path, error=str(exc)))
         return EXIT_CONFIG
     setup_logging(cfg.server.log_level)
     with asyncio.Runner(loop_factory=eventloop.loop_factory()) as runner:
-        return runner.run(serve(path, cfg))
+        return runner.run(serve(path, cfg, geo))
 
 
 def reload(app: web.Application, path: str) -> bool:
@@ -111,6 +113,7 @@ def reload(app: web.Application, path: str) -> bool:
     sdnotify.notify(sdnotify.RELOADING)
     try:
         new = config_mod.load(path)
+        geo = geoip.load(new.geoip.path)
     except ConfigError as exc:
         state.metrics.reloads.inc(1, RELOAD_REFUSED)
         log.error("config reload refused; keeping the running config", extra=kv(path=path, error=str(exc)))
@@ -119,7 +122,7 @@ def reload(app: web.Application, path: str) -> bool:
     old = state.config
     if (new.server.listen, new.storage) != (old.server.listen, old.storage):
         log.warning("listen/storage changes need a restart; applying tokens, limits and log level only")
-    state.apply_config(new)
+    state.apply_config(new, geo)
     set_log_level(new.server.log_level)
     state.metrics.reloads.inc(1, RELOAD_APPLIED)
     log.info("config reloaded", extra=kv(path=path, tokens=len(new.auth.tokens), log_level=new.server.log_level))
@@ -127,8 +130,8 @@ def reload(app: web.Application, path: str) -> bool:
     return True
 
 
-async def serve(path: str, cfg: config_mod.CollectorConfig) -> int:
-    app = create_app(cfg)
+async def serve(path: str, cfg: config_mod.CollectorConfig, geo: geoip.CountryTable | None = None) -> int:
+    app = create_app(cfg, geo=geo)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=cfg.server.shutdown_timeout)
     host, port = config_mod.split_listen(cfg.server.listen)
     try:

@@ -84,6 +84,7 @@ class StorageConfig:
     backend: Literal["sqlite", "clickhouse"] = "sqlite"
     path: str = field(default="/var/lib/proxymeter/collector.db", metadata=check(_non_empty, "the SQLite file"))
     retention_days: int = field(default=90, metadata=check(positive, "days of data kept"))
+    activity_retention_days: int = field(default=90, metadata=check(positive, "days activity records are kept"))
     idempotency_days: int = field(default=7, metadata=check(_at_least_idempotency, "days keys are kept"))
     retention_interval: float = field(default=3600.0, metadata=check(positive, "seconds between sweeps"))
     synchronous: Literal["full", "normal"] = "full"
@@ -99,6 +100,14 @@ class QueryConfig:
     max_range_days: int = field(default=62, metadata=check(positive, "longest from..to range"))
     target_points: int = field(default=500, metadata=check(positive, "default interval keeps at most this"))
     max_points: int = field(default=10_000, metadata=check(positive, "most buckets one chart may ask for"))
+    activity_max_page_size: int = field(default=100, metadata=check(positive, "largest page_size of the activity list"))
+    activity_chunk_rows: int = field(default=1000, metadata=check(positive, "records per read of a CSV download"))
+    download_token_days: int = field(default=7, metadata=check(positive, "days a download token stays valid"))
+
+
+@dataclass(frozen=True)
+class GeoIPConfig:
+    path: str = field(default="", metadata=check(None, "IP-range CSV giving countries_used; \"\": none"))
 
 
 @dataclass(frozen=True)
@@ -136,6 +145,7 @@ class CollectorConfig:
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
+    geoip: GeoIPConfig = field(default_factory=GeoIPConfig)
 
 
 def load(path: str | Path) -> CollectorConfig:

@@ -16,6 +16,9 @@ class CollectorMetrics:
         self.profiles = r.counter(
             "proxymeter_collector_profiles_ingested_total", "Concurrency profiles applied from ingest bodies"
         )
+        self.activity = r.counter(
+            "proxymeter_collector_activity_ingested_total", "Activity records appended from ingest bodies"
+        )
         self.bytes = r.counter("proxymeter_collector_ingest_bytes_total", "Bytes of ingest bodies applied")
         self.duplicate_batches = r.counter(
             "proxymeter_collector_duplicate_batches_total", "Ingest bodies skipped: Idempotency-Key already applied"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent.wire import histogram
+from agent.wire.batch import Activity
 
 
 @dataclass(frozen=True)
@@ -103,3 +104,95 @@ class ErrorTotals:
             self.first_ts = first_ts
         if self.last_ts is None or last_ts > self.last_ts:
             self.last_ts = last_ts
+
+
+# ---- Webshare-compatible API (/api/v2): activity records, stats, download tokens -------
+
+
+@dataclass(frozen=True)
+class ActivityQuery:
+    """Activity records a list/download covers, newest first: ordered by (ts_us, id)
+    descending, `id` being the store's unique id of a record (0 <= id < 2**63), so equal
+    timestamps still have one fixed order and a cursor can point between them.
+
+    A record matches when all of:
+    - start_us <= ts_us <= end_us (both inclusive, UTC epoch microseconds);
+    - user_id / order_id equal, where not None;
+    - `search` (already ASCII-lowercased; None: no search) is a substring of the
+      ASCII-lowercased hostname, domain, ip_address, client_address or auth_username
+      (null fields never match), OR the record's error is one of `search_codes` (the
+      table's codes whose Webshare reason contains it), OR the error is non-empty, not a
+      code of agent.wire.errorcodes.ERRORS (so its reason is the code itself) and
+      contains it ASCII-case-insensitively;
+    - `errors` None: any; else the error is one of them (empty tuple: none match);
+    - `any_error`: the error is not "";
+    - bytes_min <= bytes_sent + bytes_received <= bytes_max, where not None;
+    - `after` None, or (ts_us, id) < after (strictly later in the order). A cursor
+      (T, -1) means "older than T".
+    `limit` caps the records of one page (or of one chunk of a stream).
+    """
+
+    start_us: int
+    end_us: int
+    user_id: int | None = None
+    order_id: int | None = None
+    search: str | None = None
+    search_codes: tuple[str, ...] = ()
+    errors: tuple[str, ...] | None = None
+    any_error: bool = False
+    bytes_min: int | None = None
+    bytes_max: int | None = None
+    after: tuple[int, int] | None = None
+    limit: int = 25
+
+
+@dataclass(slots=True)
+class ActivityPage:
+    items: list[tuple[int, Activity]]  # (id, record), in ActivityQuery order, at most limit
+    count: int  # every record matching the query's filters, whatever its `after`
+
+
+@dataclass(slots=True)
+class StatsTotals:
+    """One hour (or window) of /api/v2/stats, from the per-minute rows (complete even
+    when activity records are sampled)."""
+
+    count: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    error_count: int = 0
+    conn_ms: int = 0
+    last_ts: int | None = None  # latest minute start (UTC epoch s) of a row with count > 0
+    errors: dict[str, int] = field(default_factory=dict)  # error_count per non-empty stored error
+    protocols: dict[str, int] = field(default_factory=dict)  # count per row protocol, as stored
+    proxies: dict[str, int] = field(default_factory=dict)  # count per non-empty ip_out
+
+    def merge(self, other: "StatsTotals") -> None:
+        self.count += other.count
+        self.bytes_sent += other.bytes_sent
+        self.bytes_received += other.bytes_received
+        self.error_count += other.error_count
+        self.conn_ms += other.conn_ms
+        if other.last_ts is not None and (self.last_ts is None or other.last_ts > self.last_ts):
+            self.last_ts = other.last_ts
+        for k, v in other.errors.items():
+            self.errors[k] = self.errors.get(k, 0) + v
+        for k, v in other.protocols.items():
+            self.protocols[k] = self.protocols.get(k, 0) + v
+        for k, v in other.proxies.items():
+            self.proxies[k] = self.proxies.get(k, 0) + v
+
+
+DOWNLOAD_SCOPES = ("activity",)
+
+
+@dataclass(frozen=True)
+class DownloadToken:
+    """A key that only downloads one scope's CSV, only of `user_id` (None: every user,
+    an admin's), until `expire_at` (UTC epoch s) or until it is reset."""
+
+    id: int
+    key: str
+    scope: str
+    user_id: int | None
+    expire_at: int

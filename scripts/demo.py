@@ -176,6 +176,8 @@ def examples(base: str, metrics: str, tokens: dict[str, tuple[str, str]], user: 
     rng = f"from={frm}&to={to}"
     admin = f'-H "Authorization: Bearer {tokens["admin"][0]}"'
     customer = f'-H "Authorization: Bearer {tokens["user"][0]}"'
+    webshare = f'-H "Authorization: Token {tokens["admin"][0]}"'
+    hour_ago = (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return [
         ("health", f"curl -s {base}/healthz"),
         ("traffic per minute (admin token)", f'curl -s {admin} "{base}/analytics/traffic?{rng}&interval=1m"'),
@@ -187,6 +189,10 @@ def examples(base: str, metrics: str, tokens: dict[str, tuple[str, str]], user: 
         ("websites, paginated", f'curl -s {admin} "{base}/analytics/websites?{rng}&page=1&limit=5"'),
         (f"one customer's own traffic (user token, user_id {user[0]})",
          f'curl -s {customer} "{base}/analytics/traffic?{rng}&orderId={user[1]}"'),
+        ("Webshare-compatible: stats of the last hour (Token scheme)",
+         f'curl -s {webshare} "{base}/api/v2/stats/aggregate/?timestamp__gte={hour_ago}"'),
+        ("Webshare-compatible: the latest requests with an error",
+         f'curl -s {webshare} "{base}/api/v2/proxy/activity/?error_reason=*&page_size=5"'),
         ("collector self-metrics", f"curl -s {base}/metrics"),
         ("agent self-metrics", f"curl -s {metrics}/metrics"),
     ]

@@ -30,12 +30,13 @@ the client rule) as the blocked tcp/accept line above, the user named in the mes
 name); that line is the session, with auth_failed, no target and no bytes.
 
 What each part gives:
-    (epoch.micro)     the event time (UTC) -> open line: start_ms; close line: end
+    (epoch.micro)     the event time (UTC) -> open line: start_ms (and its microseconds,
+                      start_us_rem); close line: end
     CLIENT            client_ip, and the user name after "%" and before "@" ("" without
                       authentication: the default user)
-    PROXY_IN          dante's listening port -> listen_port
-    PROXY_OUT         dante's outgoing address -> ip_out
-    TARGET            host (IP or name as the client asked) and port
+    PROXY_IN          dante's listening address and port -> listen_address, listen_port
+    PROXY_OUT         dante's outgoing address and port -> ip_out, proxy_port
+    TARGET            host (IP or name as the client asked) and port; an IP -> target_ip
     A                 bytes dante wrote to the client -> bytes_received (exact)
     B                 bytes dante read from the client -> bytes_sent (exact)
     Session duration  whole seconds (only used without an open line, see above)
@@ -49,6 +50,10 @@ What each part gives:
                       "could not resolve hostname" -> dns_failure; a block(N) line ->
                       forbidden_host; "authentication failed"/"password" -> auth_failed;
                       "i/o timeout" (idle session closed by dante) -> no error.
+Times for activity records: dante writes the open line once the connection to the target
+is up, so a session paired with its open line was a tunnel from start to end: tunnel_ms
+= duration_ms; without its open line tunnel_ms is None. handshake_ms (the SOCKS
+negotiation before) is not logged: always None.
 All sessions are protocol SOCKS. Only tcp/connect lines and failed logins are counted:
 the other tcp/accept lines (the client-rule view of the same session) and udp/bind
 lines return None, so a denial by a `client block` rule is not counted (deny with
@@ -58,6 +63,7 @@ lines return None, so a denial by a `client block` rule is not counted (deny wit
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import re
 
 from agent import errors as E
@@ -106,6 +112,14 @@ def _addr(tok: bytes) -> tuple[str, str, int]:
     return user, text(host), int(port)
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _error(reason: bytes, blocked: bool) -> str:
     r = reason.lower()
     if _is_auth_failure(r):
@@ -136,7 +150,7 @@ class DanteParser:
         if not isinstance(max_open, int) or max_open < 1:
             raise ValueError(f"max_open must be an integer >= 1, got {max_open!r}")
         self.max_open = max_open
-        self._open: dict[tuple[bytes, bytes], int] = {}
+        self._open: dict[tuple[bytes, bytes], int] = {}  # -> open time, epoch microseconds
         self.forgotten = 0  # open sessions dropped because max_open was reached
 
     @property
@@ -147,11 +161,11 @@ class DanteParser:
         """Continue `old`'s remembered open lines (a reload that rebuilds the source: its
         read position resumes right after them, so their closes are still to come); the
         oldest beyond this parser's `max_open` are forgotten and counted."""
-        for key, t_ms in old._open.items():
+        for key, t_us in old._open.items():
             if key not in self._open and len(self._open) >= self.max_open:
                 del self._open[next(iter(self._open))]
                 self.forgotten += 1
-            self._open[key] = t_ms
+            self._open[key] = t_us
 
     def parse(self, line: bytes) -> Record | None:
         if line[-1:] == b"\r":
@@ -162,14 +176,18 @@ class DanteParser:
             raise ParseError("no_epoch_timestamp")
         stamp = line[lp + 2:rp]
         sec, _, frac = stamp.partition(b".")
-        if not sec.isdigit() or not (frac + b"000")[:3].isdigit():
+        micro = (frac + b"000000")[:6]
+        if not sec.isdigit() or not micro[:3].isdigit():
             raise ParseError("bad_timestamp", text(stamp))
-        t_ms = int(sec) * 1000 + int((frac + b"000")[:3])
+        t_ms = int(sec) * 1000 + int(micro[:3])
+        # the microseconds matter only for an open line (a session's start); a stamp with
+        # fewer digits, or junk after the milliseconds, keeps the milliseconds
+        t_us = t_ms * 1000 + (int(micro[3:]) if micro[3:].isdigit() else 0)
         i = line.find(b"tcp/connect ", rp)
         if i < 0:
             j = line.find(b"tcp/accept ]: ", rp)
             if j >= 0 and line.rfind(b"block(", rp, j) >= 0:
-                return self._login_failed(line[j + 14:].strip(), t_ms)
+                return self._login_failed(line[j + 14:].strip(), t_us)
             return None  # other tcp/accept lines, udp, startup and shutdown notices
         blocked = line.rfind(b"block(", rp, i) >= 0
         kind = line[i + 12:i + 15]
@@ -177,12 +195,12 @@ class DanteParser:
         if b"%" in body:
             body = _protect_user(body)
         if kind == b"[: ":
-            return self._remember(body, t_ms)
+            return self._remember(body, t_us)
         if kind != b"]: ":
             raise ParseError("bad_event", text(line[i:i + 15]))
         return self._close(body, t_ms, blocked)
 
-    def _remember(self, body: bytes, t_ms: int) -> None:
+    def _remember(self, body: bytes, t_us: int) -> None:
         parts = body.split()
         if len(parts) < 2:
             raise ParseError("too_few_fields", "open line")
@@ -190,11 +208,11 @@ class DanteParser:
         if key not in self._open and len(self._open) >= self.max_open:
             del self._open[next(iter(self._open))]
             self.forgotten += 1
-        self._open[key] = t_ms
+        self._open[key] = t_us
         return None
 
     @staticmethod
-    def _login_failed(body: bytes, t_ms: int) -> Record | None:
+    def _login_failed(body: bytes, t_us: int) -> Record | None:
         """A blocked tcp/accept line: a failed login is a session of its own (the
         client never got to a tcp/connect line); any other reason is not counted."""
         colon = body.find(b": ")
@@ -207,13 +225,14 @@ class DanteParser:
         if len(p) < 2:
             raise ParseError("too_few_fields", "tcp/accept line")
         _, client_ip, _ = _addr(p[0])
-        _, _, listen_port = _addr(p[1])
+        _, listen_address, listen_port = _addr(p[1])
         m = _AUTH_USER.search(reason)
         user = _unescape(text(m[1])) if m else ""
         raw = text(_AFTER_READING.sub(b"", reason))
+        t_ms, t_rem = divmod(t_us, 1000)
         return Record(
             t_ms, 0, 0, 0, client_ip, user, "", 0, PROTOCOL_SOCKS, E.AUTH_FAILED,
-            f"block: {raw}", 0, "", "", listen_port,
+            f"block: {raw}", 0, "", "", listen_port, start_us_rem=t_rem, listen_address=listen_address,
         )
 
     def _close(self, body: bytes, end_ms: int, blocked: bool) -> Record:
@@ -235,12 +254,12 @@ class DanteParser:
             client_tok, in_tok = p[0], p[1]
             out_tok, target_tok = (p[3], p[4]) if len(p) >= 5 and p[2] == b"->" else (b"", b"")
         user, client_ip, _ = _addr(client_tok)
-        _, _, listen_port = _addr(in_tok)
-        ip_out = ""
+        _, listen_address, listen_port = _addr(in_tok)
+        ip_out, proxy_port = "", 0
         if out_tok:
-            ip_out = _addr(out_tok)[1]
+            _, ip_out, proxy_port = _addr(out_tok)
             if ip_out in ("0.0.0.0", "::"):
-                ip_out = ""
+                ip_out, proxy_port = "", 0  # no outgoing connection was made
         host, port = "", 0
         if target_tok:
             _, host, port = _addr(target_tok)
@@ -248,16 +267,23 @@ class DanteParser:
             m = _HOSTNAME.search(reason)
             if m:
                 host = text(m[1])
-        start = self._open.pop((client_tok, in_tok), None)
-        if start is None:
+        opened = self._open.pop((client_tok, in_tok), None)
+        if opened is None:
             m = _DURATION.search(reason)
-            start = end_ms - int(m[1]) * 1000 if m else end_ms
+            start, start_us_rem = (end_ms - int(m[1]) * 1000 if m else end_ms), 0
+        else:
+            start, start_us_rem = divmod(opened, 1000)
         reason_text = reason.split(b".  Session duration")[0].rstrip(b".")
         error = _error(reason_text, blocked)
         raw = text(reason_text)
         if blocked:
             raw = f"block: {raw}" if raw else "block"
+        host = norm_host(host)
+        duration = max(end_ms - start, 0)
         return Record(
-            start, max(end_ms - start, 0), sent, received, client_ip, user, norm_host(host),
+            start, duration, sent, received, client_ip, user, host,
             port, PROTOCOL_SOCKS, error, raw if error else "", 0, ip_out, "", listen_port,
+            start_us_rem=start_us_rem, target_ip=host if target_tok and _is_ip(host) else "",
+            proxy_port=proxy_port, listen_address=listen_address,
+            tunnel_ms=None if opened is None else duration,
         )

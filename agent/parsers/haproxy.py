@@ -7,14 +7,15 @@ Recommended haproxy.cfg (HAProxy 2.2+; the default formats also work, see below)
     frontend http_in
         mode http
         http-request set-var(txn.pm_user) req.hdr(proxy-authorization),word(2,' '),b64dec,field(1,:)
-        log-format "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS %tsc %ac/%fc/%bc/%sc/%rc %sq/%bq %hr %hs %{+Q}r %U %bi %si:%sp %{+Q}[var(txn.pm_user)]"
+        log-format "%ci:%cp [%tr] %ft %b/%s %TR/%Tw/%Tc/%Tr/%Ta %ST %B %CC %CS %tsc %ac/%fc/%bc/%sc/%rc %sq/%bq %hr %hs %{+Q}r %U %bi %si:%sp %{+Q}[var(txn.pm_user)] %bp %fi:%fp"
     frontend tcp_in
         mode tcp
-        log-format "%ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/%sc/%rc %sq/%bq %U %bi %si:%sp"
+        log-format "%ci:%cp [%t] %ft %b/%s %Tw/%Tc/%Tt %B %ts %ac/%fc/%bc/%sc/%rc %sq/%bq %U %bi %si:%sp %bp %fi:%fp"
 
-Both are HAProxy's own httplog / tcplog format strings with four fields appended
-(`%U %bi %si:%sp` and, for HTTP, the proxy user); lines in the plain default formats
-(`option httplog`, `option tcplog`) parse too, without those four fields. The user
+Both are HAProxy's own httplog / tcplog format strings with fields appended
+(`%U %bi %si:%sp`, for HTTP the proxy user, then `%bp %fi:%fp`); lines in the plain
+default formats (`option httplog`, `option tcplog`) parse too, without them, and so
+do lines of the earlier recommendation that ended before `%bp %fi:%fp`. The user
 comes from the Proxy-Authorization header (basic auth, user part); for a frontend that
 authenticates with `http_auth(<userlist>)` on the Authorization header use
 `http-request set-var(txn.pm_user) http_auth_user` instead. Plain lines (log stdout,
@@ -53,9 +54,20 @@ What each field gives:
     %si:%sp          the server -> host and port when the request line has no absolute
                      URI (reverse-proxy setups), and for every tcplog line
     %{+Q}[var(txn.pm_user)]  user name ("" when absent)
+    %bp              haproxy's source port towards the server -> proxy_port
+    %fi:%fp          the address and port the client connected to -> listen_address,
+                     listen_port
+  activity times (from the timers, None when a timer is -1: that step never happened):
+    http: handshake_ms = %TR + %Tw + %Tc (request received, queued, server connected),
+          at most %Ta;
+          tunnel_ms None (haproxy opens no tunnels in http mode)
+    tcp:  handshake_ms = %Tw + %Tc (queued, server connected), at most %Tt (the
+          timers are rounded one by one); tunnel_ms = %Tt - handshake_ms
+    %si (when not "-") is the address haproxy connected to -> target_ip
 
 Without the appended fields: bytes_sent = 0, ip_out = "", tcplog host/port unknown,
-httplog user = "" (HAProxy logs no user by default). TCP-mode sessions count as
+httplog user = "" (HAProxy logs no user by default); without `%bp %fi:%fp`:
+proxy_port, listen_address and listen_port unknown. TCP-mode sessions count as
 protocol HTTPS (opaque tunnels, like CONNECT).
 
 Termination state (first two characters) -> error:
@@ -143,6 +155,25 @@ def _appended(ext: list[bytes]) -> bool:
         return True
     colon = target.rfind(b":")
     return colon > 0 and target[colon + 1:].isdigit()
+
+
+def _listener(ext: list[bytes]) -> tuple[int, str, int] | None:
+    """`%bp %fi:%fp` at the start of ext -> (proxy_port, listen_address, listen_port);
+    None when ext does not start with them (a line of an earlier format, or other data
+    appended), told by their shape."""
+    if len(ext) < 2 or not (ext[0].isdigit() or ext[0] == b"-"):
+        return None
+    addr, colon, port = ext[1].rpartition(b":")
+    if not colon or not addr or not port.isdigit():
+        return None
+    bp = int(ext[0]) if ext[0].isdigit() and len(ext[0]) <= 5 else 0
+    # haproxy writes IPv6 without brackets (as %ci); brackets, if any, are dropped
+    return bp, text(addr).strip("[]"), int(port) if len(port) <= 5 else 0
+
+
+def _sum_timers(values: list[int]) -> int | None:
+    """The sum of haproxy timers, None when one is -1 (that step never happened)."""
+    return None if any(v < 0 for v in values) else sum(values)
 
 
 def _closing_quote(tail: bytes, start: int) -> int:
@@ -248,10 +279,17 @@ class HaproxyParser:
             uq = tail.find(b'"')
             ext = (tail if uq < 0 else tail[:uq]).split()
             user = ""
+            listener = None
             if uq >= 0 and _appended(ext):
-                user = text(tail[uq + 1:_closing_quote(tail, uq + 1)])
+                cq = _closing_quote(tail, uq + 1)
+                user = text(tail[uq + 1:cq])
                 if user == "-":
                     user = ""
+                listener = _listener(tail[cq + 1:].split())
+            handshake = _sum_timers([_num(t, w) for t, w in zip(timers[:3], ("TR", "Tw", "Tc"))])
+            if handshake is not None and duration >= 0:
+                handshake = min(handshake, duration)  # rounded one by one, see tcplog below
+            tunnel = None
             if method == b"CONNECT":
                 protocol = PROTOCOL_HTTPS
                 host, port = split_hostport(uri, 443)
@@ -269,18 +307,31 @@ class HaproxyParser:
             user = ""
             protocol = PROTOCOL_HTTPS
             host, port = "", 0
+            listener = _listener(ext[3:5]) if _appended(ext) else None
+            handshake = _sum_timers([_num(timers[0], "Tw"), _num(timers[1], "Tc")])
+            tunnel = None
+            if handshake is not None and duration >= 0:
+                # each timer is rounded to the ms on its own: Tw + Tc can exceed Tt by one
+                handshake = min(handshake, duration)
+                tunnel = duration - handshake
         else:
             raise ParseError("bad_timers", text(head[4]))
         if duration < 0:
             duration = 0
-        sent, ip_out = 0, ""
+        sent, ip_out, target_ip = 0, "", ""
         if _appended(ext):
             sent = _num(ext[0], "U")
             ip_out = "" if ext[1] == b"-" else text(ext[1])
-            if not host and ext[2] != b"-:-":
-                host, port = split_hostport(text(ext[2]))
+            if ext[2] != b"-:-":
+                server_ip, server_port = split_hostport(text(ext[2]))
+                target_ip = server_ip
+                if not host:
+                    host, port = server_ip, server_port
+        proxy_port, listen_address, listen_port = listener or (0, "", 0)
         error = _termination(state, status, nosrv)
         return Record(
             start_ms, duration, sent, received, client, user, host, port, protocol, error,
-            f"{state} {status}" if error else "", max(status, 0), ip_out, peer_id, 0,
+            f"{state} {status}" if error else "", max(status, 0), ip_out, peer_id, listen_port,
+            target_ip=target_ip, proxy_port=proxy_port, listen_address=listen_address,
+            handshake_ms=handshake, tunnel_ms=tunnel,
         )

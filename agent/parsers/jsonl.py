@@ -19,6 +19,11 @@ Object"; fields not listed are accepted and ignored, `null` means absent):
                        "client_connect_forbidden_host"); null or "" -> no error
     proxy_address      string -> ip_out
     listen_port        number -> listen_port
+    ip_address         (also) -> target_ip, the target's IP in activity records
+    proxy_port         number -> proxy_port (the proxy's source port towards the target)
+    listen_address     string -> listen_address
+    handshake_duration, tunnel_duration   numbers, seconds -> handshake_ms, tunnel_ms
+                       (rounded to the ms; null or absent -> None)
   proxymeter extensions (optional):
     bytes_sent, bytes_received   numbers: upload / download separately. When either is
                        present both are taken from them (a missing one is 0) and `bytes`
@@ -27,9 +32,10 @@ Object"; fields not listed are accepted and ignored, `null` means absent):
     status             number: HTTP status
     peer_id            string: upstream peer
 
-Exactness: everything is as exact as the writer makes it; duration is rounded to the
-millisecond. Ignored: handshake_duration, tunnel_duration, domain (the agent derives the
-registrable domain itself), error_reason_how_to_fix, proxy_port, listen_address.
+Exactness: everything is as exact as the writer makes it; durations are rounded to the
+millisecond; the timestamp's microseconds are kept for activity records (start_us_rem).
+Ignored: domain (the agent derives the registrable domain itself),
+error_reason_how_to_fix.
 """
 
 from __future__ import annotations
@@ -59,6 +65,16 @@ def _int(obj: dict[str, Any], key: str) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
         raise ParseError("bad_field", key)
     return int(v)
+
+
+def _opt_ms(obj: dict[str, Any], key: str) -> int | None:
+    """A duration in seconds -> ms; None when null or absent."""
+    v = obj.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+        raise ParseError("bad_field", key)
+    return round(v * 1000)
 
 
 def _str(obj: dict[str, Any], key: str) -> str:
@@ -100,6 +116,10 @@ class JsonlParser:
         self._hosts: dict[str, str] = {}  # raw host -> norm_host(raw host)
 
     def _start_ms(self, ts: object) -> int:
+        return self._start_us(ts) // 1000
+
+    def _start_us(self, ts: object) -> int:
+        """Epoch microseconds of a timestamp (the fast path's memo works in ms)."""
         if not isinstance(ts, str):
             raise ParseError("bad_timestamp", repr(ts)[:40])
         try:
@@ -108,7 +128,7 @@ class JsonlParser:
             raise ParseError("bad_timestamp", ts[:40]) from None
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=self.tz)
-        return int(dt.timestamp()) * 1000 + dt.microsecond // 1000
+        return int(dt.timestamp()) * 1_000_000 + dt.microsecond
 
     def _fast_start_ms(self, ts: str) -> int | None:
         """`_start_ms` for "...SS.mmm+HH:MM" / "...SS.mmmZ" from a per-second memo; None
@@ -177,6 +197,11 @@ class JsonlParser:
         ip_out = v if (v := get("proxy_address")).__class__ is str and v.isascii() else _str(obj, "proxy_address")
         peer_id = v if (v := get("peer_id")).__class__ is str and v.isascii() else _str(obj, "peer_id")
         listen_port = v if (v := get("listen_port")).__class__ is int and v >= 0 else _int(obj, "listen_port")
+        target_ip = _str(obj, "ip_address")
+        proxy_port = _int(obj, "proxy_port")
+        listen_address = _str(obj, "listen_address")
+        handshake = _opt_ms(obj, "handshake_duration")
+        tunnel = _opt_ms(obj, "tunnel_duration")
         norm = self._hosts.get(host)
         if norm is None:
             norm = norm_host(host)
@@ -186,6 +211,8 @@ class JsonlParser:
         return Record(
             start_ms, round(dur * 1000), sent, received, client, user, norm, port, protocol,
             error[:_MAX_ERROR], error, status, ip_out, peer_id, listen_port,
+            target_ip=norm_host(target_ip) if target_ip else "", proxy_port=proxy_port,
+            listen_address=listen_address, handshake_ms=handshake, tunnel_ms=tunnel,
         )  # fmt: skip
 
     def parse_general(self, line: bytes) -> Record | None:
@@ -199,7 +226,7 @@ class JsonlParser:
         for key in ("timestamp", "protocol", "request_duration"):
             if obj.get(key) is None:
                 raise ParseError("missing_field", key)
-        start_ms = self._start_ms(obj["timestamp"])
+        start_us = self._start_us(obj["timestamp"])
         proto = obj["protocol"]
         protocol = _PROTOCOLS.get(proto.lower()) if isinstance(proto, str) else None
         if protocol is None:
@@ -214,7 +241,7 @@ class JsonlParser:
         host = _str(obj, "hostname") or _str(obj, "ip_address")
         error = _str(obj, "error_reason").strip()
         return Record(
-            start_ms=start_ms,
+            start_ms=start_us // 1000,
             duration_ms=round(dur * 1000),
             bytes_sent=sent,
             bytes_received=received,
@@ -229,4 +256,10 @@ class JsonlParser:
             ip_out=_str(obj, "proxy_address"),
             peer_id=_str(obj, "peer_id"),
             listen_port=_int(obj, "listen_port"),
+            start_us_rem=start_us % 1000,
+            target_ip=norm_host(_str(obj, "ip_address")),
+            proxy_port=_int(obj, "proxy_port"),
+            listen_address=_str(obj, "listen_address"),
+            handshake_ms=_opt_ms(obj, "handshake_duration"),
+            tunnel_ms=_opt_ms(obj, "tunnel_duration"),
         )

@@ -5,7 +5,7 @@ Debian). Copy the format strings exactly; fields are separated by TAB ("\\t" ins
 single-quoted string) and the default escaping must stay on (no `escape=json`/`none`):
 
     stream {
-        log_format proxymeter '$msec\\t$session_time\\t$remote_addr\\t$server_port\\t$protocol\\t$status\\t$bytes_received\\t$bytes_sent\\t$upstream_addr\\t-\\t-';
+        log_format proxymeter '$msec\\t$session_time\\t$remote_addr\\t$server_port\\t$protocol\\t$status\\t$bytes_received\\t$bytes_sent\\t$upstream_addr\\t-\\t-\\t$server_addr\\t$upstream_connect_time';
         access_log /var/log/nginx/stream.log proxymeter;
         ...
     }
@@ -15,8 +15,10 @@ single-quoted string) and the default escaping must stay on (no `escape=json`/`n
         ...
     }
 
-In the stream format the last field may be `$ssl_preread_server_name` instead of `-`
-when `ssl_preread on;` is set: the TLS SNI then becomes the target host.
+In the stream format the eleventh field may be `$ssl_preread_server_name` instead of
+`-` when `ssl_preread on;` is set: the TLS SNI then becomes the target host. The stream
+format's last two fields (`$server_addr`, `$upstream_connect_time`) came later: lines
+of the earlier eleven-field format still parse, without the listen address and times.
 
 What each field gives (stream | http):
     $msec                 END of the session/request, epoch seconds with ms
@@ -39,6 +41,14 @@ What each field gives (stream | http):
                           default user); http: the basic-auth user
     -  | $host            target host (stream: "-" or $ssl_preread_server_name)
     $request_method       (http only)
+  stream only, for activity records:
+    $upstream_addr        an IP literal -> target_ip (nginx logs the address it connected to)
+    $server_addr          the address nginx accepted on -> listen_address
+    $upstream_connect_time  seconds with ms, one value per upstream tried ("0.001, 0.002"):
+                          their sum (at most the duration) -> handshake_ms;
+                          tunnel_ms = duration - handshake_ms;
+                          "-" (no upstream connection) -> both None
+nginx logs neither its outgoing address nor port: ip_out and proxy_port stay empty.
 
 http status -> error: 499 -> client_aborted; with no upstream (nginx answered itself):
 401/407 auth_failed, 403 forbidden_host, 400/405/411/413/414/431/494 invalid_request,
@@ -52,6 +62,7 @@ parser undoes that, then decodes UTF-8 (errors replaced).
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import re
 
 from agent import errors as E
@@ -62,6 +73,29 @@ _ESC = re.compile(rb"\\x([0-9A-Fa-f]{2})")
 _STREAM_ERRORS = {400: E.INVALID_REQUEST, 403: E.FORBIDDEN_HOST, 500: E.PROXY_ERROR,
                   502: E.UPSTREAM_ERROR, 503: E.PROXY_ERROR}
 _HTTP_INVALID = frozenset((400, 405, 411, 413, 414, 431, 494))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _connect_ms(raw: bytes) -> int | None:
+    """$upstream_connect_time -> ms summed over the upstreams tried; None when nginx made
+    no upstream connection ("-") or the field is not such a list (other appended data)."""
+    total = None
+    for part in raw.replace(b":", b",").split(b","):
+        part = part.strip()
+        if part == b"-":
+            continue
+        whole, dot, frac = part.partition(b".")
+        if not whole.isdigit() or not dot or not frac.isdigit():
+            return None
+        total = (total or 0) + _ms(part, "upstream_connect_time")
+    return total
 
 
 def _field(raw: bytes) -> str:
@@ -127,10 +161,20 @@ class NginxParser:
         kind = f[4].lower()
         user = _field(f[9])
         host = norm_host(_field(f[10].split(b" ", 1)[0]))
+        target_ip = listen_address = ""
+        handshake = tunnel = None
         if kind in (b"tcp", b"udp"):
             protocol = PROTOCOL_HTTPS
             up_host, port = split_hostport(upstream) if upstream else ("", 0)
             host = host or up_host
+            if up_host and _is_ip(up_host):
+                target_ip = up_host
+            if len(f) >= 13 and _is_ip(_field(f[11])):
+                listen_address = _field(f[11])
+                handshake = _connect_ms(f[12])
+                if handshake is not None:
+                    handshake = min(handshake, duration)  # rounded apart: never past the end
+                    tunnel = duration - handshake
             error = _STREAM_ERRORS.get(status, "") if status != 200 else ""
             if status != 200 and not error:
                 error = E.unknown_error(f"stream/{status}")
@@ -150,5 +194,6 @@ class NginxParser:
         return Record(
             end_ms - duration, duration, from_client, to_client, _field(f[2]), user, host,
             port, protocol, error, f"{text(f[4])}/{status}" if error else "", status, "",
-            upstream, listen_port,
+            upstream, listen_port, target_ip=target_ip, listen_address=listen_address,
+            handshake_ms=handshake, tunnel_ms=tunnel,
         )

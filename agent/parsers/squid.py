@@ -2,16 +2,18 @@
 
 Recommended squid.conf (squid 4/5/6), exact lines:
 
-    logformat proxymeter %ts.%03tu %6tr %>a %Ss/%03>Hs %<st %rm %ru %[un %Sh/%<a %mt %>st %<la %>lp %err_code/%err_detail
+    logformat proxymeter %ts.%03tu %6tr %>a %Ss/%03>Hs %<st %rm %ru %[un %Sh/%<a %mt %>st %<la %>lp %err_code/%err_detail %>la %<lp
     access_log daemon:/var/log/squid/access.log proxymeter
 
 Lines sent through syslog (`access_log syslog:local4.info proxymeter`) parse too: the
 syslog header is skipped, squid's own %ts gives the time. The plain native format also works (`access_log daemon:/var/log/squid/access.log squid`,
 i.e. "%ts.%03tu %6tr %>a %Ss/%03>Hs %<st %rm %ru %[un %Sh/%<a %mt"); the parser tells the
-two apart by the fields after the hierarchy field. The extended one appends four fields
-to the native line, so tools that read the native prefix keep working.
+two apart by the fields after the hierarchy field. The extended one appends six fields
+to the native line, so tools that read the native prefix keep working. Lines of the
+earlier extended format (native + the first four of them, without `%>la %<lp`) still
+parse, without the listen address and the outgoing port.
 
-What each field gives (`proxymeter` = native + the last four):
+What each field gives (`proxymeter` = native + the last six):
     %ts.%03tu        END of the transaction, epoch seconds with ms. Squid stamps the end:
                      start_ms = ts_ms - %tr. Exact to the millisecond.
     %6tr             elapsed ms (request read -> reply written; for CONNECT the whole
@@ -28,7 +30,8 @@ What each field gives (`proxymeter` = native + the last four):
                      parser decodes the %XX (then UTF-8, errors replaced) and anchors the
                      line from both ends, so a user name with spaces parses.
     %Sh/%<a          hierarchy code / server or peer address. A *_PARENT/SIBLING/PINNED
-                     code -> peer_id = the peer; HIER_DIRECT -> no peer_id.
+                     code -> peer_id = the peer; HIER_DIRECT -> no peer_id, and the
+                     address is the target's IP -> target_ip.
     %mt              MIME type (ignored)
   extended only:
     %>st             bytes the client sent (request line + headers + body; CONNECT:
@@ -38,10 +41,14 @@ What each field gives (`proxymeter` = native + the last four):
     %err_code/%err_detail
                      squid's own error (ERR_DNS_FAIL, ERR_CONNECT_FAIL/errno=111, ...)
                      -> exact error classification.
+    %>la             squid's address the client connected to -> listen_address
+    %<lp             squid's source port of its last connection to the server ->
+                     proxy_port ("-"/0 -> none: no server connection was made)
+Squid logs no handshake or tunnel times: handshake_ms and tunnel_ms stay None.
 
 Native-format limits: bytes_sent is always 0 (squid's native line logs only the reply
-size); ip_out and listen_port are empty. Without %err_code the error is inferred from
-%Ss, the status and the hierarchy: DENIED/407 -> auth_failed, DENIED/other ->
+size); ip_out, listen_port, listen_address and proxy_port are empty. Without %err_code
+the error is inferred from %Ss, the status and the hierarchy: DENIED/407 -> auth_failed, DENIED/other ->
 forbidden_host, *_ABORTED or status 000 -> client_aborted, a 4xx/5xx squid made itself
 (hierarchy HIER_NONE, or result NONE_NONE) -> invalid_request (400/411/413/414/417/431/
 501/505), timeout (504), dns_failure (500/502/503 with HIER_NONE: squid reached no
@@ -202,6 +209,25 @@ def _ip(raw: bytes) -> str:
     return "" if raw in (b"-", b"0.0.0.0", b"::") else text(raw)
 
 
+def _port(raw: bytes) -> int:
+    return int(raw) if raw.isdigit() and len(raw) <= 5 else 0
+
+
+def _target_ip(hier_tok: bytes) -> str:
+    """The server address of a direct fetch is the target's IP; a peer's is not."""
+    if hier_tok[:12] != _HIER_DIRECT:
+        return ""
+    return _ip(hier_tok[12:])
+
+
+def _is_addr(tok: bytes) -> bool:
+    """An IPv4/IPv6 literal or "-" (squid's %>la): tells the two appended fields from
+    other data appended to a line of the earlier four-field extension."""
+    if tok == b"-":
+        return True
+    return bool(tok) and (b"." in tok or b":" in tok) and tok.strip(b"0123456789abcdefABCDEF.:") == b""
+
+
 def _is_hier(tok: bytes) -> bool:
     slash = tok.find(b"/")
     return slash > 0 and tok[:slash] in HIER_CODES
@@ -250,15 +276,20 @@ class SquidParser:
         n = len(parts)
         if n == 10:
             extended = False
-        elif n == 14 and parts[10].isdigit() and b"/" in parts[13]:
+        elif (n == 16 or n == 14) and parts[10].isdigit() and b"/" in parts[13]:
             extended = True
+            if n == 16 and not _is_addr(parts[14]):
+                return self.parse_general(line)
         else:
             return self.parse_general(line)
         ts = parts[0]
         hier = parts[8]
         if hier[:5] != b"HIER_" or len(ts) < 5 or ts[-4] != 46 or not 48 <= ts[0] <= 57:
             return self.parse_general(line)
-        if hier[:12] == _HIER_DIRECT:  # _direct() inlined
+        target_ip = ""
+        if hier[:12] == _HIER_DIRECT:  # _direct() and _target_ip() inlined
+            server = hier[12:]
+            target_ip = self._ip_d.get(server) or self._ip(server)
             hier = _HIER_DIRECT
         try:
             end_ms = int(ts.replace(b".", b"", 1))
@@ -272,9 +303,14 @@ class SquidParser:
             lp = parts[12]
             listen_port = int(lp) if lp.isdigit() else 0
             key = (parts[3], hier, parts[13])
+            if n == 16:
+                listen_address = self._ip_d.get(parts[14]) or self._ip(parts[14])
+                proxy_port = _port(parts[15])
+            else:  # the earlier four-field extension
+                listen_address, proxy_port = "", 0
         else:
-            request_size = listen_port = 0
-            ip_out = ""
+            request_size = listen_port = proxy_port = 0
+            ip_out = listen_address = ""
             key = (parts[3], hier, b"")
         outcome = self._outcome_d.get(key)
         if outcome is None:
@@ -305,6 +341,7 @@ class SquidParser:
             end_ms - elapsed, elapsed, request_size, reply_size,
             self._ip_d.get(parts[2]) or self._ip(parts[2]), user,
             host, port, protocol, error, raw_error, status, ip_out, peer_id, listen_port,
+            target_ip=target_ip, proxy_port=proxy_port, listen_address=listen_address,
         )  # fmt: skip
 
     def parse_general(self, line: bytes) -> Record | None:
@@ -343,12 +380,16 @@ class SquidParser:
             reply_size = int(parts[4])
         except ValueError:
             raise ParseError("bad_number", text(b" ".join(parts[:5]))) from None
+        listen_address, proxy_port = "", 0
         if n >= h + 6 and parts[h + 2].isdigit() and b"/" in parts[h + 5]:
             request_size = int(parts[h + 2])
             ip_out = self._ip(parts[h + 3])
             lp = parts[h + 4]
             listen_port = int(lp) if lp.isdigit() else 0
             err_tok = parts[h + 5]
+            if n >= h + 8 and _is_addr(parts[h + 6]):
+                listen_address = self._ip(parts[h + 6])
+                proxy_port = _port(parts[h + 7])
         else:
             request_size = listen_port = 0
             ip_out = ""
@@ -376,4 +417,5 @@ class SquidParser:
         return Record(
             end_ms - elapsed, elapsed, request_size, reply_size, self._ip(parts[2]), user,
             host, port, protocol, error, raw_error, status, ip_out, peer_id, listen_port,
+            target_ip=_target_ip(parts[h]), proxy_port=proxy_port, listen_address=listen_address,
         )

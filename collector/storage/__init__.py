@@ -25,6 +25,7 @@ def make_store(config: CollectorConfig) -> Store:
             cache_mib=s.cache_mib,
             checkpoint_interval=s.checkpoint_interval,
             max_wal_bytes=s.max_wal_bytes,
+            activity_retention_days=s.activity_retention_days,
         )
     if s.backend == "clickhouse":
         from collector.storage.clickhouse import ClickHouseStore

@@ -346,3 +346,38 @@ def once_delivers_every_writer(agent: "AgentProc", col: Collector, writers: list
     assert proc.wait(120) == 0, agent.tail()
     for w in writers:
         assert api_totals(col, list(w.users), w.base - 60, w.last_start + 120) == w.totals()
+
+
+class Recorder:
+    """A stand-in ingest endpoint on 127.0.0.1 (a thread of this test process): records
+    every request's Idempotency-Key and body and answers `status`."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.status = 503
+        self.seen: list[tuple[str, bytes, int]] = []  # key, body, status answered
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                status = recorder.status
+                recorder.seen.append((self.headers.get("Idempotency-Key", ""), body, status))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)

@@ -123,6 +123,12 @@ LIMITS = [
     ("aggregate", "max_duration", 604800.0, 90.5,
      "2592001", "aggregate.max_duration: must be between 1 and 2592000 seconds (30 days), got 2592001",
      '"7d"', "aggregate.max_duration: expected a number, got '7d'"),
+    ("activity", "sample_rate", 1.0, 0.25,
+     "0", "activity.sample_rate: must be > 0 and <= 1 (1 = every request), got 0",
+     '"all"', "activity.sample_rate: expected a number, got 'all'"),
+    ("activity", "max_records_per_batch", 20000, 1,
+     "100001", "activity.max_records_per_batch: must be between 1 and 100000, got 100001",
+     "1.5", "activity.max_records_per_batch: expected an integer, got 1.5"),
 ]
 
 
@@ -157,6 +163,32 @@ def test_limit_ranges_include_their_bounds() -> None:
             assert getattr(config.loads(MINIMAL + f"{key} = {v}\n").sources[0], key) == v
     for v, ms in ((1, 1000), (1.5, 1500), (2_592_000, 2_592_000_000)):
         assert config.loads(f"[aggregate]\nmax_duration = {v}\n" + MINIMAL).aggregate.max_duration_ms == ms
+
+
+def test_activity_bounds_and_the_body_limit() -> None:
+    """sample_rate 1 and max_records_per_batch 1..100000 are accepted; with
+    collector.max_batch_rows the sum must stay <= 150000 (rows, profiles and activity
+    share one body and the collector's server.max_rows)."""
+    for v in (1, 1.0, 1e-9):
+        assert config.loads(f"[activity]\nsample_rate = {v}\n" + MINIMAL).activity.sample_rate == v
+    for v in (1, 100_000):
+        assert config.loads(f"[activity]\nmax_records_per_batch = {v}\n" + MINIMAL).activity.max_records_per_batch == v
+    big = MINIMAL.replace('token = "t0k"', 'token = "t0k"\nmax_batch_rows = 60000')
+    assert config.loads("[activity]\nmax_records_per_batch = 90000\n" + big).activity.max_records_per_batch == 90000
+    with pytest.raises(ConfigError) as err:
+        config.loads("[activity]\nmax_records_per_batch = 90001\n" + big)
+    assert err.value.path == "activity.max_records_per_batch" and "150000" in err.value.message
+    assert config.loads(MINIMAL).activity.enabled is True
+    assert config.loads("[activity]\nenabled = false\n" + MINIMAL).activity.enabled is False
+    with pytest.raises(ConfigError) as err:
+        config.loads("[activity]\nenabled = 1\n" + MINIMAL)
+    assert err.value.path == "activity.enabled"
+    # without activity records the sum does not matter
+    assert not config.loads("[activity]\nenabled = false\nmax_records_per_batch = 100000\n"
+                            + big.replace("60000", "140000")).activity.enabled
+    with pytest.raises(ConfigError) as err:
+        config.loads("[activity]\nsampling = 0.5\n" + MINIMAL)
+    assert err.value.path == "activity.sampling"
 
 
 @pytest.mark.parametrize("text,path,message", BROKEN)

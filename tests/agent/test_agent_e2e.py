@@ -22,6 +22,7 @@ from agent_e2e_support import (
     REPO,
     AgentProc,
     Collector,
+    Recorder,
     SquidWriter,
     agent_config,
     api_totals,
@@ -589,45 +590,10 @@ def test_metrics_endpoint_reports_exact_values(tmp_path: Path) -> None:
         col.stop()
 
 
-class _Recorder:
-    """A stand-in ingest endpoint on 127.0.0.1 (a thread of this test process): records
-    every request's Idempotency-Key and body and answers `status`."""
-
-    def __init__(self) -> None:
-        import http.server
-        import threading
-
-        self.status = 503
-        self.seen: list[tuple[str, bytes, int]] = []  # key, body, status answered
-        recorder = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                status = recorder.status
-                recorder.seen.append((self.headers.get("Idempotency-Key", ""), body, status))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
-
-
 def test_unacknowledged_batches_are_resent_with_their_original_keys_after_kill9(tmp_path: Path) -> None:
     import msgpack
 
-    rec = _Recorder()
+    rec = Recorder()
     log_path = tmp_path / "logs" / "access.log"
     writer = SquidWriter(log_path, base=_base_minute(20), seed=51)
     cfg = agent_config(tmp_path, rec.url, log_path, flush_interval=0.2)
@@ -668,10 +634,12 @@ def test_unacknowledged_batches_are_resent_with_their_original_keys_after_kill9(
 
 def test_backlog_in_many_sources_is_cut_into_batches_of_max_batch_rows(tmp_path: Path) -> None:
     """Four sources with a backlog of high-cardinality lines, `--once`: every batch stays
-    near collector.max_batch_rows (rows + profiles), so a collector taking at most 5,000
-    per body accepts them all (one batch of every source's backlog would be refused)."""
+    near collector.max_batch_rows (rows + profiles), so a collector taking at most 7,000
+    entries per body accepts them all (one batch of every source's backlog would be
+    refused). Each source's backlog is one read: ~3,000 rows and profiles plus its 2,000
+    activity records, which the collector's limit counts too."""
     col = Collector(tmp_path / "collector")
-    col.config.write_text(col.config.read_text().replace('log_level = "warning"', 'log_level = "warning"\nmax_rows = 5000'))
+    col.config.write_text(col.config.read_text().replace('log_level = "warning"', 'log_level = "warning"\nmax_rows = 7000'))
     base = _base_minute(150)
     writers = [SquidWriter(tmp_path / "logs" / f"s{i}.log", base=base, seed=60 + i, ms_per_line=3000.0,
                            users=tuple(range(200 + 10 * i, 208 + 10 * i))) for i in range(4)]

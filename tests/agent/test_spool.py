@@ -68,12 +68,13 @@ def test_crash_between_ack_and_delete_does_not_resend(tmp_path: Path) -> None:
 
 def test_dead_letter_keeps_batch_and_reason_and_advances_checkpoint(tmp_path: Path) -> None:
     s = Spool(tmp_path, 1 << 20)
-    e1 = s.append(b"bad", cp(10), 2, 0)
+    e1 = s.append(b"bad", cp(10), 2, 0, 3)
     target = s.dead_letter(e1, 400, "logs[0].ts: not a timestamp")
     assert target == tmp_path / "spool" / "dead-letter" / e1.path.name
     assert msgpack.unpackb(target.read_bytes())["body"] == b"bad"
     reason = json.loads(target.with_suffix(".reason").read_text())
-    assert reason == {"key": e1.key, "status": 400, "reason": "logs[0].ts: not a timestamp", "rows": 2}
+    assert reason == {"key": e1.key, "status": 400, "reason": "logs[0].ts: not a timestamp", "rows": 2,
+                      "activity": 3}
     assert json.loads((tmp_path / CHECKPOINT_FILE).read_text())["checkpoints"] == cp(10)
     again = Spool(tmp_path, 1 << 20)
     assert again.pending == [] and again.next_seq == 2
@@ -213,3 +214,24 @@ def test_crash_before_the_rename_leaves_no_batch_and_the_old_positions(tmp_path:
     assert again.pending == [] and list((tmp_path / "spool").glob(".tmp-*")) == []
     assert (tmp_path / CHECKPOINT_FILE).read_bytes() == before
     assert again.resume_checkpoints() == cp(10)  # the lines of b2 are simply read again
+
+
+def test_activity_count_survives_a_restart_and_an_activity_only_batch_is_not_empty(tmp_path: Path) -> None:
+    """The spool file records how many activity records its body holds: after a restart
+    an entry of activity records alone (no rows, no profiles) is still a batch to send."""
+    s = Spool(tmp_path, 1 << 20)
+    only_activity = s.append(b"a", cp(1), 0, 0, 5)
+    positions = s.append(b"p", cp(2), 0, 0)
+    assert (only_activity.empty, positions.empty) == (False, True)
+    again = Spool(tmp_path, 1 << 20)
+    assert [(e.rows, e.profiles, e.activity, e.empty) for e in again.pending] == [(0, 0, 5, False), (0, 0, 0, True)]
+
+
+def test_spool_files_of_earlier_versions_have_no_activity(tmp_path: Path) -> None:
+    s = Spool(tmp_path, 1 << 20)
+    e = s.append(b"old", cp(1), 4, 1)
+    obj = msgpack.unpackb(e.path.read_bytes())
+    del obj["activity"]  # written before activity records existed
+    e.path.write_bytes(msgpack.packb(obj, use_bin_type=True))
+    (entry,) = Spool(tmp_path, 1 << 20).pending
+    assert (entry.rows, entry.profiles, entry.activity, entry.empty) == (4, 1, 0, False)

@@ -190,11 +190,13 @@ async def make_api(tmp_path: Path, backend: Backend) -> AsyncIterator[Callable[.
     clients: list[TestClient] = []
     configs: list[CollectorConfig] = []
 
-    async def factory(extra: str = "", sub: str = "", storage: str = "") -> Api:
+    async def factory(
+        extra: str = "", sub: str = "", storage: str = "", clock: Callable[[], float] = lambda: NOW
+    ) -> Api:
         base = tmp_path / sub if sub else tmp_path
         base.mkdir(parents=True, exist_ok=True)
         cfg = make_config(base, extra, storage)
-        app = create_app(cfg, store=backend.make(cfg), clock=lambda: NOW)
+        app = create_app(cfg, store=backend.make(cfg), clock=clock)
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
         clients.append(client)

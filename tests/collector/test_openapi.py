@@ -271,6 +271,14 @@ async def test_every_extension_is_marked(api: Api) -> None:
     for path, params in EXPECTED_PARAMS.items():
         names = [p["name"] for p in doc["paths"][path]["get"]["parameters"]]
         expected |= {f"$.paths.{path}.get.parameters[{names.index(n)}]" for n in ("userId", "tz", "interval") if n in names}
+    # The Webshare-compatible API: the activity records of the ingest body, and our
+    # user_id and tz parameters (Webshare has neither).
+    expected |= {f"{schemas}.IngestBody.properties.activity", f"{schemas}.ActivityRecord"}
+    for path, item in doc["paths"].items():
+        if path.startswith("/api/v2/"):
+            for method, op in item.items():
+                names = [p["name"] for p in op["parameters"]]
+                expected |= {f"$.paths.{path}.{method}.parameters[{names.index(n)}]" for n in ("user_id", "tz") if n in names}
     assert marked == expected
     # and nothing from the FonProxy doc is marked as an extension
     row = doc["components"]["schemas"]["Row"]["properties"]
@@ -285,6 +293,7 @@ METRIC_FAMILIES = {
     "proxymeter_collector_batches_ingested_total": "counter",
     "proxymeter_collector_rows_ingested_total": "counter",
     "proxymeter_collector_profiles_ingested_total": "counter",
+    "proxymeter_collector_activity_ingested_total": "counter",
     "proxymeter_collector_ingest_bytes_total": "counter",
     "proxymeter_collector_duplicate_batches_total": "counter",
     "proxymeter_collector_ingest_rejects_total": "counter",
@@ -339,3 +348,84 @@ def test_readme_shows_every_endpoint_with_curl_and_every_extension() -> None:
     for name in ("conn_ms", "duration_max_ms", "latency", "concurrency", "interval", "tz", "userId",
                  "avg_concurrency", "Merge rules", "Idempotency-Key", "Empty buckets are omitted"):  # fmt: skip
         assert name in section, name
+
+
+# The parameters of Webshare's docs per /api/v2 endpoint, plus our extensions user_id, tz.
+_V2_WINDOW = {"timestamp__gte", "timestamp__lte", "plan_id", "user_id", "tz"}
+_V2_FILTERS = {"search", "error_reason", "bytes__gte", "bytes__lte"}
+EXPECTED_V2_PARAMS = {
+    ("/api/v2/proxy/activity/", "get"): _V2_WINDOW | _V2_FILTERS | {"starting_after", "page_size"},
+    ("/api/v2/proxy/activity/download/", "get"): _V2_WINDOW | _V2_FILTERS | {"download_token"},
+    ("/api/v2/download_token/activity/", "get"): {"user_id"},
+    ("/api/v2/download_token/activity/", "post"): {"user_id"},
+    ("/api/v2/download_token/activity/reset/", "post"): {"user_id"},
+    ("/api/v2/stats/", "get"): _V2_WINDOW,
+    ("/api/v2/stats/aggregate/", "get"): _V2_WINDOW,
+}
+
+
+async def test_every_v2_response_conforms_and_every_parameter_is_documented(api: Api) -> None:
+    doc = await api.get("/openapi.json")
+    v2 = {(path, m) for path, item in doc["paths"].items() if path.startswith("/api/v2/") for m in item}
+    assert v2 == set(EXPECTED_V2_PARAMS)
+    for (path, method), names in EXPECTED_V2_PARAMS.items():
+        op = doc["paths"][path][method]
+        assert {p["name"] for p in op["parameters"]} == names, path
+        assert all(p["in"] == "query" and p["description"] and not p["required"] for p in op["parameters"])
+        assert set(op["responses"]) == {"200", "400", "401", "403", "500", "503"}, path
+        assert op["security"] == [{"bearer": []}, {"token": []}]
+    page = {p["name"]: p for p in doc["paths"]["/api/v2/proxy/activity/"]["get"]["parameters"]}["page_size"]
+    assert (page["schema"]["default"], page["schema"]["minimum"], page["schema"]["maximum"]) == (25, 1, 100)
+
+    record = {"ts_us": 1774900000123456, "protocol": "socks", "duration_ms": 1500, "handshake_ms": None,
+              "tunnel_ms": 1200, "error": "other:weird thing", "auth_username": "u", "proxy_address": None,
+              "client_address": "10.0.0.1", "ip_address": None, "hostname": "h.example.org", "domain": "example.org",
+              "port": 443, "proxy_port": 50000, "listen_address": None, "listen_port": None, "user_id": 42,
+              "order_id": 1, "worker": "w1", "bytes_sent": 1, "bytes_received": 2}  # fmt: skip
+    rows = [{"ts": "2026-03-30 19:46:00", "user_id": 42, "order_id": 1, "protocol": "SOCKS", "ip_out": "1.2.3.4",
+             "error": "timeout", "count": 5, "error_count": 2, "bytes_sent": 10, "conn_ms": 500}]  # fmt: skip
+    body = {"logs": rows, "activity": [record, record | {"error": ""}]}
+    check(doc, doc["components"]["schemas"]["IngestBody"], body)
+    await api.ingest(body)
+
+    async def conforms(method: str, path: str, status: int, token: str | None = ADMIN, **params: str) -> Any:
+        headers = {"Authorization": f"Token {token}"} if token else {}
+        resp = await api.client.request(method, path, headers=headers, params=params)
+        assert resp.status == status, await resp.text()
+        spec = doc["paths"][path][method.lower()]["responses"][str(status)]
+        ctype = resp.headers["Content-Type"].split(";")[0]
+        assert ctype in spec["content"]
+        if ctype != "application/json":
+            return await resp.text()
+        value = json.loads(await resp.text())
+        check(doc, spec["content"][ctype]["schema"], value)
+        return value
+
+    listed = await conforms("GET", "/api/v2/proxy/activity/", 200, page_size="1")
+    assert listed["count"] == 2 and listed["next"] and listed["results"][0]["error_reason"] is None
+    second = await conforms("GET", "/api/v2/proxy/activity/", 200, token=USER42, error_reason="*")
+    assert second["results"][0]["error_reason"] == "other:weird thing"  # an unknown code is its own reason
+    hours = await conforms("GET", "/api/v2/stats/", 200, timestamp__gte="2026-03-30T19:00:00Z")
+    assert sum(h["requests_total"] for h in hours) == 5
+    agg = await conforms("GET", "/api/v2/stats/aggregate/", 200, token=USER42)
+    assert agg["error_reasons"][0]["reason"] == "target_connect_timeout" and agg["protocols_used"] == {"socks": 5}
+    token = await conforms("POST", "/api/v2/download_token/activity/", 200, token=USER42)
+    assert await conforms("GET", "/api/v2/download_token/activity/", 200, token=USER42) == token
+    assert (await conforms("POST", "/api/v2/download_token/activity/reset/", 200, token=USER42))["key"] != token["key"]
+    csv_text = await conforms("GET", "/api/v2/proxy/activity/download/", 200)
+    assert len(csv_text.splitlines()) == 3
+    for path, method in sorted(EXPECTED_V2_PARAMS):
+        await conforms(method.upper(), path, 400, bogus="1")
+        await conforms(method.upper(), path, 401, token=None if "download/" not in path else "nope")
+        await conforms(method.upper(), path, 403, token=AGENT)
+        await conforms(method.upper(), path, 403, token=USER42, user_id="7")
+
+
+def test_readme_documents_every_v2_parameter_and_error_shape() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("<!-- section:api -->", 1)[1].split("<!-- /section:api -->", 1)[0]
+    for name in set().union(*EXPECTED_V2_PARAMS.values()):
+        assert f"`{name}`" in section, name
+    for text in ('{"timestamp__gte": [', '{"detail": ', "`Authorization: Token $TOKEN`", "`next`", "`count`",
+                 "Time, Hostname, Destination Port, Bytes, Duration,\nProxy, Your IP Address, Error Reason, Protocol"):
+        assert text in section, text

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +27,8 @@ from collector.plan import DAY, HOUR, MINUTE, UTC, chart_plan
 from collector.storage.sqlite import BASE, FAMILIES, M, MIGRATIONS, SQLiteStore, Table
 
 T0 = 1773532800  # 2026-03-15 00:00:00 UTC
+INT64_MAX = 2**63 - 1
+REPO = Path(__file__).resolve().parents[2]
 DOMAINS = ["a.com", "b.org", "c.net", "d.io", ""]
 ERRORS = ["", "", "", "timeout", "dns_failure"]
 
@@ -72,9 +76,25 @@ def oracle(rows: list[Row], table: Table) -> dict[tuple[Any, ...], tuple[Any, ..
             acc[10][b] = acc[10].get(b, 0) + c
     result = {}
     for key, acc in out.items():
+        # Stored sums saturate: non-negative deltas merged with min(a + b, MAX) end at
+        # min(total, MAX), whatever the order.
+        acc[:6] = [min(v, INT64_MAX) for v in acc[:6]]
         vals = acc[:8] + (acc[8:10] if table.spans else []) + ([acc[10]] if table.latency else [])
         result[key] = tuple(vals)
     return result
+
+
+def hist_stream(blob: bytes | None) -> dict[int, int]:
+    """A stored histogram: a msgpack stream of {bucket: count} maps, summed (merges may
+    just concatenate)."""
+    out: dict[int, int] = {}
+    if blob:
+        unpacker = msgpack.Unpacker(strict_map_key=False)
+        unpacker.feed(blob)
+        for part in unpacker:
+            for b, c in part.items():
+                out[b] = out.get(b, 0) + c
+    return out
 
 
 def stored(con: sqlite3.Connection, table: Table) -> dict[tuple[Any, ...], tuple[Any, ...]]:
@@ -91,7 +111,7 @@ def stored(con: sqlite3.Connection, table: Table) -> dict[tuple[Any, ...], tuple
         )
         vals = list(r[nk:])
         if table.latency:
-            vals[-1] = msgpack.unpackb(vals[-1], strict_map_key=False) if vals[-1] else {}
+            vals[-1] = hist_stream(vals[-1])
         out[key] = tuple(vals)
     return out
 
@@ -108,9 +128,10 @@ def check_all(db: Path, rows: list[Row]) -> None:
         con.close()
 
 
-async def test_every_table_equals_the_rows_ingested(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fold_rows", [1, 500, 10**9])  # fold every drain, now and then, only at close
+async def test_every_table_equals_the_rows_ingested(tmp_path: Path, fold_rows: int) -> None:
     rnd = random.Random(5)
-    store = SQLiteStore(tmp_path / "s.db")
+    store = SQLiteStore(tmp_path / "s.db", fold_rows=fold_rows, fold_interval=0)
     await store.open()
     kept: list[Row] = []
     try:
@@ -279,3 +300,112 @@ async def test_errors_and_domains_from_rollups_equal_the_rows(tmp_path: Path, fi
             acc2[3], acc2[4] = min(acc2[3], r.ts), max(acc2[4], r.ts)
     got_dom = {d: [t.count, t.bytes_sent + t.bytes_received, t.error_count, t.first_ts, t.last_ts] for d, t in domains.items()}
     assert got_dom == exp_dom
+
+
+async def test_a_fold_overflowing_int64_saturates_row_by_row(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Two bodies, each under 2**63-1 per day, together past it in the hour and day
+    # rollups: the grouped fold cannot sum them, the row-by-row fold saturates.
+    big = 2**53 - 1
+    bodies = [[Row(ts=T0 + 600 + 60 * b, domain=f"d{i}.com", user_id=1 + i % 2, count=1, bytes_sent=big,
+                   latency={3: 1}) for i in range(600)] for b in range(2)]
+    store = SQLiteStore(tmp_path / "s.db", fold_rows=10**9, fold_interval=0)
+    await store.open()
+    try:
+        for b, rows in enumerate(bodies):
+            assert await store.ingest(Batch(rows=rows), f"b{b}", T0)
+        day = await store.chart(chart_plan(T0, T0 + DAY, DAY, UTC), Filter(), with_latency=True)
+        assert [(t.count, t.bytes_sent, t.latency) for t in day.values()] == [(1200, INT64_MAX, {3: 1200})]
+        assert "folding row by row" in caplog.text
+    finally:
+        await store.close()
+    check_all(tmp_path / "s.db", bodies[0] + bodies[1])
+
+
+async def test_every_row_query_sees_staged_rows_before_any_fold(tmp_path: Path) -> None:
+    # Nothing folds by itself (no row limit, no timer): whatever a query answers from
+    # the minute rows must still count every acknowledged row, the Webshare hourly
+    # stats included.
+    rows = [Row(ts=T0 + 60 * i, user_id=5, domain="a.com", protocol="HTTP", ip_out="198.51.100.1", count=2,
+                bytes_sent=10, bytes_received=100, error="timeout" if i % 3 == 0 else "",
+                error_count=1 if i % 3 == 0 else 0, conn_ms=1000) for i in range(90)]
+    store = SQLiteStore(tmp_path / "s.db", fold_rows=10**9, fold_interval=0)
+    await store.open()
+    try:
+        assert await store.ingest(Batch(rows=rows), "k", T0)
+        plan = chart_plan(T0, T0 + 2 * HOUR, HOUR, UTC)
+        stats = await store.hourly_stats(plan, Filter(user_id=5))
+        assert [(i, s.count, s.bytes_sent, s.bytes_received, s.error_count, s.conn_ms, s.errors, s.proxies)
+                for i, s in sorted(stats.items())] == [
+            (0, 120, 600, 6000, 20, 60_000, {"timeout": 20}, {"198.51.100.1": 120}),
+            (1, 60, 300, 3000, 10, 30_000, {"timeout": 10}, {"198.51.100.1": 60}),
+        ]
+        chart = await store.chart(plan, Filter(domain="a.com"))
+        assert [(i, t.count) for i, t in sorted(chart.items())] == [(0, 120), (1, 60)]
+    finally:
+        await store.close()
+
+
+# The child ingests (rows staged and acknowledged), then folds and is killed with
+# SIGKILL just before or just after the COMMIT of the fold's write transaction (the
+# rollups written, the staged rows deleted).
+_KILLED_CHILD = """
+import asyncio, os, random, signal, sys
+from agent.wire.batch import Batch
+from collector.storage.sqlite import SQLiteStore
+from tests.collector.test_rollups import rand_rows
+
+db, when = sys.argv[1], sys.argv[2]
+
+class KilledAtCommit:
+    # the fold's connection, killing the process at the COMMIT of its write transaction
+    def __init__(self, con):
+        self.con = con
+        self.writing = False
+    def execute(self, sql, *args):
+        self.writing = self.writing or sql == "BEGIN IMMEDIATE"
+        at_commit = self.writing and sql == "COMMIT"
+        if at_commit and when == "before":
+            os.kill(os.getpid(), signal.SIGKILL)
+        out = self.con.execute(sql, *args)
+        if at_commit and when == "after":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    def __getattr__(self, name):
+        return getattr(self.con, name)
+
+async def main():
+    store = SQLiteStore(db, fold_rows=10**9, fold_interval=0)
+    await store.open()
+    rnd = random.Random(31)
+    for i in range(4):
+        assert await store.ingest(Batch(rows=rand_rows(rnd, 300, 2 * 24 * 60)), f"k{i}", 0)
+    store._f = KilledAtCommit(store._f)  # the fold's own connection
+    await store._fold_staged()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_killed_around_the_fold_commit_every_row_counts_once(tmp_path: Path, when: str) -> None:
+    db = tmp_path / "s.db"
+    child = subprocess.run([sys.executable, "-c", _KILLED_CHILD, str(db), when], cwd=REPO, capture_output=True, timeout=120)
+    assert child.returncode == -9, child.stderr.decode()
+    rnd = random.Random(31)
+    batches = [rand_rows(rnd, 300, 2 * 24 * 60) for _ in range(4)]
+    con = sqlite3.connect(db)
+    try:  # killed before: every row still staged, none folded; after: the reverse
+        staged, minutes = con.execute("SELECT (SELECT count(*) FROM stage), (SELECT count(*) FROM m)").fetchone()
+    finally:
+        con.close()
+    assert (staged > 0, minutes > 0) == ((True, False) if when == "before" else (False, True))
+    store = SQLiteStore(db, fold_rows=10**9, fold_interval=0)
+    await store.open()
+    try:
+        for i, rows in enumerate(batches):  # the agent resends: every key is known
+            assert not await store.ingest(Batch(rows=rows), f"k{i}", 0)
+        more = rand_rows(rnd, 200, 2 * 24 * 60)
+        assert await store.ingest(Batch(rows=more), "k-more", 0)
+    finally:
+        await store.close()
+    check_all(db, [r for b in batches for r in b] + more)

@@ -9,7 +9,7 @@ import pytest
 from agent.parsers import make_parser
 from agent.parsers.dante import DanteParser
 from agent.record import ParseError, Record
-from parsers_table import fixture_lines, rec
+from parsers_table import core_parser, fixture_lines, parts, rec
 
 LINES = fixture_lines("dante", "danted.log")
 L = "127.0.0.1"
@@ -43,19 +43,19 @@ TABLE: list[Record | None] = [
 
 
 def test_whole_file_in_order() -> None:
-    p = make_parser("dante", timezone.utc)
+    p = core_parser("dante", timezone.utc)
     got = [p.parse(x) for x in LINES]
     assert got == TABLE
     assert p.open_sessions == 0  # type: ignore[attr-defined]
 
 
 def test_with_carriage_returns() -> None:
-    p = make_parser("dante", timezone.utc)
+    p = core_parser("dante", timezone.utc)
     assert [p.parse(x + b"\r") for x in LINES] == TABLE
 
 
 def test_close_without_open_uses_logged_whole_seconds() -> None:
-    p = make_parser("dante", timezone.utc)
+    p = core_parser("dante", timezone.utc)
     # the 1.5 s tunnel's close line alone: end 268.851, "Session duration: 1s"
     r = p.parse(LINES[5])
     assert r is not None
@@ -63,7 +63,7 @@ def test_close_without_open_uses_logged_whole_seconds() -> None:
 
 
 def test_interleaved_sessions_pair_by_address() -> None:
-    p = make_parser("dante", timezone.utc)
+    p = core_parser("dante", timezone.utc)
     a_open, a_close = LINES[2], LINES[3]
     b_open, b_close = LINES[4], LINES[5]
     assert p.parse(a_open) is None and p.parse(b_open) is None
@@ -129,7 +129,7 @@ HAND = [
 
 @pytest.mark.parametrize("line,expected", HAND)
 def test_hand_written_lines(line: bytes, expected: Record) -> None:
-    assert make_parser("dante", timezone.utc).parse(line) == expected
+    assert core_parser("dante", timezone.utc).parse(line) == expected
 
 
 @pytest.mark.parametrize("line,reason", [
@@ -142,12 +142,12 @@ def test_hand_written_lines(line: bytes, expected: Record) -> None:
 ])
 def test_bad_lines(line: bytes, reason: str) -> None:
     with pytest.raises(ParseError) as err:
-        make_parser("dante", timezone.utc).parse(line)
+        core_parser("dante", timezone.utc).parse(line)
     assert err.value.reason == reason
 
 
 def test_trailing_extra_data_changes_nothing_but_free_text() -> None:
-    p = make_parser("dante", timezone.utc)
+    p = core_parser("dante", timezone.utc)
     got = [p.parse(x + b" trailing extra") for x in LINES]
     for g, exp in zip(got, TABLE):
         if exp is None:
@@ -187,13 +187,13 @@ AUTH_TABLE: list[Record | None] = [
 
 
 def test_authenticated_sessions_space_in_name_and_failed_logins() -> None:
-    p = make_parser("dante", timezone.utc)
+    p = core_parser("dante", timezone.utc)
     assert [p.parse(x) for x in AUTH_LINES] == AUTH_TABLE
     assert p.open_sessions == 0  # type: ignore[attr-defined]
 
 
 def test_space_in_name_pairs_open_and_close() -> None:
-    p = make_parser("dante", timezone.utc)
+    p = core_parser("dante", timezone.utc)
     # without its open line the close falls back to "Session duration: 0s"
     alone = p.parse(AUTH_LINES[1])
     assert alone is not None and (alone.user, alone.start_ms) == ("user-102 alt", 1796155462175)
@@ -201,3 +201,38 @@ def test_space_in_name_pairs_open_and_close() -> None:
     line = AUTH_LINES[1].replace(b"user-102 alt@", b"a@b c@")
     r = p.parse(line)
     assert r is not None and (r.user, r.client_ip, r.listen_port) == ("a@b c", L, 54615)
+
+
+# -- the activity-only fields (parsers_table.ACTIVITY_PARTS): start_us_rem, target_ip,
+# proxy_port, listen_address, handshake_ms, tunnel_ms, read off the capture by hand: the
+# open line's microseconds, the target when it is an IP, PROXY_OUT's port (0.0.0.0.0:
+# none), PROXY_IN's address; a session paired with its open line was a tunnel throughout.
+WHOLE_FILE_PARTS: dict[int, tuple[object, ...]] = {
+    3: (448, L, 36221, L, None, 1),
+    5: (147, L, 47473, L, None, 1501),
+    6: (0, L, 50651, L, None, None),  # refused: no open line; the attempt's port
+    8: (0, L, 0, L, None, None),  # blocked: never connected
+    9: (0, "", 0, L, None, None),  # a name that did not resolve
+    12: (572, L, 36479, L, None, 4),
+    14: (4, L, 38293, L, None, 3),
+}
+
+
+def test_activity_parts_of_the_whole_file() -> None:
+    p = make_parser("dante", timezone.utc)
+    got = {i: parts(r) for i, r in enumerate(p.parse(x) for x in LINES) if r is not None}
+    assert got == WHOLE_FILE_PARTS
+
+
+def test_activity_parts_of_a_close_without_its_open_line() -> None:
+    p = make_parser("dante", timezone.utc)
+    assert parts(p.parse(LINES[5])) == (0, L, 47473, L, None, None)
+
+
+def test_activity_parts_of_authenticated_lines() -> None:
+    """The session of a user with a space (paired: 174727 µs), the failed logins (the
+    stamp's µs; no target), the blocked and the unresolved target."""
+    p = make_parser("dante", timezone.utc)
+    got = [parts(p.parse(x)) for x in AUTH_LINES]
+    assert got == [None, (727, L, 42323, L, None, 1), (924, "", 0, L, None, None), (843, "", 0, L, None, None),
+                   (0, L, 0, L, None, None), (0, "", 0, L, None, None), None]

@@ -69,6 +69,15 @@ SQUID_EXTRA = [
     b"1700000000.000      0 10.0.0.9 NONE_NONE/000 0 - error:transaction-end-before-headers - HIER_NONE/- -",
     b"1700000000.000      5 10.0.0.9 TCP_TUNNEL/200 300 CONNECT [2001:db8::1]:8443 u HIER_DIRECT/2001:db8::1 -",
     b"1700000000.000      5 10.0.0.9 TCP_MISS/200 300 GET /relative u HIER_DIRECT/1.2.3.4 text/html",
+    # the current format: + %>la %<lp
+    b"1700000000.000      5 10.0.0.9 TCP_MISS/200 300 GET http://example.com/x u HIER_DIRECT/1.2.3.4 "
+    b"text/html 10 192.0.2.7 3128 -/- 192.0.2.1 40000",
+    b"1700000000.000      5 10.0.0.9 TCP_DENIED/403 300 GET http://example.com/x u HIER_NONE/- "
+    b"text/html 10 - 3128 ERR_ACCESS_DENIED/- 192.0.2.1 -",
+    b"1700000000.000      5 10.0.0.9 TCP_MISS/200 300 GET http://example.com/x u HIER_DIRECT/1.2.3.4 "
+    b"text/html 10 192.0.2.7 3128 -/- not-an-address 40000",
+    b"1700000000.000      5 10.0.0.9 TCP_MISS/200 300 GET http://example.com/x u HIER_DIRECT/1.2.3.4 "
+    b"text/html 10 192.0.2.7 3128 -/- 2001:db8::1 999999",
 ]
 
 
@@ -134,6 +143,10 @@ JSONL_VALUES: dict[str, list[object]] = {
     "proxy_address": [None, "203.0.113.9", []],
     "peer_id": [None, "peer-1", {}],
     "listen_port": [None, 3128, 1.0e3, True],
+    "proxy_port": [None, 40000, 0, -2, "1"],
+    "listen_address": [None, "192.0.2.1", 4],
+    "handshake_duration": [None, 0, 0.0125, -1, "x", True],
+    "tunnel_duration": [None, 1.5, 2, -0.5, []],
 }
 
 

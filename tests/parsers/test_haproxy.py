@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+from dataclasses import replace
 from datetime import timezone
 from zoneinfo import ZoneInfo
 
@@ -10,7 +11,7 @@ import pytest
 
 from agent.parsers import make_parser
 from agent.record import ParseError, Record
-from parsers_table import fixture_lines, rec
+from parsers_table import core, core_parser, fixture_lines, parts, rec
 
 RAW = fixture_lines("haproxy", "stdout-raw.log")
 SYS = fixture_lines("haproxy", "syslog-rfc3164.log")
@@ -59,7 +60,7 @@ TABLE: list[Record] = [
 
 @pytest.mark.parametrize("idx", range(len(TABLE)))
 def test_real_lines_plain_and_syslog(idx: int) -> None:
-    p = make_parser("haproxy", timezone.utc)
+    p = core_parser("haproxy", timezone.utc)
     exp = TABLE[idx]
     assert p.parse(RAW[idx]) == exp
     assert p.parse(SYS[idx]) == exp
@@ -68,7 +69,7 @@ def test_real_lines_plain_and_syslog(idx: int) -> None:
 
 
 def test_lines_in_any_order_give_the_same_records() -> None:
-    p = make_parser("haproxy", timezone.utc)
+    p = core_parser("haproxy", timezone.utc)
     assert [p.parse(x) for x in reversed(RAW)] == list(reversed(TABLE))
 
 
@@ -81,7 +82,7 @@ TRAILING = [b" {extra}", b" x", b" trailing extra fields", b' "quoted"', b' "a b
 def test_trailing_data_on_every_real_line_is_ignored(idx: int, extra: bytes) -> None:
     # default and recommended formats alike: whatever an operator appends after the last
     # field changes nothing (the user of the recommended httplog stays the quoted field)
-    p = make_parser("haproxy", timezone.utc)
+    p = core_parser("haproxy", timezone.utc)
     assert p.parse(RAW[idx] + extra) == TABLE[idx]
     assert p.parse(SYS[idx] + extra) == TABLE[idx]
 
@@ -90,7 +91,7 @@ def test_damaged_appended_field_is_an_error_naming_it() -> None:
     line = RAW[12].replace(b'" 120 127.0.0.1 ', b'" 12x 127.0.0.1 ')
     assert line != RAW[12]
     with pytest.raises(ParseError) as err:
-        make_parser("haproxy", timezone.utc).parse(line)
+        core_parser("haproxy", timezone.utc).parse(line)
     assert (err.value.reason, str(err.value)) == ("bad_number", "bad_number: U=12x")
 
 
@@ -98,7 +99,7 @@ def test_damaged_appended_field_is_an_error_naming_it() -> None:
 def test_real_lines_are_read_in_the_source_timezone(zone: str, offset_h: int) -> None:
     # the capture ran in UTC; the same lines from a proxy host in another zone (22 Nov:
     # no DST anywhere here) start offset_h hours earlier in UTC, everything else equal
-    p = make_parser("haproxy", ZoneInfo(zone))
+    p = core_parser("haproxy", ZoneInfo(zone))
     for raw, exp in zip(RAW, TABLE):
         got = p.parse(raw)
         assert got is not None
@@ -114,13 +115,13 @@ def test_real_lines_are_read_in_the_source_timezone(zone: str, offset_h: int) ->
     b"<134>Nov  2 07:37:06 haproxy: ",  # no pid
 ])
 def test_syslog_framings(framing: bytes) -> None:
-    p = make_parser("haproxy", timezone.utc)
+    p = core_parser("haproxy", timezone.utc)
     assert p.parse(framing + RAW[25]) == TABLE[25]
 
 
 def berlin(line_date: bytes) -> int:
     line = b"10.0.0.1:5000 [" + line_date + b"] fe be/s1 0/0/0/0/10 200 100 - - ---- 1/1/0/0/0 0/0 \"GET / HTTP/1.1\""
-    r = make_parser("haproxy", ZoneInfo("Europe/Berlin")).parse(line)
+    r = core_parser("haproxy", ZoneInfo("Europe/Berlin")).parse(line)
     assert r is not None
     return r.start_ms
 
@@ -160,7 +161,7 @@ HAND = [
 
 @pytest.mark.parametrize("line,expected", HAND)
 def test_hand_written_lines(line: bytes, expected: Record) -> None:
-    assert make_parser("haproxy", timezone.utc).parse(line) == expected
+    assert core_parser("haproxy", timezone.utc).parse(line) == expected
 
 
 @pytest.mark.parametrize("line", [
@@ -169,7 +170,7 @@ def test_hand_written_lines(line: bytes, expected: Record) -> None:
     b"Server origin/o1 is DOWN, reason: Layer4 connection problem.",
 ])
 def test_notices_complete_no_request(line: bytes) -> None:
-    assert make_parser("haproxy", timezone.utc).parse(line) is None
+    assert core_parser("haproxy", timezone.utc).parse(line) is None
 
 
 @pytest.mark.parametrize("line,reason", [
@@ -187,5 +188,72 @@ def test_notices_complete_no_request(line: bytes) -> None:
 ])
 def test_bad_lines(line: bytes, reason: str) -> None:
     with pytest.raises(ParseError) as err:
-        make_parser("haproxy", timezone.utc).parse(line)
+        core_parser("haproxy", timezone.utc).parse(line)
     assert err.value.reason == reason
+
+
+# -- the activity-only fields (parsers_table.ACTIVITY_PARTS): start_us_rem, target_ip,
+# proxy_port, listen_address, handshake_ms, tunnel_ms, read off each captured line by
+# hand: %si of the appended fields is the target's IP; the timers give the handshake
+# (http %TR+%Tw+%Tc, tcp %Tw+%Tc, None when one is -1) and, in tcp mode, the tunnel (the
+# rest of %Tt). The capture predates `%bp %fi:%fp`: no proxy_port, no listen address.
+def _p(target_ip: str = "", handshake: int | None = None, tunnel: int | None = None) -> tuple[object, ...]:
+    return (0, target_ip, 0, "", handshake, tunnel)
+
+
+RAW_PARTS: list[tuple[object, ...]] = [
+    _p(),  # tcp 1/-1/0: never connected
+    _p(handshake=0), _p(handshake=0), _p(handshake=0), _p(handshake=0), _p(handshake=0),
+    _p(), _p(),  # 0/-1/-1: haproxy answered itself
+    _p(),  # 0/0/-1: refused
+    _p(),  # <NOSRV>
+    _p(handshake=0),  # 0/0/0/-1/1502: connected, the server timed out
+    _p(),  # -1/...: a bad request
+    _p(L, 0), _p(L, 0), _p(L, 0), _p(L, 0), _p(L, 0),
+    _p(), _p(),  # "-:-"
+    _p(handshake=0),
+    _p(L),  # refused: the server's address, no handshake
+    _p(), _p(L, 0), _p(),
+    _p(handshake=1, tunnel=301),  # tcp 1/0/302
+    _p(L, 1, 304),  # tcp 1/0/305 with the appended fields
+    _p(L, 0),
+    _p(),  # tcp 1/-1/3005
+]
+
+
+@pytest.mark.parametrize("idx", range(len(RAW_PARTS)))
+def test_activity_parts_of_real_lines(idx: int) -> None:
+    assert len(RAW_PARTS) == len(RAW)
+    p = make_parser("haproxy", timezone.utc)
+    for line in (RAW[idx], SYS[idx], RAW[idx] + b' "extra" data'):
+        assert parts(p.parse(line)) == RAW_PARTS[idx], line
+
+
+# the current recommendation: + %bp %fi:%fp (hand-written after haproxy's documentation)
+NEW_FORMAT: list[tuple[bytes, tuple[object, ...], int]] = [
+    (b'127.0.0.1:55074 [22/Nov/2026:07:37:01.592] http_pm origin/o1 2/1/3/4/12 200 1139 - - ---- 2/1/1/1/0 0/0 '
+     b'"GET http://a.example:8080/x HTTP/1.1" 120 192.0.2.7 198.51.100.4:8080 "alice" 40001 192.0.2.1:3128',
+     (0, "198.51.100.4", 40001, "192.0.2.1", 6, None), 3128),
+    (b'127.0.0.1:55130 [22/Nov/2026:07:37:01.612] http_pm http_pm/<NOSRV> 0/-1/-1/-1/0 407 215 - - PR-- 2/1/0/0/0 '
+     b'0/0 "GET http://127.0.0.1:41195/size/10 HTTP/1.1" 122 - -:- "alice" - 192.0.2.1:3128',
+     (0, "", 0, "192.0.2.1", None, None), 3128),
+    (b"10.0.0.1:5000 [22/Nov/2026:10:00:00.000] fe be/s1 0/2/3000 700 -- 1/1/0/0/0 0/0 900 192.0.2.7 "
+     b"203.0.113.5:443 41000 192.0.2.1:8443", (0, "203.0.113.5", 41000, "192.0.2.1", 2, 2998), 8443),
+    # timers rounded one by one: Tw + Tc = 2 > Tt = 1, the handshake is cut to the duration
+    (b"10.0.0.1:5000 [22/Nov/2026:10:00:00.000] fe be/s1 1/1/1 700 -- 1/1/0/0/0 0/0 900 192.0.2.7 "
+     b"203.0.113.5:443 41000 [2001:db8::1]:8443", (0, "203.0.113.5", 41000, "2001:db8::1", 1, 0), 8443),
+    # haproxy writes an IPv6 %fi without brackets, like %ci
+    (b"10.0.0.1:5000 [22/Nov/2026:10:00:00.000] fe be/s1 0/0/5 700 -- 1/1/0/0/0 0/0 900 192.0.2.7 "
+     b"203.0.113.5:443 41000 2001:db8::1:8443", (0, "203.0.113.5", 41000, "2001:db8::1", 0, 5), 8443),
+]
+
+
+@pytest.mark.parametrize("line,want,listen_port", NEW_FORMAT)
+def test_activity_parts_of_the_current_format(line: bytes, want: tuple[object, ...], listen_port: int) -> None:
+    p = make_parser("haproxy", timezone.utc)
+    got = p.parse(line)
+    assert parts(got) == want and got is not None and got.listen_port == listen_port
+    assert p.parse(line + b" more data") == got
+    assert p.parse(b"<134>Nov 22 10:00:00 host haproxy[12]: " + line) == got
+    older = line.rsplit(b" ", 2)[0]  # the earlier recommendation, without %bp %fi:%fp
+    assert core(got) == replace(core(p.parse(older)), listen_port=listen_port)  # type: ignore[arg-type]

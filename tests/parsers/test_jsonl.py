@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import json
 from datetime import timezone
 from zoneinfo import ZoneInfo
 
@@ -10,7 +11,7 @@ import pytest
 
 from agent.parsers import make_parser
 from agent.record import ParseError, Record
-from parsers_table import fixture_lines, rec
+from parsers_table import core_parser, fixture_lines, parts, rec
 
 LINES = fixture_lines("jsonl", "activity.log")
 T10 = calendar.timegm((2026, 11, 22, 10, 0, 0)) * 1000
@@ -32,14 +33,14 @@ TABLE: list[tuple[int, Record]] = [
 
 @pytest.mark.parametrize("idx,expected", TABLE)
 def test_lines(idx: int, expected: Record) -> None:
-    p = make_parser("jsonl", timezone.utc)
+    p = core_parser("jsonl", timezone.utc)
     assert p.parse(LINES[idx]) == expected
     assert p.parse(LINES[idx] + b"\r") == expected
     assert p.parse(LINES[idx] + b"   ") == expected
 
 
 def test_timestamp_without_offset_uses_source_timezone() -> None:
-    p = make_parser("jsonl", ZoneInfo("Europe/Berlin"))
+    p = core_parser("jsonl", ZoneInfo("Europe/Berlin"))
     r = p.parse(b'{"timestamp": "2026-07-01T12:00:00", "protocol": "http", "request_duration": 0}')
     assert r is not None and r.start_ms == calendar.timegm((2026, 7, 1, 10, 0, 0)) * 1000
 
@@ -59,7 +60,7 @@ def test_timestamp_without_offset_uses_source_timezone() -> None:
 ])
 def test_bad_lines(line: bytes, reason: str) -> None:
     with pytest.raises(ParseError) as err:
-        make_parser("jsonl", timezone.utc).parse(line)
+        core_parser("jsonl", timezone.utc).parse(line)
     assert err.value.reason == reason
 
 
@@ -68,5 +69,36 @@ def test_non_utf8_inside_strings_does_not_crash() -> None:
     # surrogate cannot be sent on as UTF-8, so its three bytes become U+FFFD each
     line = (b'{"timestamp": "2026-11-22T10:00:00Z", "protocol": "http", "request_duration": 1, '
             b'"auth_username": "us\\u00e9r\\ud800"}')
-    r = make_parser("jsonl", timezone.utc).parse(line)
+    r = core_parser("jsonl", timezone.utc).parse(line)
     assert r is not None and r.user == "us\u00e9r\ufffd\ufffd\ufffd"
+
+
+# -- the activity-only fields (parsers_table.ACTIVITY_PARTS): start_us_rem, target_ip,
+# proxy_port, listen_address, handshake_ms, tunnel_ms, read off each line by hand:
+# the timestamp's microseconds, ip_address, proxy_port, listen_address and the two
+# durations in seconds.
+PARTS = [
+    (523, "10.1.0.2", 0, "192.168.5.24", 300, 200),  # Webshare's sample: proxy_port null
+    (0, "93.184.216.34", 51234, "203.0.113.1", 10, 1200),
+    (0, "2001:db8::80", 0, "", None, None),
+    (0, "", 0, "", None, None),
+]
+
+
+@pytest.mark.parametrize("idx", range(len(PARTS)))
+def test_activity_parts(idx: int) -> None:
+    p = make_parser("jsonl", timezone.utc)
+    for line in (LINES[idx], LINES[idx] + b"\r", LINES[idx] + b"   "):
+        assert parts(p.parse(line)) == PARTS[idx]
+    assert parts(p.parse_general(LINES[idx])) == PARTS[idx]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("key,value", [("proxy_port", -1), ("proxy_port", "80"), ("listen_address", 5),
+                                       ("handshake_duration", -0.1), ("tunnel_duration", "1"),
+                                       ("handshake_duration", True)])
+def test_bad_activity_fields(key: str, value: object) -> None:
+    line = ('{"timestamp": "2026-11-22T10:00:00.250Z", "protocol": "http", "request_duration": 1, '
+            f'"{key}": {json.dumps(value)}}}').encode()
+    with pytest.raises(ParseError) as err:
+        make_parser("jsonl", timezone.utc).parse(line)
+    assert (err.value.reason, err.value.detail) == ("bad_field", key)

@@ -8,7 +8,7 @@ import pytest
 
 from agent.parsers import make_parser
 from agent.record import ParseError, Record
-from parsers_table import fixture_lines, rec
+from parsers_table import core, core_parser, fixture_lines, parts, rec
 
 STREAM = fixture_lines("nginx", "stream.log")
 HTTP = fixture_lines("nginx", "http.log")
@@ -38,7 +38,7 @@ CASES = list(zip(STREAM, STREAM_TABLE)) + list(zip(HTTP, HTTP_TABLE))
 
 @pytest.mark.parametrize("line,expected", CASES)
 def test_real_lines(line: bytes, expected: Record) -> None:
-    p = make_parser("nginx", timezone.utc)
+    p = core_parser("nginx", timezone.utc)
     assert p.parse(line) == expected
     assert p.parse(line + b"\r") == expected
     assert p.parse(line + b"\textra\tfields") == expected
@@ -68,7 +68,7 @@ HAND = [
 
 @pytest.mark.parametrize("line,expected", HAND)
 def test_hand_written_lines(line: bytes, expected: Record) -> None:
-    assert make_parser("nginx", timezone.utc).parse(line) == expected
+    assert core_parser("nginx", timezone.utc).parse(line) == expected
 
 
 @pytest.mark.parametrize("line,reason", [
@@ -81,5 +81,43 @@ def test_hand_written_lines(line: bytes, expected: Record) -> None:
 ])
 def test_bad_lines(line: bytes, reason: str) -> None:
     with pytest.raises(ParseError) as err:
-        make_parser("nginx", timezone.utc).parse(line)
+        core_parser("nginx", timezone.utc).parse(line)
     assert err.value.reason == reason
+
+
+# -- the activity-only fields (parsers_table.ACTIVITY_PARTS): start_us_rem, target_ip,
+# proxy_port, listen_address, handshake_ms, tunnel_ms. Stream lines of the current format
+# end in $server_addr and $upstream_connect_time; nginx logs no outgoing port.
+STREAM_HEAD = b"1700000000.500\t2.250\t10.0.0.1\t443\tTCP\t200\t700\t9000\t"
+ACTIVITY_LINES: list[tuple[bytes, tuple[object, ...]]] = [
+    (STREAM_HEAD + b"10.1.1.1:443\t-\t-\t192.0.2.1\t0.012", (0, "10.1.1.1", 0, "192.0.2.1", 12, 2238)),
+    # nginx retried: the last upstream is the target, every connect time counts
+    (STREAM_HEAD + b"10.1.1.1:443, 10.1.1.2:443\t-\t-\t192.0.2.1\t0.003, 0.004", (0, "10.1.1.2", 0, "192.0.2.1", 7, 2243)),
+    # no upstream connection (refused, denied, not resolved)
+    (b"1700000000.500\t0.000\t10.0.0.1\t53\tTCP\t502\t0\t0\t10.1.1.1:443\t-\t-\t192.0.2.1\t-",
+     (0, "10.1.1.1", 0, "192.0.2.1", None, None)),
+    (b"1700000000.500\t0.000\t10.0.0.1\t53\tTCP\t403\t0\t0\t-\t-\t-\t192.0.2.1\t-", (0, "", 0, "192.0.2.1", None, None)),
+    # the SNI as host: the upstream's address is still the target's IP
+    (STREAM_HEAD + b"10.1.1.1:443\t-\tWWW.Example.com\t2001:db8::1\t0.001", (0, "10.1.1.1", 0, "2001:db8::1", 1, 2249)),
+    # connect time rounded apart from the session time: never past it
+    (b"1700000000.500\t0.001\t10.0.0.1\t443\tTCP\t200\t7\t9\t10.1.1.1:443\t-\t-\t192.0.2.1\t0.002",
+     (0, "10.1.1.1", 0, "192.0.2.1", 1, 0)),
+    # the earlier eleven-field format, and data appended to it
+    (STREAM_HEAD + b"10.1.1.1:443\t-\t-", (0, "10.1.1.1", 0, "", None, None)),
+    (STREAM_HEAD + b"10.1.1.1:443\t-\t-\textra\tfields", (0, "10.1.1.1", 0, "", None, None)),
+    # http-module lines carry none of them
+    (b"1795333162.361\t0.001\t127.0.0.1\t56095\thttp\t200\t104\t1145\t127.0.0.1:46243\talice\twww.example.com\tGET",
+     (0, "", 0, "", None, None)),
+]
+
+
+@pytest.mark.parametrize("line,want", ACTIVITY_LINES)
+def test_activity_parts(line: bytes, want: tuple[object, ...]) -> None:
+    p = make_parser("nginx", timezone.utc)
+    got = p.parse(line)
+    assert parts(got) == want
+    assert p.parse(line + b"\r") == got
+    if want[3]:  # the current format, with data appended after it
+        assert p.parse(line + b"\tmore\tdata") == got
+        # everything else is what the line without the two fields gives
+        assert core(got) == core(p.parse(line.rsplit(b"\t", 2)[0]))

@@ -12,7 +12,7 @@ import pytest
 
 from agent.parsers import make_parser
 from agent.record import ParseError, Record
-from parsers_table import fixture_lines, rec
+from parsers_table import core, core_parser, fixture_lines, parts, rec
 
 EXT = fixture_lines("squid", "access-proxymeter.log")
 NAT = fixture_lines("squid", "access.log")
@@ -98,7 +98,7 @@ HAND_TABLE: list[tuple[bytes, Record | None]] = [
 
 @pytest.fixture
 def parser():  # type: ignore[no-untyped-def]
-    return make_parser("squid", timezone.utc)
+    return core_parser("squid", timezone.utc)
 
 
 @pytest.mark.parametrize("idx,expected", EXT_TABLE, ids=[f"ext{i}" for i, _ in EXT_TABLE])
@@ -166,3 +166,46 @@ def test_non_utf8_bytes_are_replaced(parser) -> None:  # type: ignore[no-untyped
 def test_syslog_framed_lines(parser, prefix: bytes) -> None:  # type: ignore[no-untyped-def]
     assert parser.parse(prefix + EXT[16]) == EXT_TABLE[16][1]
     assert parser.parse(prefix + NAT[5]) == dict(NAT_TABLE)[5]
+
+
+# -- the activity-only fields (parsers_table.ACTIVITY_PARTS): start_us_rem, target_ip,
+# proxy_port, listen_address, handshake_ms, tunnel_ms. The capture predates `%>la %<lp`:
+# only %<a of a direct fetch (the target's IP) is there; squid logs no handshake/tunnel.
+EXT_PARTS: dict[int, tuple[object, ...]] = {
+    i: (0, "127.0.0.1" if i in (1, 2, 3, 4, 5, 6, 7, 8, 12, 14, 16, 17, 20) else "", 0, "", None, None)
+    for i in range(1, 21)
+}
+
+
+@pytest.mark.parametrize("idx", sorted(EXT_PARTS))
+def test_activity_parts_of_real_lines(idx: int) -> None:
+    p = make_parser("squid", timezone.utc)
+    for line in (EXT[idx], EXT[idx] + b" trailing extra fields", NAT[idx]):
+        assert parts(p.parse(line)) == EXT_PARTS[idx], line
+
+
+# the current `proxymeter` format: + %>la %<lp (hand-written after squid's documentation)
+NEW_FORMAT: list[tuple[bytes, tuple[object, ...]]] = [
+    (b"1700000000.000  70000 10.0.0.9 TCP_TUNNEL/200 9000 CONNECT [2001:db8::1]:8443 u HIER_DIRECT/2001:db8::1 - "
+     b"800 2001:db8::2 3128 -/- 2001:db8::3 41000", (0, "2001:db8::1", 41000, "2001:db8::3", None, None)),
+    # a parent peer's address is not the target's
+    (b"1700000000.500   1500 10.0.0.9 TCP_MISS/200 100 GET https://Example.COM./a?b=c Anna  Maria "
+     b"FIRSTUP_PARENT/10.1.1.1 text/html 50 192.0.2.7 3128 -/- 192.0.2.1 5555", (0, "", 5555, "192.0.2.1", None, None)),
+    # denied before any server connection: "-" for the outgoing port
+    (b"1700000000.000      0 10.0.0.9 TCP_DENIED/403 3464 GET http://www.blocked.test/ u HIER_NONE/- text/html "
+     b"125 - 3128 ERR_ACCESS_DENIED/- 127.0.0.1 -", (0, "", 0, "127.0.0.1", None, None)),
+    (b"1700000000.000      0 10.0.0.9 NONE_NONE/503 0 CONNECT 127.0.0.1:52003 u HIER_DIRECT/127.0.0.1 - 100 0.0.0.0 "
+     b"3128 ERR_CONNECT_FAIL/errno=111 127.0.0.1 0", (0, "127.0.0.1", 0, "127.0.0.1", None, None)),
+]
+
+
+@pytest.mark.parametrize("line,want", NEW_FORMAT)
+def test_activity_parts_of_the_current_format(line: bytes, want: tuple[object, ...]) -> None:
+    p = make_parser("squid", timezone.utc)
+    got = p.parse(line)
+    assert parts(got) == want
+    assert p.parse(line + b" trailing extra fields") == got
+    assert p.parse(line + b"\r") == got
+    # everything else is what the line without the two fields gives
+    older = line.rsplit(b" ", 2)[0]
+    assert core(got) == core(p.parse(older))

@@ -42,6 +42,7 @@ class Sent:
     start: float = 0.0
     end: float = 0.0
     note: str = ""
+    via: tuple[str, int] = ("", 0)  # the proxy address the client connected to
 
     @property
     def total_up(self) -> int:
@@ -180,7 +181,7 @@ def http_get(
     host = url.split("//", 1)[1].split("/", 1)[0]
     head = _get_head(url, host, auth_header(user, password, auth_header_name))
     s = Sent(user=(user or "") if log_user is None else log_user, kind="get", target=host, error=error,
-             start=time.time())
+             start=time.time(), via=proxy)
     try:
         with _connect(proxy) as sock:
             _exchange(sock, s, head, abort_after, _deadline())
@@ -194,7 +195,7 @@ def tcp_get(truth: Truth, addr: tuple[str, int], path: str, *, target: str, host
             error: str = "", abort_after: int | None = None) -> Sent:
     """GET `path` through a TCP forwarder whose upstream is an HTTP server (haproxy tcp
     mode, nginx stream): the forwarder relays the request and response as payload."""
-    s = Sent(user="", kind="tcp", target=target, error=error, start=time.time())
+    s = Sent(user="", kind="tcp", target=target, error=error, start=time.time(), via=addr)
     try:
         with _connect(addr) as sock:
             _exchange(sock, s, _get_head(path, host, ""), abort_after, _deadline())
@@ -253,7 +254,7 @@ def connect_tunnel(
 ) -> Sent:
     head = (f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth_header(user, password)}\r\n").encode()
     s = Sent(user=(user or "") if log_user is None else log_user, kind="connect", target=target, error=error,
-             head_up=len(head), start=time.time())
+             head_up=len(head), start=time.time(), via=proxy)
     deadline = _deadline()
     try:
         with _connect(proxy) as sock:
@@ -328,7 +329,7 @@ def socks5(
     """A SOCKS5 CONNECT (RFC 1928), with username/password (RFC 1929) when user is given;
     then payload to an echo target (or a reset after abort_after bytes of its echo)."""
     s = Sent(user=(user or "") if log_user is None else log_user, kind="socks", target=f"{host}:{port}",
-             error=error, start=time.time())
+             error=error, start=time.time(), via=proxy)
     deadline = _deadline()
     try:
         with _connect(proxy) as sock:
@@ -357,7 +358,7 @@ def socks_get(
     abort_after: int | None = None,
 ) -> Sent:
     """A GET of `path` from the HTTP server host:port through a SOCKS5 tunnel."""
-    s = Sent(user=user or "", kind="socks", target=f"{host}:{port}", error=error, start=time.time())
+    s = Sent(user=user or "", kind="socks", target=f"{host}:{port}", error=error, start=time.time(), via=proxy)
     try:
         with _connect(proxy) as sock:
             if _socks_open(sock, s, host, port, user, password):
@@ -391,7 +392,7 @@ def tcp_echo(
     abort_after: int | None = None,
 ) -> Sent:
     """A plain TCP session through a forwarding proxy (haproxy tcp mode, nginx stream)."""
-    s = Sent(user="", kind="tcp", target=target, error=error, start=time.time())
+    s = Sent(user="", kind="tcp", target=target, error=error, start=time.time(), via=addr)
     deadline = _deadline()
     try:
         with _connect(addr) as sock:

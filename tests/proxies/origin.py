@@ -9,6 +9,8 @@
 - A closed port: bound once and released without listen(), so connecting is refused.
 - A DNS responder that answers NXDOMAIN to every query, for proxies with their own
   resolver and a configurable port (so name failures never need the network).
+- `peer_ports`: the source port of every connection the HTTP and echo servers accepted:
+  the origin's own view of the ports the proxies connected from (their `proxy_port`).
 
 Every thread is a daemon and every server is closed in `Origin.close()`.
 """
@@ -85,9 +87,31 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the aborting client: expected
 
 
+class _Peers:
+    """Source ports of accepted connections, shared by the server threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.ports: set[int] = set()
+
+    def add(self, addr: object) -> None:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            with self._lock:
+                self.ports.add(int(addr[1]))
+
+    def snapshot(self) -> set[int]:
+        with self._lock:
+            return set(self.ports)
+
+
 class _QuietHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64  # the default 5 drops SYNs of a burst: 1 s retransmit delays
+    peers: _Peers
+
+    def verify_request(self, request: object, client_address: object) -> bool:
+        self.peers.add(client_address)
+        return True
 
     def handle_error(self, request: object, client_address: object) -> None:
         pass
@@ -107,14 +131,15 @@ def _echo_conn(conn: socket.socket) -> None:
             pass
 
 
-def _echo_loop(sock: socket.socket, stop: threading.Event) -> None:
+def _echo_loop(sock: socket.socket, stop: threading.Event, peers: _Peers) -> None:
     for _ in range(MAX_CONNS):
         if stop.is_set():
             return
         try:
-            conn, _ = sock.accept()
+            conn, addr = sock.accept()
         except OSError:
             return
+        peers.add(addr)
         threading.Thread(target=_echo_conn, args=(conn,), daemon=True).start()
 
 
@@ -160,7 +185,9 @@ class Origin:
         """dns_port: where the NXDOMAIN responder should listen (53 for resolvers that
         cannot be given a port); when that port cannot be bound, any free port."""
         self._stop = threading.Event()
+        self._peers = _Peers()
         self.http = _QuietHTTPServer(("127.0.0.1", 0), _Handler)
+        self.http.peers = self._peers
         self.http_port: int = self.http.server_address[1]
         self._echo = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._echo.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -176,11 +203,15 @@ class Origin:
         self.closed_port = closed_port()
         self._threads = [
             threading.Thread(target=self.http.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True),
-            threading.Thread(target=_echo_loop, args=(self._echo, self._stop), daemon=True),
+            threading.Thread(target=_echo_loop, args=(self._echo, self._stop, self._peers), daemon=True),
             threading.Thread(target=_dns_loop, args=(self._dns, self._stop), daemon=True),
         ]
         for t in self._threads:
             t.start()
+
+    @property
+    def peer_ports(self) -> set[int]:
+        return self._peers.snapshot()
 
     def close(self) -> None:
         self._stop.set()

@@ -19,10 +19,18 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from agent import config as agent_config_mod
+from agent.activity import ActivityLog
+from agent.domains import DomainResolver
+from agent.enrich import Enricher
+from agent.parsers import make_parser
+from agent.users import UserMapper
+from agent.wire.batch import Activity
 from tests.proxies.origin import free_port
 from tests.proxies.procs import Child, wait_for
 
@@ -87,6 +95,30 @@ class Api:
         if user_id is not None:
             params["userId"] = user_id
         return {e["error"]: int(e["total_errors"]) for e in self.get("/analytics/errors", **params)["data"]}
+
+    def activity_api(self, max_pages: int = 200) -> list[dict]:  # type: ignore[type-arg]
+        """Every activity object /api/v2/proxy/activity/ lists over the test's window,
+        following `next` page by page (Webshare's `Token` scheme), newest first."""
+        now = datetime.now(timezone.utc)
+        query = {
+            "timestamp__gte": (self.since - timedelta(minutes=5)).isoformat(),
+            "timestamp__lte": (now + timedelta(minutes=5)).isoformat(),
+            "page_size": "100",
+        }
+        url: str | None = f"{self.base}/api/v2/proxy/activity/?{urllib.parse.urlencode(query)}"
+        out: list[dict] = []  # type: ignore[type-arg]
+        for _ in range(max_pages):
+            if url is None:
+                return out
+            req = urllib.request.Request(url, headers={"Authorization": f"Token {self.token}"})
+            try:
+                with urllib.request.urlopen(req, timeout=15) as resp:
+                    page = json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                raise AssertionError(f"GET {url} -> {exc.code}: {exc.read()[:500]!r}") from None
+            out.extend(page["results"])
+            url = page["next"]
+        raise AssertionError(f"more than {max_pages} pages of activity")
 
     def peak(self, user_id: int) -> int:
         data = self.get("/analytics/concurrency", userId=user_id)["data"]
@@ -199,6 +231,21 @@ read_from = "beginning"
         code = once.wait(90.0)
         if code != 0:
             raise AssertionError(f"agent --once exit status {code}\n{once.output()}")
+
+    def activity(self) -> list[Activity]:
+        """The activity records of the proxy's log: its real lines through the agent's own
+        parser, enricher and activity conversion, set up from the agent's config."""
+        cfg = agent_config_mod.load(self.agent_config())
+        src = cfg.sources[0]
+        parser = make_parser(src.format, zoneinfo.ZoneInfo(src.timezone), max_open_sessions=src.max_open_sessions)
+        enricher = Enricher(UserMapper(cfg.users), DomainResolver.load(cfg.agent.public_suffix_list or None))
+        out = ActivityLog(cfg.agent.worker, cfg.activity.settings)
+        for line in self.log_path.read_bytes().splitlines():
+            rec = parser.parse(line)
+            if rec is not None:
+                enricher.enrich(rec)
+                out.add(rec)
+        return out.drain()
 
     def logs(self) -> str:
         return "".join(c.output() for c in self.children)

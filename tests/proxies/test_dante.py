@@ -22,7 +22,7 @@ import pytest
 from tests.proxies import client as C
 from tests.proxies import readme
 from tests.proxies import traffic as T
-from tests.proxies.checks import check_all
+from tests.proxies.checks import ANY_PORT, LOOPBACK, ORIGIN_PORT, WHOLE_MS, check_activity, check_activity_api, check_all, client_side, split_target, target
 from tests.proxies.origin import Origin, free_port
 from tests.proxies.procs import Child, find_binary, stable_file
 from tests.proxies.stack import Stack
@@ -103,6 +103,26 @@ def dante_bounds(s: C.Sent) -> tuple[tuple[int, int], tuple[int, int]]:
     return (s.total_up, s.total_up), (s.total_down, s.total_down)
 
 
+def dante_activity(s: C.Sent) -> dict[str, object]:
+    """The README's dante activity table from the client's view: a session dante
+    connected has its open line, so it was a tunnel from start to end, from dante's
+    outgoing address and a port the origin saw; a refused connect names the address and
+    port it came from (never seen by the origin). A failed login names no target, a
+    name that did not resolve no port."""
+    connected = s.error in ("", "client_aborted")
+    tried = connected or s.error == "connection_refused"
+    host, port = split_target(s.target, 0) if s.error != "auth_failed" else (None, None)
+    if s.error == "dns_failure":
+        port = None
+    return client_side(s, protocol="socks") | target(host, port) | {
+        "listen_address": LOOPBACK,
+        "proxy_address": LOOPBACK if tried else None,
+        "proxy_port": ORIGIN_PORT if connected else ANY_PORT if tried else None,
+        "handshake_ms": None,
+        "tunnel_ms": WHOLE_MS if connected else None,
+    }
+
+
 def test_dante_totals_match_client(origin: Origin, workdir: Path, stack_factory: list[Stack]) -> None:
     binary = find_binary("danted")
     if os.geteuid() != 0:
@@ -124,5 +144,8 @@ def test_dante_totals_match_client(origin: Origin, workdir: Path, stack_factory:
     stable_file(log)
     proxy.stop(signal.SIGTERM, 10.0)
     stack.finish()
-    check_all(stack.api, truth, dante_bounds, peaks={T.BURST: T.BURST_N, T.LONG: 1},
-              logs=stack.logs() + log.read_text(errors="replace"))
+    logs = stack.logs() + log.read_text(errors="replace")
+    check_all(stack.api, truth, dante_bounds, peaks={T.BURST: T.BURST_N, T.LONG: 1}, logs=logs)
+    records = stack.activity()
+    check_activity(records, truth, dante_bounds, dante_activity, origin_ports=origin.peer_ports, logs=logs)
+    check_activity_api(stack.api, records, logs=logs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,19 @@ import pytest
 from tests.proxies import client as C
 from tests.proxies import readme
 from tests.proxies import traffic as T
-from tests.proxies.checks import check_all
+from tests.proxies.checks import (
+    ANY_PORT,
+    LOOPBACK,
+    ORIGIN_PORT,
+    REST_MS,
+    SOME_MS,
+    check_activity,
+    check_activity_api,
+    check_all,
+    client_side,
+    split_target,
+    target,
+)
 from tests.proxies.origin import Origin, free_port
 from tests.proxies.procs import Child, file_lines, find_binary, stable_file
 from tests.proxies.stack import Stack
@@ -156,6 +169,48 @@ def tcp_bounds(s: C.Sent) -> tuple[tuple[int, int], tuple[int, int]]:
     return (s.total_up, s.total_up), (s.total_down, s.total_down)
 
 
+def http_activity(s: C.Sent) -> dict[str, object]:
+    """The README's haproxy activity table (http mode) from the client's view: haproxy
+    connected to the target (%bi, %bp; %TR + %Tw + %Tc) unless it answered itself
+    (authentication, the deny rule, the name that did not resolve); a refused connect
+    has its source address and port too (the origin never saw them). This forward
+    proxy's `set-dst` rules rewrite the destination %fi:%fp log (the README says so):
+    the target's address and port once they ran, the listener's before."""
+    host, port = split_target(s.target, 80)
+    connected = s.error in ("", "client_aborted")
+    tried = connected or s.error == "connection_refused"
+    rewritten = tried  # the rules that reject come before set-dst
+    return client_side(s) | target(host, port) | {
+        "listen_address": LOOPBACK,
+        "listen_port": port if rewritten else s.via[1],
+        "proxy_address": LOOPBACK if tried else None,
+        "proxy_port": ORIGIN_PORT if connected else ANY_PORT if tried else None,
+        "handshake_ms": SOME_MS if connected else None,
+        "tunnel_ms": None,
+    }
+
+
+def tcp_activity(origin: Origin) -> Callable[[C.Sent], dict[str, object]]:
+    """The same for tcp mode: the target is the frontend's server (%si:%sp), the whole
+    session after the connect a tunnel (%Tt - %Tw - %Tc)."""
+    servers = {"echo": origin.echo_port, "abort": origin.echo_port, "http": origin.http_port,
+               "refused": origin.closed_port}
+
+    def expect(s: C.Sent) -> dict[str, object]:
+        connected = s.error in ("", "client_aborted")
+        tried = connected or s.error == "connection_refused"
+        port = servers.get(s.target)
+        return client_side(s, user=False) | target(LOOPBACK if port else None, port) | {
+            "listen_address": LOOPBACK,
+            "proxy_address": LOOPBACK if tried else None,
+            "proxy_port": ORIGIN_PORT if connected else ANY_PORT if tried else None,
+            "handshake_ms": SOME_MS if connected else None,
+            "tunnel_ms": REST_MS if connected else None,
+        }
+
+    return expect
+
+
 def test_haproxy_http_totals_match_client(origin: Origin, workdir: Path, stack_factory: list[Stack]) -> None:
     binary = find_binary("haproxy")
     port = free_port()
@@ -175,8 +230,11 @@ def test_haproxy_http_totals_match_client(origin: Origin, workdir: Path, stack_f
     proxy.wait(15.0)
     assert len(file_lines(log, b"127.0.0.1:")) == len(truth.sent), (file_lines(log), truth.sent)
     stack.finish()
-    check_all(stack.api, truth, http_bounds, peaks={T.BURST: T.BURST_N, T.LONG: 1},
-              logs=stack.logs() + log.read_text(errors="replace"))
+    logs = stack.logs() + log.read_text(errors="replace")
+    check_all(stack.api, truth, http_bounds, peaks={T.BURST: T.BURST_N, T.LONG: 1}, logs=logs)
+    records = stack.activity()
+    check_activity(records, truth, http_bounds, http_activity, origin_ports=origin.peer_ports, logs=logs)
+    check_activity_api(stack.api, records, logs=logs)
 
 
 def test_haproxy_tcp_totals_match_client(origin: Origin, workdir: Path, stack_factory: list[Stack]) -> None:
@@ -207,4 +265,8 @@ def test_haproxy_tcp_totals_match_client(origin: Origin, workdir: Path, stack_fa
     proxy.wait(15.0)
     assert len(file_lines(log, b"127.0.0.1:")) == len(truth.sent), (file_lines(log), truth.sent)
     stack.finish()
-    check_all(stack.api, truth, tcp_bounds, peaks={"": T.BURST_N}, logs=stack.logs() + log.read_text(errors="replace"))
+    logs = stack.logs() + log.read_text(errors="replace")
+    check_all(stack.api, truth, tcp_bounds, peaks={"": T.BURST_N}, logs=logs)
+    records = stack.activity()
+    check_activity(records, truth, tcp_bounds, tcp_activity(origin), origin_ports=origin.peer_ports, logs=logs)
+    check_activity_api(stack.api, records, logs=logs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from tests.proxies import client as C
 from tests.proxies import readme
 from tests.proxies import traffic as T
-from tests.proxies.checks import check_all
+from tests.proxies.checks import LOOPBACK, REST_MS, SOME_MS, check_activity, check_activity_api, check_all, client_side, target
 from tests.proxies.origin import Origin, free_port
 from tests.proxies.procs import Child, file_lines, find_binary, find_file, stable_file
 from tests.proxies.stack import Stack
@@ -61,6 +62,27 @@ def nginx_bounds(s: C.Sent) -> tuple[tuple[int, int], tuple[int, int]]:
     return (s.total_up, s.total_up), (s.total_down, s.total_down)
 
 
+def nginx_activity(origin: Origin) -> Callable[[C.Sent], dict[str, object]]:
+    """The README's nginx activity table from the client's view: the target is the
+    upstream nginx connected to ($upstream_addr), the connect time the handshake and
+    the rest of the session the tunnel; nginx logs no outgoing address or port."""
+    upstreams = {"echo": origin.echo_port, "abort": origin.echo_port, "http": origin.http_port,
+                 "refused": origin.closed_port}
+
+    def expect(s: C.Sent) -> dict[str, object]:
+        port = upstreams.get(s.target)
+        connected = s.target in ("echo", "abort", "http")
+        return client_side(s, user=False) | target(LOOPBACK if port else None, port) | {
+            "listen_address": LOOPBACK,
+            "proxy_address": None,
+            "proxy_port": None,
+            "handshake_ms": SOME_MS if connected else None,
+            "tunnel_ms": REST_MS if connected else None,
+        }
+
+    return expect
+
+
 def test_nginx_stream_totals_match_client(origin: Origin, workdir: Path, stack_factory: list[Stack]) -> None:
     binary = find_binary("nginx")
     find_file(STREAM_MODULE)  # Debian's libnginx-mod-stream
@@ -98,4 +120,9 @@ def test_nginx_stream_totals_match_client(origin: Origin, workdir: Path, stack_f
     proxy.wait(15.0)
     assert len(file_lines(log)) == len(truth.sent), (file_lines(log), truth.sent)
     stack.finish()
-    check_all(stack.api, truth, nginx_bounds, peaks={"": T.BURST_N}, logs=stack.logs() + log.read_text(errors="replace"))
+    logs = stack.logs() + log.read_text(errors="replace")
+    check_all(stack.api, truth, nginx_bounds, peaks={"": T.BURST_N}, logs=logs)
+    records = stack.activity()
+    check_activity(records, truth, nginx_bounds, nginx_activity(origin), origin_ports=origin.peer_ports,
+                   logs=logs)
+    check_activity_api(stack.api, records, logs=logs)

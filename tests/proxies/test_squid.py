@@ -12,7 +12,7 @@ import pytest
 from tests.proxies import client as C
 from tests.proxies import readme
 from tests.proxies import traffic as T
-from tests.proxies.checks import check_all
+from tests.proxies.checks import LOOPBACK, ORIGIN_PORT, check_activity, check_activity_api, check_all, client_side, split_target, target
 from tests.proxies.origin import Origin, free_port
 from tests.proxies.procs import Child, file_lines, find_binary
 from tests.proxies.stack import Stack
@@ -90,6 +90,21 @@ def squid_bounds(s: C.Sent) -> tuple[tuple[int, int], tuple[int, int]]:
     return (up, up), (s.total_down, s.total_down)
 
 
+def squid_activity(s: C.Sent) -> dict[str, object]:
+    """The README's squid activity table, from the client's view of the request: squid
+    connected to the target (from its outgoing address and a source port the origin saw)
+    unless it refused, failed to resolve or was refused itself."""
+    host, port = split_target(s.target, 443 if s.kind == "connect" else 80)
+    connected = s.error in ("", "client_aborted")
+    return client_side(s) | target(host, port) | {
+        "listen_address": LOOPBACK,
+        "proxy_address": LOOPBACK if connected else None,
+        "proxy_port": ORIGIN_PORT if connected else None,
+        "handshake_ms": None,
+        "tunnel_ms": None,
+    }
+
+
 def test_squid_totals_match_client(origin: Origin, workdir: Path, stack_factory: list[Stack]) -> None:
     squid = find_binary("squid")
     if origin.dns_port != 53:
@@ -116,4 +131,8 @@ def test_squid_totals_match_client(origin: Origin, workdir: Path, stack_factory:
     assert proxy.wait(20.0) == 0, proxy.output()
     assert len(file_lines(log)) == len(truth.sent), (file_lines(log), truth.sent)
     stack.finish()
-    check_all(stack.api, truth, squid_bounds, peaks={T.BURST: T.BURST_N, T.LONG: 1}, logs=stack.logs() + log.read_text(errors="replace"))
+    logs = stack.logs() + log.read_text(errors="replace")
+    check_all(stack.api, truth, squid_bounds, peaks={T.BURST: T.BURST_N, T.LONG: 1}, logs=logs)
+    records = stack.activity()
+    check_activity(records, truth, squid_bounds, squid_activity, origin_ports=origin.peer_ports, logs=logs)
+    check_activity_api(stack.api, records, logs=logs)

@@ -94,22 +94,32 @@ def test_every_readme_curl_example_answers_as_documented(tmp_path: Path, procs: 
     commands = readme_curls()
     endpoints = {m for c in commands for m in re.findall(r"/analytics/(\w+)", c)}
     assert endpoints >= set(FIELDS) | {"ingest"}, endpoints
+    assert {c for c in commands if "/api/v2/" in c} and "$DOWNLOAD_TOKEN" in "".join(commands)
     # The README's dates are in March 2026: keep them whatever day the test runs.
-    col = start_collector(procs, tmp_path, storage="retention_days = 36500")
+    col = start_collector(procs, tmp_path, storage="retention_days = 36500\nactivity_retention_days = 36500")
     ingest_first = sorted(commands, key=lambda c: "/analytics/ingest" not in c)
     seen_data = set()
     rows: list[dict[str, Any]] = []  # what the ingest examples sent: the oracle of the queries
+    activity: list[dict[str, Any]] = []
+    download_token = ""  # from the token examples, for the download example
     for command in ingest_first:
         token = col.agent if "/analytics/ingest" in command else col.admin
-        words = [w.replace("http://127.0.0.1:8428", col.base)
-                 for w in shlex.split(command.replace("$TOKEN", token), comments=True)]
+        filled = command.replace("$TOKEN", token).replace("$DOWNLOAD_TOKEN", download_token)
+        words = [w.replace("http://127.0.0.1:8428", col.base) for w in shlex.split(filled, comments=True)]
         status, body = run(words)
-        where = re.search(r"/(analytics/\w+|healthz|metrics|openapi\.json)", command)
+        where = re.search(r"/(analytics/\w+|api/v2/[\w/]+|healthz|metrics|openapi\.json)", command)
         assert where, command
         path = where[1]
         if path == "analytics/ingest":
             assert status == 204, (command, body)
-            rows += json.loads(words[words.index("-d") + 1])["logs"]
+            sent = json.loads(words[words.index("-d") + 1])
+            rows += sent["logs"]
+            activity += sent.get("activity", [])
+        elif path.startswith("api/v2/"):
+            assert status == 200, (command, body)
+            got = _check_v2(path, command, body, rows, activity)
+            download_token = got or download_token
+            seen_data.add(path)
         elif path == "healthz":
             assert (status, json.loads(body)) == (200, {"status": "ok"})
         elif path == "metrics":
@@ -129,6 +139,51 @@ def test_every_readme_curl_example_answers_as_documented(tmp_path: Path, procs: 
     # The ingest example's row (2026-03-15 10:15, order 3, google.com) shows up where a
     # query's range and filters cover it.
     assert {"traffic", "latency", "domains"} <= seen_data
+    assert {"api/v2/proxy/activity/download/", "api/v2/stats/aggregate/"} <= seen_data
+
+
+def _v2_window(command: str) -> tuple[dict[str, str], float, float]:
+    url = next(w for w in shlex.split(command, comments=True) if w.startswith("http"))
+    params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+
+    def instant(name: str, default: float) -> float:
+        if name not in params:
+            return default
+        moment = datetime.fromisoformat(params[name])
+        return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+    lte = instant("timestamp__lte", datetime.now(timezone.utc).timestamp())
+    return params, instant("timestamp__gte", lte - 6 * 86400), lte
+
+
+def _check_v2(path: str, command: str, body: bytes, rows: list[dict[str, Any]],
+              activity: list[dict[str, Any]]) -> str | None:
+    """The /api/v2 examples answer the ingested figures; returns a download token's key."""
+    if path.startswith("api/v2/download_token/"):
+        doc = json.loads(body)
+        assert set(doc) == {"id", "key", "scope", "expire_at"} and doc["scope"] == "activity", doc
+        return str(doc["key"])
+    params, gte, lte = _v2_window(command)
+    covered = [a for a in activity if gte <= a["ts_us"] / 1e6 <= lte and a["error"]] if "error_reason" in params \
+        else [a for a in activity if gte <= a["ts_us"] / 1e6 <= lte]
+    if path == "api/v2/proxy/activity/download/":
+        lines = body.decode().splitlines()
+        assert lines[0] == "Time,Hostname,Destination Port,Bytes,Duration,Proxy,Your IP Address,Error Reason,Protocol"
+        assert len(lines) - 1 == len(covered), (command, lines)
+        return None
+    doc = json.loads(body)
+    if path == "api/v2/proxy/activity/":
+        assert set(doc) == {"count", "next", "previous", "results"} and doc["count"] == len(covered), (command, doc)
+        assert [r["hostname"] for r in doc["results"]] == [a["hostname"] for a in covered]
+        return None
+    minutes = [r for r in rows
+               if gte <= datetime.fromisoformat(r["ts"]).replace(tzinfo=timezone.utc).timestamp() // 60 * 60 <= lte
+               and ("plan_id" not in params or str(r.get("order_id", 0)) == params["plan_id"])]
+    items = doc if isinstance(doc, list) else [doc]
+    assert sum(i["requests_total"] for i in items) == sum(r.get("count", 0) for r in minutes), (command, doc)
+    assert sum(i["bandwidth_total"] for i in items) == sum(
+        r.get("bytes_sent", 0) + r.get("bytes_received", 0) for r in minutes), (command, doc)
+    return None
 
 
 def _covered(rows: list[dict[str, Any]], command: str) -> list[dict[str, Any]]:
