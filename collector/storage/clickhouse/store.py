@@ -40,15 +40,25 @@ import logging
 import secrets
 import struct
 from bisect import bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.wire import histogram
-from agent.wire.batch import SECONDS_PER_MINUTE, Batch, WireError
+from agent.wire.batch import SECONDS_PER_MINUTE, Activity, Batch, WireError
 from agent.wire.logfmt import kv
-from collector.model import DOMAIN_ORDERS, DomainPage, ErrorTotals, Filter, Totals
+from collector.model import (
+    DOMAIN_ORDERS,
+    ActivityPage,
+    ActivityQuery,
+    DomainPage,
+    DownloadToken,
+    ErrorTotals,
+    Filter,
+    StatsTotals,
+    Totals,
+)
 from collector.plan import DAY, HOUR, MINUTE, ChartPlan, Segment, breakdown_cover, floor_to
 from collector.storage.base import StoreError
 from collector.storage.clickhouse import schema
@@ -167,6 +177,7 @@ class ClickHouseStore:
         self._voids: frozenset[int] = frozenset()
         self._dirty = False  # a flush failed: recover before the next one
         self._closing = False
+        self._warned_activity = False
 
     # ---- plumbing -----------------------------------------------------------------
 
@@ -221,6 +232,7 @@ class ClickHouseStore:
             self._http = None
             raise
         self._closing = False
+        self._warned_activity = False
         self._flusher = asyncio.create_task(self._flush_loop())
         log.info("store opened", extra=kv(backend="clickhouse", url=self.url, database=self.database))
 
@@ -268,6 +280,11 @@ class ClickHouseStore:
 
     async def ingest(self, batch: Batch, idempotency_key: str | None, now: int) -> bool:
         check_sums(batch)
+        if batch.activity and not self._warned_activity:
+            # Not stored yet (the /api/v2 methods are SQLite's only): say so once
+            # rather than refuse the body, whose rows and profiles are stored.
+            self._warned_activity = True
+            log.warning("activity records are not stored by the clickhouse backend yet", extra=kv(records=len(batch.activity)))
         if self._flusher is None or self._closing:
             raise StoreError("store is not open")
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -617,3 +634,28 @@ class ClickHouseStore:
             if t.last_ts is None or last > t.last_ts:
                 t.last_ts = last
         return out
+
+    # ---- Webshare-compatible API (/api/v2): not on this backend yet ---------------
+
+    @staticmethod
+    def _no_v2() -> StoreError:
+        # A clear 503 rather than an AttributeError's 500: the API is SQLite's only so far.
+        return StoreError("the clickhouse backend does not serve the /api/v2 activity and stats API yet")
+
+    async def activity_page(self, q: ActivityQuery) -> ActivityPage:
+        raise self._no_v2()
+
+    async def activity_stream(self, q: ActivityQuery) -> AsyncIterator[list[tuple[int, Activity]]]:
+        raise self._no_v2()
+        yield []  # an async generator, as the protocol's callers iterate it
+
+    async def hourly_stats(self, plan: ChartPlan, filt: Filter) -> dict[int, StatsTotals]:
+        raise self._no_v2()
+
+    async def download_token(
+        self, user_id: int | None, scope: str, now: int, ttl: int, new_key: str, *, reset: bool = False
+    ) -> DownloadToken:
+        raise self._no_v2()
+
+    async def find_download_token(self, key: str, scope: str, now: int) -> DownloadToken | None:
+        raise self._no_v2()
