@@ -4,7 +4,9 @@ runs on both backends)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import secrets
 
 import pytest
 
@@ -100,3 +102,33 @@ async def test_hostile_domains_and_errors_are_stored_and_filtered_exactly(api: A
     assert sorted((e["error"], e["sample_domains"]) for e in errors) == sorted(
         (r["error"], [r["domain"]]) for r in rows
     )
+
+
+async def test_bodies_wait_for_one_insert_and_a_key_twice_in_it_counts_once(clickhouse_server: ClickHouseServer) -> None:
+    """Batching without a clock: insert_interval is far off and insert_batch_rows is the
+    rows of all the bodies, so the insert happens exactly when the last body is queued;
+    every caller is answered after it, and all the rows carry the one flush id."""
+    from agent.wire.batch import Batch, Row
+    from collector.model import Filter
+    from collector.plan import UTC, chart_plan
+    from collector.storage.clickhouse import ClickHouseStore
+
+    db = "batching_" + secrets.token_hex(4)
+    bodies = [Batch(rows=[Row(ts=1773568800 + 60 * i, user_id=i, domain=f"d{i}.com", count=i + 1)]) for i in range(6)]
+    keys = ["k0", "k1", "k2", "k3", "k4", "k0"]  # k0 twice in one insert: only the first is applied
+    store = ClickHouseStore(clickhouse_server.url, db, insert_batch_rows=len(bodies), insert_interval=3600.0)
+    await store.open()
+    try:
+        answers = await asyncio.gather(*(store.ingest(b, k, 1773568800) for b, k in zip(bodies, keys)))
+        assert answers == [True, True, True, True, True, False]
+        assert clickhouse_server.query(f"SELECT uniqExact(fid), count() FROM {db}.ledger WHERE key != ''").split() == ["1", "5"]
+        assert clickhouse_server.query(f"SELECT uniqExact(fid) FROM {db}.m").strip() == "1"
+        plan = chart_plan(1773568800, 1773568800 + 3600, 3600, UTC)
+        totals = await store.chart(plan, Filter())
+        assert [t.count for t in totals.values()] == [1 + 2 + 3 + 4 + 5]  # body 5 (key k0 again) not applied
+        # and once committed, the same key in a later insert is a no-op too
+        store.insert_batch_rows = 1
+        assert await store.ingest(bodies[0], "k0", 1773568800) is False
+    finally:
+        await store.close()
+        clickhouse_server.query(f"DROP DATABASE IF EXISTS {db}")

@@ -346,10 +346,11 @@ class ClickHouseStore:
                 if not it.fut.done():
                     it.fut.set_exception(exc)
             return
+        repeated = {id(f) for f, _ in followers}
         for it in items:
             if it.fut.done():
                 continue
-            if it.key is not None and (it.key in applied or any(f is it for f, _ in followers)):
+            if it.key is not None and (it.key in applied or id(it) in repeated):
                 it.fut.set_result(False)
             else:
                 it.fut.set_result(True)
