@@ -8,8 +8,9 @@ Strategy
 - Exactly once without transactions. A flush gets a fresh random id `fid`, and runs
       1. SELECT which of its Idempotency-Keys the ledger already holds (those: False);
       2. INSERT pending (fid, days touched)             -- the intent;
-      3. INSERT the rows into m_in (tagged fid; views fill m, h, d) and the profiles;
-      4. INSERT ledger (key, fid) for every key, plus (“”, fid) -- the commit.
+      3. INSERT the rows into m_in (tagged fid; views fill m, r_m, r_h, r_d) and the
+         profiles into p (tagged fid);
+      4. INSERT ledger (key, fid) for every key, plus ('', fid)  -- the commit.
   A flush is committed iff a ledger row holds its fid. One that never commits (the
   collector died after 3, or an insert failed half way) is found by `_recover` (at
   open and before the next flush after a failure): pending without ledger. It goes to
@@ -18,17 +19,20 @@ Strategy
   rebuild's read of m) skips its fid (the void set is small and held in memory), and
   (c) the days it touched are rebuilt in the fid-less rollups r_m, r_h, r_d from m
   without it (drop the day partition, INSERT ... SELECT), after which `void_done`
-  records it. Every step is idempotent, so
-  a crash inside recovery only repeats it. A retried batch is thus a no-op if its
-  first try committed and counted once if it did not, whatever the moment of a crash.
-  A query may see a flush's rows a moment before its ack (read uncommitted); one that
-  then fails is taken out again by the recovery.
+  records it. Every step is idempotent, so a crash inside recovery only repeats it. A
+  retried batch is thus a no-op if its first try committed and counted once if it did
+  not, whatever the moment of a crash (tests/shell/test_clickhouse_crash.py kills the
+  collector between 3 and 4, and between 4 and the answer). A query may see a flush's
+  rows a moment before its ack (read uncommitted); one that then fails is taken out
+  again by the recovery. Known gap: an insert that times out here but still lands on
+  the server after the recovery voided its flush would leave its rows in the rollups
+  until that day is rebuilt again.
 - Reads: each plan segment (minute/hour/day) reads r_m/r_h/r_d, the rows of the
   family the filter needs (schema.py), grouped server-side by the segment's level, so
   one row per granule comes back; Python adds granules into buckets exactly as the
-  SQLite backend does. Sums are Decimal128 states clamped at
-  2**63-1 on read (SQLite saturates at the same value); a batch whose own rows pass
-  2**63-1 within one UTC day is refused as SQLite refuses it.
+  SQLite backend does. Sums are Decimal128 states clamped at 2**63-1 on read (SQLite
+  saturates at the same value); a batch whose own rows pass 2**63-1 within one UTC day
+  is refused as SQLite refuses it.
 - Every failure of ClickHouse is a StoreError; the one assumption is a single collector
   writing a database (the flusher's recovery owns its pending flushes).
 """
