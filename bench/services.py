@@ -70,18 +70,16 @@ class Collector:
         self.stop()
 
 
-def collector_config(db: Path, port: int, agent_token: str, admin_token: str) -> str:
+def collector_config(db: Path, port: int, agent_token: str, admin_token: str, storage: str | None = None) -> str:
+    """`storage`: the whole [storage] table instead of SQLite on `db`."""
     def sha(t: str) -> str:
         return hashlib.sha256(t.encode()).hexdigest()
 
+    storage = storage or f'[storage]\nbackend = "sqlite"\npath = "{db}"\nretention_days = 3650\n'
     return f"""[server]
 listen = "127.0.0.1:{port}"
 
-[storage]
-backend = "sqlite"
-path = "{db}"
-retention_days = 3650
-
+{storage}
 [[auth.tokens]]
 name = "bench-agents"
 role = "agent"
@@ -94,12 +92,12 @@ sha256 = "{sha(admin_token)}"
 """
 
 
-def start_collector(workdir: Path, db: Path, core: int | None = None) -> Collector:
+def start_collector(workdir: Path, db: Path, core: int | None = None, storage: str | None = None) -> Collector:
     port = free_port()
     agent_token = secrets.token_hex(16)
     admin_token = secrets.token_hex(16)
     cfg = workdir / f"collector-{port}.toml"
-    cfg.write_text(collector_config(db, port, agent_token, admin_token))
+    cfg.write_text(collector_config(db, port, agent_token, admin_token, storage))
     log = open(workdir / "collector.log", "ab")
     proc = subprocess.Popen(_script("proxymeter-collector", "collector") + ["serve", "--config", str(cfg)],
                             cwd=REPO, stdout=log, stderr=log, preexec_fn=pin_to(core))

@@ -56,9 +56,32 @@ class ServerConfig:
     shutdown_timeout: float = field(default=10.0, metadata=check(positive, "seconds to finish requests on stop"))
 
 
+def _http_url(value: str) -> str | None:
+    if not re.fullmatch(r"https?://[^/\s]+/?", value):
+        return "expected http://host:port or https://host:port (ClickHouse's HTTP interface)"
+    return None
+
+
+def _database(value: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", value):
+        return "expected a name of letters, digits and '_' (not starting with a digit), at most 63"
+    return None
+
+
+@dataclass(frozen=True)
+class ClickHouseConfig:
+    url: str = field(default="http://127.0.0.1:8123", metadata=check(_http_url, "ClickHouse HTTP interface"))
+    database: str = field(default="proxymeter", metadata=check(_database, "database the collector owns"))
+    user: str = field(default="default", metadata=check(_non_empty, "ClickHouse user"))
+    password_file: str = ""
+    insert_batch_rows: int = field(default=100_000, metadata=check(positive, "rows buffered before an insert"))
+    insert_interval: float = field(default=1.0, metadata=check(non_negative, "seconds a body waits for others"))
+    timeout: float = field(default=30.0, metadata=check(positive, "seconds per ClickHouse request"))
+
+
 @dataclass(frozen=True)
 class StorageConfig:
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "clickhouse"] = "sqlite"
     path: str = field(default="/var/lib/proxymeter/collector.db", metadata=check(_non_empty, "the SQLite file"))
     retention_days: int = field(default=90, metadata=check(positive, "days of data kept"))
     activity_retention_days: int = field(default=90, metadata=check(positive, "days activity records are kept"))
@@ -71,6 +94,7 @@ class StorageConfig:
     max_wal_bytes: int = field(default=256 * MIB, metadata=check(positive, "WAL size at which the writer checkpoints itself"))
     fold_rows: int = field(default=100_000, metadata=check(positive, "staged rows that start a fold"))
     fold_interval: float = field(default=0.25, metadata=check(non_negative, "seconds between folds of what is staged; 0: only at fold_rows and on stop"))
+    clickhouse: ClickHouseConfig = field(default_factory=ClickHouseConfig)
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 # Usage: system-deps.sh test|bench|demo|venv
 set -eu
 case "${1:-test}" in
-  test)  want="squid haproxy nginx libnginx-mod-stream dante-server publicsuffix systemd" ;;
-  bench) want="goaccess publicsuffix" ;;
+  test)  want="squid haproxy nginx libnginx-mod-stream dante-server publicsuffix systemd clickhouse-server" ;;
+  bench) want="goaccess publicsuffix clickhouse-server" ;;
   demo)  want="publicsuffix" ;;
   venv)  want="python3-venv" ;;  # Debian's python3 has no ensurepip without it
   *) echo "usage: $0 test|bench|demo|venv" >&2; exit 2 ;;

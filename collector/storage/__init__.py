@@ -29,6 +29,21 @@ def make_store(config: CollectorConfig) -> Store:
             fold_rows=s.fold_rows,
             fold_interval=s.fold_interval,
         )
+    if s.backend == "clickhouse":
+        from collector.storage.clickhouse import ClickHouseStore
+
+        c = s.clickhouse
+        return ClickHouseStore(
+            c.url,
+            c.database,
+            user=c.user,
+            password_file=c.password_file,
+            insert_batch_rows=c.insert_batch_rows,
+            insert_interval=c.insert_interval,
+            timeout=c.timeout,
+            retention_days=s.retention_days,
+            idempotency_days=s.idempotency_days,
+        )
     raise ValueError(f"storage.backend: unknown backend {s.backend!r}")
 
 

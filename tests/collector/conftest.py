@@ -1,9 +1,10 @@
 """Collector fixtures: the real app in-process (aiohttp TestServer) on a real store.
 
-The API tests run once per entry of BACKENDS (today: SQLite on a real file). Another
-Store backend (ClickHouse) joins them by adding its entry: how to build the store from
-the collector config, and how to read its whole state, so that "a rejected body leaves
-the store unchanged" is checked on that backend's own tables too.
+The API tests run once per entry of BACKENDS: SQLite on a real file, and ClickHouse on
+a real clickhouse-server (one child process for the whole session, stopped by its pid;
+each test gets its own database). An entry says how to build the store from the
+collector config, and how to read its whole state, so that "a rejected body leaves the
+store unchanged" is checked on that backend's own tables too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from collector.app import create_app
 from collector.storage import make_store
-from collector.config import CollectorConfig, loads
+from collector.config import ClickHouseConfig, CollectorConfig, loads
 from collector.storage.base import Store
+from collector.storage.clickhouse import schema as ch_schema
+from tests.fixtures.clickhouse import ClickHouseServer
 
 AGENT = "agent-token-1"
 ADMIN = "admin-token-1"
@@ -95,10 +98,51 @@ class Backend:
     name: str
     make: Callable[[CollectorConfig], Store]  # a new, unopened store for this config
     snapshot: Callable[[CollectorConfig], object]  # everything stored, comparable with ==
+    drop: Callable[[CollectorConfig], None] = lambda cfg: None  # after the test: free the server
+
+
+# The session's clickhouse-server (tests/conftest.py), set by the first test that asks.
+CLICKHOUSE: list[ClickHouseServer] = []
+
+
+def clickhouse_database(cfg: CollectorConfig) -> str:
+    """A database of its own per test (and per make_api `sub`): named after the
+    test's SQLite path, which tmp_path makes unique."""
+    return "t_" + hashlib.sha256(cfg.storage.path.encode()).hexdigest()[:20]
+
+
+def clickhouse_config(cfg: CollectorConfig) -> CollectorConfig:
+    """The test's config with [storage] on the session's server. insert_interval 0:
+    a body is inserted as soon as it arrives (the tests send one at a time)."""
+    ch = ClickHouseConfig(url=CLICKHOUSE[0].url, database=clickhouse_database(cfg), insert_interval=0.0)
+    return replace(cfg, storage=replace(cfg.storage, backend="clickhouse", clickhouse=ch))
+
+
+def clickhouse_dump(cfg: CollectorConfig) -> list[str]:
+    """Every row of every table (aggregate states finalized), one TSV line each."""
+    server, db = CLICKHOUSE[0], clickhouse_database(cfg)
+    out: list[str] = []
+    for table in ch_schema.TABLES:
+        if table in ("m", *ch_schema.ROLLUP_TABLES.values()):
+            keys = "ts, user_id, order_id, domain, error, " + ("fid" if table == "m" else "fam")
+            vals = [f"sumMerge({c})" for c in ch_schema.SUMS] + [f"maxMerge({c})" for c in ch_schema.MAXES]
+            if table != "m":
+                vals += ["minMerge(first_ts)", "maxMerge(last_ts)"]
+            vals.append("sumMapMerge(lat)")
+            sql = f"SELECT {keys}, {', '.join(vals)} FROM {db}.{table} GROUP BY {keys} ORDER BY {keys} FORMAT TSV"
+        else:
+            sql = f"SELECT * FROM {db}.{table} ORDER BY tuple(*) FORMAT TSV"
+        out += [f"{table}\t{line}" for line in server.query(sql).splitlines()]
+    return out
 
 
 BACKENDS = {
     "sqlite": Backend("sqlite", make_store, lambda cfg: sqlite_dump(Path(cfg.storage.path))),
+    "clickhouse": Backend(
+        "clickhouse", lambda cfg: make_store(clickhouse_config(cfg)), clickhouse_dump,
+        # a finished test's tables would keep the server's merge threads busy
+        lambda cfg: CLICKHOUSE[0].query(f"DROP DATABASE IF EXISTS {clickhouse_database(cfg)}"),
+    ),
 }
 
 
@@ -133,14 +177,34 @@ class Api:
         return json.loads(text)
 
 
+# The Webshare-compatible API (/api/v2: activity records, hourly stats, download tokens)
+# has Store methods the ClickHouse backend does not implement yet: these tests are
+# skipped on it, by name, so that any other test failing there still shows.
+CLICKHOUSE_NOT_YET = {
+    "test_activity.py": None,  # every test of the module
+    "test_geoip.py": None,  # countries_used comes from hourly_stats
+    "test_openapi.py": {"test_every_v2_response_conforms_and_every_parameter_is_documented"},
+}
+
+
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "clickhouse":
+        module = Path(str(request.node.fspath)).name
+        if module in CLICKHOUSE_NOT_YET:
+            names = CLICKHOUSE_NOT_YET[module]
+            if names is None or request.node.originalname in names:
+                pytest.skip("ClickHouse backend: the /api/v2 Store methods (activity_page, activity_stream, "
+                            "hourly_stats, download tokens) are not implemented yet")
+        server = request.getfixturevalue("clickhouse_server")
+        CLICKHOUSE[:] = [server]
     return BACKENDS[request.param]
 
 
 @pytest.fixture
 async def make_api(tmp_path: Path, backend: Backend) -> AsyncIterator[Callable[..., Any]]:
     clients: list[TestClient] = []
+    configs: list[CollectorConfig] = []
 
     async def factory(
         extra: str = "", sub: str = "", storage: str = "", clock: Callable[[], float] = lambda: NOW
@@ -152,11 +216,14 @@ async def make_api(tmp_path: Path, backend: Backend) -> AsyncIterator[Callable[.
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
         clients.append(client)
+        configs.append(cfg)
         return Api(client, base / "collector.db", backend, cfg)
 
     yield factory
     for c in clients:
         await c.close()
+    for cfg in configs:
+        backend.drop(cfg)
 
 
 @pytest.fixture

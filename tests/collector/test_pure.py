@@ -36,7 +36,7 @@ def test_config_defaults_and_fixed_shape() -> None:
         ('[server]\nlisten = "8428"', "server.listen"),
         ('[server]\nlisten = "host:99999"', "server.listen"),
         ('[server]\nmax_body_bytes = 0', "server.max_body_bytes"),
-        ('[storage]\nbackend = "clickhouse"', "storage.backend"),
+        ('[storage]\nbackend = "mysql"', "storage.backend"),
         ('[storage]\nidempotency_days = 6', "storage.idempotency_days"),
         ('[storage]\nretention = 3', "storage.retention"),
         ('[[auth.tokens]]\nname = "a"\nrole = "root"\nsha256 = "' + "a" * 64 + '"', "auth.tokens[0].role"),

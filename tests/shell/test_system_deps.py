@@ -46,9 +46,9 @@ def _run(root: Path, target: str, installed: frozenset[str] = frozenset(), uid: 
 
 
 @pytest.mark.parametrize("target,packages", [
-    ("test", "squid haproxy nginx libnginx-mod-stream dante-server publicsuffix systemd"),
+    ("test", "squid haproxy nginx libnginx-mod-stream dante-server publicsuffix systemd clickhouse-server"),
     ("demo", "publicsuffix"),
-    ("bench", "goaccess publicsuffix"),
+    ("bench", "goaccess publicsuffix clickhouse-server"),
     ("venv", "python3-venv"),
 ])
 def test_installs_the_missing_packages_with_daemons_kept_from_starting(tmp_path: Path, target: str,
@@ -60,9 +60,9 @@ def test_installs_the_missing_packages_with_daemons_kept_from_starting(tmp_path:
 
 
 def test_only_the_missing_packages_and_nothing_when_all_are_there(tmp_path: Path) -> None:
-    proc, calls, _ = _run(tmp_path / "one", "bench", installed=frozenset({"publicsuffix"}))
+    proc, calls, _ = _run(tmp_path / "one", "bench", installed=frozenset({"publicsuffix", "clickhouse-server"}))
     assert proc.returncode == 0 and calls[1] == "install -y -q --no-install-recommends goaccess"
-    proc, calls, _ = _run(tmp_path / "none", "bench", installed=frozenset({"publicsuffix", "goaccess"}))
+    proc, calls, _ = _run(tmp_path / "none", "bench", installed=frozenset({"publicsuffix", "goaccess", "clickhouse-server"}))
     assert (proc.returncode, calls, proc.stdout + proc.stderr) == (0, [], "")
 
 
@@ -79,7 +79,7 @@ def test_without_root_it_names_the_missing_packages_and_goes_on(tmp_path: Path) 
     proc, calls, _ = _run(tmp_path / "run", "test", installed=frozenset({"squid", "publicsuffix"}), uid=1000)
     assert proc.returncode == 0 and calls == []
     assert proc.stderr == ("system-deps: missing Debian packages: haproxy nginx libnginx-mod-stream dante-server "
-                           "systemd (run as root, or install them yourself)\n")
+                           "systemd clickhouse-server (run as root, or install them yourself)\n")
 
 
 def test_an_unknown_target_is_a_usage_error(tmp_path: Path) -> None:

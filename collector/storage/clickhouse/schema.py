@@ -1,0 +1,148 @@
+"""The ClickHouse schema of the collector, created and migrated by it (versioned).
+
+Strategy
+- Minute rows are inserted into `m_in` (engine Null: it keeps nothing) and materialized
+  views aggregate every inserted block into AggregatingMergeTree tables: `m` per
+  (minute, user, order, domain, error, fid), the source of truth that a rebuild reads,
+  and the rollups r_m / r_h / r_d (without fid) that queries read. Every counter is an aggregate state, so background merges keep each
+  merge rule: sums (Decimal128, so no sum can wrap; reads clamp at 2**63-1 as SQLite
+  saturates), max_concurrency/duration_max_ms by max, first/last seen by min/max, the
+  latency histogram by sumMap. SummingMergeTree would add the maxima up; 18.16 has no
+  SimpleAggregateFunction, hence full states and the Null-table feeding pattern.
+- r_m, r_h and r_d (per minute, UTC hour, UTC day) hold five rollup families, told apart by `fam` (as the SQLite backend's
+  tables h/d, t, o, n, e): FULL keeps every key (user filters, filter combinations), T
+  none (no-filter charts), O the order, N the domain (domain charts, the domains
+  breakdown), E error and domain of error rows (the errors breakdown); a family's
+  unused keys are 0 / ''. One table per level, fed by one view through arrayJoin, so
+  a flush writes four parts (m, r_m, r_h, r_d) rather than one per family; the ORDER BY
+  (fam, order_id, domain, ts, ...) makes each family's filters a contiguous range.
+- `fid` (flush id) tags the rows of one insert into `m`; `pending` (written before the
+  data), `ledger` (written after it: the commit) and `void` (flushes that never
+  committed) make a flush count once; see store.py. `p` holds the per-second
+  concurrency sums per (level, user, order, minute, fid), four levels per profile.
+- Everything time-bound is partitioned by UTC day (intDiv(ts, 86400)), so retention
+  and the rebuild of a day's rollups drop whole partitions, and 18.16 (no TTL) works.
+- Column names of a view's source never equal the names it writes (`minute`,
+  `in_user_id`, ...): ClickHouse aliases are global, so `sumState(count) AS count`
+  would depend on how a server version resolves a shadowed name.
+- `schema_version` holds the applied migration numbers. Every statement is idempotent
+  (IF NOT EXISTS), so a migration cut short by a crash is simply run again.
+Pure: statement texts only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from collector.storage.clickhouse.sqltext import ident
+
+SUMS = ("count", "bytes_sent", "bytes_received", "error_count", "duration_ms", "conn_ms")
+MAXES = ("max_concurrency", "duration_max_ms")
+KEYS = ("ts", "user_id", "order_id", "domain", "error")
+# The columns of m_in, in RowBinary order.
+M_IN_COLUMNS = ("minute", "in_user_id", "in_order_id", "in_domain", "in_error",
+                *(f"in_{c}" for c in (*SUMS, *MAXES)), "lat_k", "lat_v", "fid")
+P_COLUMNS = ("lvl", "user_id", "order_id", "ts", "secs", "fid")
+
+# Rollup families (the `fam` column of r_h and r_d) and the keys each keeps.
+FULL, T, O, N, E = 0, 1, 2, 3, 4
+FAMILY_KEYS: dict[int, tuple[str, ...]] = {
+    FULL: ("user_id", "order_id", "domain", "error"),
+    T: (),
+    O: ("order_id",),
+    N: ("domain",),
+    E: ("domain", "error"),
+}
+ROLLUP_TABLES = {60: "r_m", 3600: "r_h", 86400: "r_d"}
+DAY_PARTITIONED = ("m", *ROLLUP_TABLES.values(), "p")
+
+
+def _keep(key: str, zero: str) -> str:
+    fams = [str(f) for f, keys in FAMILY_KEYS.items() if key in keys]
+    return f"if(fam IN ({', '.join(fams)}), in_{key}, {zero}) AS {key}"
+
+
+def rollup_select(step: int, *, from_states: bool) -> str:
+    """SELECT ... GROUP BY turning m_in rows (or, for a rebuild, m's states under the
+    same in_* names) into one level's rollup rows of every family; FROM goes at {src}."""
+    vals = []
+    for c in SUMS:
+        vals.append(f"sumMergeState(in_{c}) AS {c}" if from_states else f"sumState(toDecimal128(in_{c}, 0)) AS {c}")
+    for c in MAXES:
+        vals.append(f"maxMergeState(in_{c}) AS {c}" if from_states else f"maxState(in_{c}) AS {c}")
+    vals += ["minState(minute) AS first_ts", "maxState(minute) AS last_ts"]
+    vals.append("sumMapMergeState(in_lat) AS lat" if from_states else "sumMapState(lat_k, lat_v) AS lat")
+    fams = ", ".join(str(f) for f in FAMILY_KEYS)
+    return (
+        f"SELECT arrayJoin([{fams}]) AS fam, toUInt32(intDiv(minute, {step}) * {step}) AS ts, "
+        f"{_keep('user_id', '0')}, {_keep('order_id', '0')}, {_keep('domain', chr(39) * 2)}, {_keep('error', chr(39) * 2)}, "
+        f"{', '.join(vals)} FROM {{src}} WHERE fam != {E} OR in_error != '' "
+        "GROUP BY fam, ts, user_id, order_id, domain, error"
+    )
+
+
+def state_source(where: str, db: str) -> str:
+    """m's rows under the names rollup_select(from_states=True) reads."""
+    cols = ["ts AS minute", "user_id AS in_user_id", "order_id AS in_order_id", "domain AS in_domain", "error AS in_error"]
+    cols += [f"{c} AS in_{c}" for c in (*SUMS, *MAXES)] + ["lat AS in_lat"]
+    return f"(SELECT {', '.join(cols)} FROM {ident(db)}.m WHERE {where})"
+
+
+def _states() -> str:
+    cols = [f"{c} AggregateFunction(sum, Decimal128(0))" for c in SUMS]
+    cols += [f"{c} AggregateFunction(max, UInt64)" for c in MAXES]
+    return ", ".join(cols) + ", "
+
+
+_LAT = "lat AggregateFunction(sumMap, Array(UInt16), Array(UInt64))"
+
+
+def _v1(db: str) -> list[list[str]]:
+    q = ident(db)
+    day = "PARTITION BY intDiv(ts, 86400)"
+    keys = "ts UInt32, user_id UInt64, order_id UInt64, domain String, error String"
+    tables = [
+        f"CREATE TABLE IF NOT EXISTS {q}.schema_version (version UInt32, at UInt32) ENGINE = MergeTree ORDER BY version",
+        f"CREATE TABLE IF NOT EXISTS {q}.m_in (minute UInt32, in_user_id UInt64, in_order_id UInt64, in_domain String, "
+        "in_error String, " + ", ".join(f"in_{c} UInt64" for c in (*SUMS, *MAXES))
+        + ", lat_k Array(UInt16), lat_v Array(UInt64), fid UInt64) ENGINE = Null",
+        f"CREATE TABLE IF NOT EXISTS {q}.m ({keys}, fid UInt64, {_states()}{_LAT}) "
+        f"ENGINE = AggregatingMergeTree {day} ORDER BY (ts, user_id, order_id, domain, error, fid)",
+    ]
+    views = [
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {q}.m_mv TO {q}.m AS SELECT minute AS ts, in_user_id AS user_id, "
+        "in_order_id AS order_id, in_domain AS domain, in_error AS error, fid, "
+        + ", ".join([f"sumState(toDecimal128(in_{c}, 0)) AS {c}" for c in SUMS] + [f"maxState(in_{c}) AS {c}" for c in MAXES])
+        + f", sumMapState(lat_k, lat_v) AS lat FROM {q}.m_in GROUP BY ts, user_id, order_id, domain, error, fid",
+    ]
+    for step, name in ROLLUP_TABLES.items():
+        tables.append(
+            f"CREATE TABLE IF NOT EXISTS {q}.{name} (fam UInt8, {keys}, {_states()}"
+            f"first_ts AggregateFunction(min, UInt32), last_ts AggregateFunction(max, UInt32), {_LAT}) "
+            # small granules: a narrow family's few rows sit next to the full family's many,
+            # and a read deserializes the latency states of every row of a granule it touches
+            f"ENGINE = AggregatingMergeTree {day} ORDER BY (fam, order_id, domain, ts, user_id, error) "
+            "SETTINGS index_granularity = 1024"
+        )
+        views.append(
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS {q}.{name}_mv TO {q}.{name} AS "
+            + rollup_select(step, from_states=False).replace("{src}", f"{q}.m_in")
+        )
+    tables += [
+        f"CREATE TABLE IF NOT EXISTS {q}.p (lvl UInt8, user_id UInt64, order_id UInt64, ts UInt32, "
+        f"secs Array(Int64), fid UInt64) ENGINE = MergeTree {day} ORDER BY (lvl, user_id, order_id, ts)",
+        f"CREATE TABLE IF NOT EXISTS {q}.pending (fid UInt64, at UInt32, days Array(UInt32)) "
+        "ENGINE = MergeTree PARTITION BY intDiv(at, 86400) ORDER BY fid",
+        f"CREATE TABLE IF NOT EXISTS {q}.ledger (key String, fid UInt64, at UInt32) "
+        "ENGINE = MergeTree PARTITION BY intDiv(at, 86400) ORDER BY key",
+        f"CREATE TABLE IF NOT EXISTS {q}.void (fid UInt64, at UInt32, days Array(UInt32)) ENGINE = MergeTree ORDER BY fid",
+        f"CREATE TABLE IF NOT EXISTS {q}.void_done (fid UInt64) ENGINE = MergeTree ORDER BY fid",
+    ]
+    return [[f"CREATE DATABASE IF NOT EXISTS {q}"], tables, views]
+
+
+# A migration is a list of phases run in order (the database, its tables, the views
+# over them).
+MIGRATIONS: tuple[Callable[[str], list[list[str]]], ...] = (_v1,)
+# Every table, for snapshots and size: the ones holding rows (views hold none).
+TABLES = ("m", *ROLLUP_TABLES.values(), "p", "pending", "ledger", "void", "void_done", "schema_version")

@@ -1,0 +1,666 @@
+"""The ClickHouse backend of Store, over ClickHouse's HTTP interface.
+
+Strategy
+- Batching: `ingest` validates a batch and queues it; one flusher task takes whatever
+  is queued once `insert_batch_rows` rows wait or `insert_interval` seconds passed since
+  the first one, and writes it all as one flush (a few large inserts, which ClickHouse
+  wants). Each caller is answered only after every insert of its flush was confirmed.
+- Exactly once without transactions. A flush gets a fresh random id `fid`, and runs
+      1. SELECT which of its Idempotency-Keys the ledger already holds (those: False);
+      2. INSERT pending (fid, days touched)             -- the intent;
+      3. INSERT the rows into m_in (tagged fid; views fill m, r_m, r_h, r_d) and the
+         profiles into p (tagged fid);
+      4. INSERT ledger (key, fid) for every key, plus ('', fid)  -- the commit.
+  A flush is committed iff a ledger row holds its fid. One that never commits (the
+  collector died after 3, or an insert failed half way) is found by `_recover` (at
+  open and before the next flush after a failure): pending without ledger. It goes to
+  `void` for good, and from then on (a) its keys do not count as applied, so the
+  agent's retry is applied afresh under a new fid, (b) every read of p (and the
+  rebuild's read of m) skips its fid (the void set is small and held in memory), and
+  (c) the days it touched are rebuilt in the fid-less rollups r_m, r_h, r_d from m
+  without it (drop the day partition, INSERT ... SELECT), after which `void_done`
+  records it. Every step is idempotent, so a crash inside recovery only repeats it. A
+  retried batch is thus a no-op if its first try committed and counted once if it did
+  not, whatever the moment of a crash (tests/shell/test_clickhouse_crash.py kills the
+  collector between 3 and 4, and between 4 and the answer). A query may see a flush's
+  rows a moment before its ack (read uncommitted); one that then fails is taken out
+  again by the recovery. Known gap: an insert that times out here but still lands on
+  the server after the recovery voided its flush would leave its rows in the rollups
+  until that day is rebuilt again.
+- Reads: each plan segment (minute/hour/day) reads r_m/r_h/r_d, the rows of the
+  family the filter needs (schema.py), grouped server-side by the segment's level, so
+  one row per granule comes back; Python adds granules into buckets exactly as the
+  SQLite backend does. Sums are Decimal128 states clamped at 2**63-1 on read (SQLite
+  saturates at the same value); a batch whose own rows pass 2**63-1 within one UTC day
+  is refused as SQLite refuses it.
+- Every failure of ClickHouse is a StoreError; the one assumption is a single collector
+  writing a database (the flusher's recovery owns its pending flushes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import struct
+from bisect import bisect_right
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.wire import histogram
+from agent.wire.batch import SECONDS_PER_MINUTE, Activity, Batch, WireError
+from agent.wire.logfmt import kv
+from collector.model import (
+    DOMAIN_ORDERS,
+    ActivityPage,
+    ActivityQuery,
+    DomainPage,
+    DownloadToken,
+    ErrorTotals,
+    Filter,
+    StatsTotals,
+    Totals,
+)
+from collector.plan import DAY, HOUR, MINUTE, ChartPlan, Segment, breakdown_cover, floor_to
+from collector.storage.base import StoreError
+from collector.storage.clickhouse import schema
+from collector.storage.clickhouse.http import ClickHouseError, ClickHouseHTTP
+from collector.storage.clickhouse.sqltext import ident, literal, literals
+
+log = logging.getLogger(__name__)
+
+INT64_MAX = (1 << 63) - 1
+_CLAMP = f"toDecimal128('{INT64_MAX}', 0)"
+_LEVEL_TABLE = {MINUTE: "m", HOUR: "h", DAY: "d"}
+_SUMS_ROW = struct.Struct("<8Q")
+_KEYS_ROW = struct.Struct("<IQQ")
+_U64 = struct.Struct("<Q")
+_P_HEAD = struct.Struct("<BQQI")
+_SECS = struct.Struct(f"<{SECONDS_PER_MINUTE}q")
+# DOMAIN_ORDERS over the ranked query's columns (cc: count, bt: bytes); ClickHouse
+# compares Strings bytewise, which for UTF-8 is code point order, as Python orders str.
+_ORDER_COLUMN = {"count": "cc", "bytes_total": "bt"}
+_ORDER_SQL = {
+    order: ", ".join(f"{_ORDER_COLUMN[m]} DESC" for m in measures) + ", domain ASC"
+    for order, measures in DOMAIN_ORDERS.items()
+}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _string(s: str) -> bytes:
+    raw = s.encode()
+    return _varint(len(raw)) + raw
+
+
+def _clamped(expr: str) -> str:
+    return f"toUInt64(least({expr}, {_CLAMP}))"
+
+
+def check_sums(batch: Batch) -> None:
+    """Refuse a batch whose rows sum past 2**63-1 in one UTC day (the widest rollup
+    SQLite keeps), as the SQLite backend does: its content is at fault, not the store."""
+    days: dict[int, list[int]] = {}
+    for r in batch.rows:
+        acc = days.get(r.ts // DAY)
+        if acc is None:
+            acc = days[r.ts // DAY] = [0] * 6
+        acc[0] += r.count
+        acc[1] += r.bytes_sent
+        acc[2] += r.bytes_received
+        acc[3] += r.error_count
+        acc[4] += r.duration_ms
+        acc[5] += r.conn_ms
+    for acc in days.values():
+        if max(acc) > INT64_MAX:
+            raise WireError("logs", "the rows of this body sum past 2**63-1 in one rollup")
+
+
+def peak_level(filt: Filter) -> tuple[int, int, int]:
+    """(lvl, user_id, order_id) of the profile sums matching a domain-free filter."""
+    if filt.user_id is not None and filt.order_id is not None:
+        return 3, filt.user_id, filt.order_id
+    if filt.user_id is not None:
+        return 1, filt.user_id, 0
+    if filt.order_id is not None:
+        return 2, 0, filt.order_id
+    return 0, 0, 0
+
+
+@dataclass
+class _Item:
+    batch: Batch
+    key: str | None
+    now: int
+    fut: "asyncio.Future[bool]"
+    rows: int = field(default=0)
+
+
+class ClickHouseStore:
+    def __init__(
+        self,
+        url: str,
+        database: str,
+        *,
+        user: str = "default",
+        password_file: str = "",
+        insert_batch_rows: int = 100_000,
+        insert_interval: float = 1.0,
+        timeout: float = 30.0,
+        retention_days: int = 90,
+        idempotency_days: int = 7,
+    ) -> None:
+        self.db = ident(database)  # raises on a name outside the allow-list
+        self.database = database
+        self.url = url
+        self.user = user
+        self.password_file = password_file
+        self.insert_batch_rows = insert_batch_rows
+        self.insert_interval = insert_interval
+        self.timeout = timeout
+        self.retention_days = retention_days
+        self.idempotency_days = idempotency_days
+        self._http: ClickHouseHTTP | None = None
+        self._queue: list[_Item] = []
+        self._queued_rows = 0
+        self._wake = asyncio.Event()
+        self._full = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._voids: frozenset[int] = frozenset()
+        self._dirty = False  # a flush failed: recover before the next one
+        self._closing = False
+        self._warned_activity = False
+
+    # ---- plumbing -----------------------------------------------------------------
+
+    def _client(self) -> ClickHouseHTTP:
+        if self._http is None:
+            raise StoreError("store is not open")
+        return self._http
+
+    async def _select(self, sql: str) -> list[list[Any]]:
+        try:
+            return await self._client().select(sql)
+        except ClickHouseError as exc:
+            log.error("clickhouse failed", extra=kv(error=str(exc)))
+            raise StoreError(f"storage error: {exc}") from exc
+
+    async def _exec(self, sql: str) -> None:
+        try:
+            await self._client().execute(sql)
+        except ClickHouseError as exc:
+            log.error("clickhouse failed", extra=kv(error=str(exc)))
+            raise StoreError(f"storage error: {exc}") from exc
+
+    async def _insert(self, table: str, columns: Sequence[str], data: bytes) -> None:
+        try:
+            await self._client().insert(f"{self.db}.{table} ({', '.join(columns)})", data)
+        except ClickHouseError as exc:
+            log.error("clickhouse insert failed", extra=kv(error=str(exc), table=table))
+            raise StoreError(f"storage error: {exc}") from exc
+
+    def _t(self, table: str) -> str:
+        return f"{self.db}.{table}"
+
+    def _not_void(self) -> str:
+        return f" AND fid NOT IN {literals(sorted(self._voids), 'UInt64')}" if self._voids else ""
+
+    # ---- lifecycle ----------------------------------------------------------------
+
+    async def open(self) -> None:
+        password = ""
+        if self.password_file:
+            try:
+                password = Path(self.password_file).read_text().strip()
+            except OSError as exc:
+                raise StoreError(f"storage.clickhouse.password_file: {exc}") from exc
+        self._http = ClickHouseHTTP(self.url, user=self.user, password=password, timeout=self.timeout)
+        await self._http.open()
+        try:
+            await self._migrate()
+            await self._recover()
+        except BaseException:
+            await self._http.close()
+            self._http = None
+            raise
+        self._closing = False
+        self._warned_activity = False
+        self._flusher = asyncio.create_task(self._flush_loop())
+        log.info("store opened", extra=kv(backend="clickhouse", url=self.url, database=self.database))
+
+    async def _migrate(self) -> None:
+        present = await self._select(
+            "SELECT count() FROM system.tables WHERE database = "
+            f"{literal(self.database, 'String')} AND name = 'schema_version'"
+        )
+        version = 0
+        if present[0][0]:
+            version = int((await self._select(f"SELECT max(version) FROM {self._t('schema_version')}"))[0][0])
+        if version > len(schema.MIGRATIONS):
+            raise StoreError(f"database schema version {version} is newer than this collector ({len(schema.MIGRATIONS)})")
+        for number in range(version, len(schema.MIGRATIONS)):
+            for phase in schema.MIGRATIONS[number](self.database):
+                for statement in phase:  # one by one: 18.16 serialises DDL and sending it at once is slower
+                    await self._exec(statement)
+            await self._exec(
+                f"INSERT INTO {self._t('schema_version')} (version, at) VALUES ({literal(number + 1, 'UInt32')}, 0)"
+            )
+            log.info("schema migrated", extra=kv(version=number + 1))
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._flusher is not None:
+            self._wake.set()
+            self._full.set()
+            await self._flusher
+            self._flusher = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def ping(self) -> None:
+        await self._select("SELECT 1")
+
+    async def size_bytes(self) -> int:
+        rows = await self._select(
+            "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = "
+            + literal(self.database, "String")
+        )
+        return int(rows[0][0] or 0)
+
+    # ---- ingest -------------------------------------------------------------------
+
+    async def ingest(self, batch: Batch, idempotency_key: str | None, now: int) -> bool:
+        check_sums(batch)
+        if batch.activity and not self._warned_activity:
+            # Not stored yet (the /api/v2 methods are SQLite's only): say so once
+            # rather than refuse the body, whose rows and profiles are stored.
+            self._warned_activity = True
+            log.warning("activity records are not stored by the clickhouse backend yet", extra=kv(records=len(batch.activity)))
+        if self._flusher is None or self._closing:
+            raise StoreError("store is not open")
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        n = len(batch.rows) + len(batch.profiles)
+        self._queue.append(_Item(batch, idempotency_key, now, fut, n))
+        self._queued_rows += n
+        self._wake.set()
+        if self._queued_rows >= self.insert_batch_rows:
+            self._full.set()
+        return await fut
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            if not self._queue:
+                self._wake.clear()
+                if self._closing:
+                    return
+                continue
+            if self.insert_interval > 0 and not self._closing and self._queued_rows < self.insert_batch_rows:
+                try:
+                    await asyncio.wait_for(self._full.wait(), self.insert_interval)
+                except TimeoutError:
+                    pass
+            items, self._queue, self._queued_rows = self._queue, [], 0
+            self._full.clear()
+            try:
+                await self._flush(items)
+            except BaseException as exc:  # never leave a caller waiting
+                for it in items:
+                    if not it.fut.done():
+                        it.fut.set_exception(exc if isinstance(exc, Exception) else StoreError(str(exc)))
+                if not isinstance(exc, Exception):
+                    raise
+
+    async def _flush(self, items: list[_Item]) -> None:
+        try:
+            if self._dirty:
+                await self._recover()
+            keys = sorted({it.key for it in items if it.key is not None})
+            applied = await self._applied(keys)
+            leaders: dict[str, _Item] = {}
+            todo: list[_Item] = []
+            followers: list[tuple[_Item, _Item]] = []
+            for it in items:
+                if it.key is None:
+                    todo.append(it)
+                elif it.key in applied:
+                    continue
+                elif it.key in leaders:  # the same key twice in one flush: applied once
+                    followers.append((it, leaders[it.key]))
+                else:
+                    leaders[it.key] = it
+                    todo.append(it)
+            await self._write(todo, leaders, items[0].now)
+        except StoreError as exc:
+            self._dirty = True
+            for it in items:
+                if not it.fut.done():
+                    it.fut.set_exception(exc)
+            return
+        repeated = {id(f) for f, _ in followers}
+        for it in items:
+            if it.fut.done():
+                continue
+            if it.key is not None and (it.key in applied or id(it) in repeated):
+                it.fut.set_result(False)
+            else:
+                it.fut.set_result(True)
+
+    async def _applied(self, keys: list[str]) -> set[str]:
+        """The keys the ledger holds with a committed (not voided) flush."""
+        if not keys:
+            return set()
+        found: set[str] = set()
+        for n in range(0, len(keys), 1000):
+            part = keys[n : n + 1000]
+            rows = await self._select(
+                f"SELECT DISTINCT key FROM {self._t('ledger')} WHERE key IN {literals(part, 'String')}"
+                f" AND fid NOT IN (SELECT fid FROM {self._t('void')})"
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    async def _write(self, todo: list[_Item], leaders: dict[str, _Item], at: int) -> None:
+        fid = secrets.randbits(63) | 1
+        has_data = any(it.batch.rows or it.batch.profiles for it in todo)
+        if has_data:
+            days = sorted({r.ts // DAY for it in todo for r in it.batch.rows} | {p.ts // DAY for it in todo for p in it.batch.profiles})
+            pend = _U64.pack(fid) + struct.pack("<I", at) + _varint(len(days)) + b"".join(struct.pack("<I", d) for d in days)
+            await self._insert("pending", ("fid", "at", "days"), pend)
+            rows = self._encode_rows(todo, fid)
+            if rows:
+                await self._insert("m_in", schema.M_IN_COLUMNS, rows)
+            profiles = self._encode_profiles(todo, fid)
+            if profiles:
+                await self._insert("p", schema.P_COLUMNS, profiles)
+        commit = [(k, fid) for k in leaders] + ([("", fid)] if has_data else [])
+        if commit:
+            tail = _U64.pack(fid) + struct.pack("<I", at)
+            await self._insert("ledger", ("key", "fid", "at"), b"".join(_string(k) + tail for k, _ in commit))
+
+    @staticmethod
+    def _encode_rows(todo: list[_Item], fid: int) -> bytes:
+        out: list[bytes] = []
+        append = out.append
+        keys_pack, sums_pack, tail = _KEYS_ROW.pack, _SUMS_ROW.pack, _U64.pack(fid)
+        for it in todo:
+            for r in it.batch.rows:
+                lat = r.latency
+                if lat:
+                    ks = sorted(lat)
+                    hist = (_varint(len(ks)) + struct.pack(f"<{len(ks)}H", *ks)
+                            + _varint(len(ks)) + struct.pack(f"<{len(ks)}Q", *(lat[k] for k in ks)))
+                else:
+                    hist = b"\x00\x00"
+                append(keys_pack(r.ts, r.user_id, r.order_id) + _string(r.domain) + _string(r.error) + sums_pack(
+                    r.count, r.bytes_sent, r.bytes_received, r.error_count, r.duration_ms, r.conn_ms,
+                    r.max_concurrency, r.duration_max_ms) + hist + tail)  # fmt: skip
+        return b"".join(out)
+
+    @staticmethod
+    def _encode_profiles(todo: list[_Item], fid: int) -> bytes:
+        # Summed per (level, user, order, minute) over the flush, as the SQLite backend
+        # keeps them: level 0 all, 1 user, 2 order, 3 user+order.
+        deltas: dict[tuple[int, int, int, int], list[int]] = {}
+        for it in todo:
+            for p in it.batch.profiles:
+                for key in ((0, 0, 0, p.ts), (1, p.user_id, 0, p.ts), (2, 0, p.order_id, p.ts), (3, p.user_id, p.order_id, p.ts)):
+                    acc = deltas.get(key)
+                    if acc is None:
+                        deltas[key] = list(p.active)
+                    else:
+                        for i, v in enumerate(p.active):
+                            acc[i] += v
+        n = _varint(SECONDS_PER_MINUTE)
+        tail = _U64.pack(fid)
+        return b"".join(_P_HEAD.pack(*k) + n + _SECS.pack(*v) + tail for k, v in deltas.items())
+
+    # ---- recovery -----------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Void every flush that never committed and rebuild the rollup days it touched."""
+        orphans = await self._select(
+            f"SELECT fid, at, days FROM {self._t('pending')} WHERE fid NOT IN (SELECT fid FROM {self._t('ledger')})"
+            f" AND fid NOT IN (SELECT fid FROM {self._t('void')})"
+        )
+        if orphans:
+            data = b"".join(
+                _U64.pack(int(f)) + struct.pack("<I", int(at)) + _varint(len(days)) + b"".join(struct.pack("<I", int(d)) for d in days)
+                for f, at, days in orphans
+            )
+            await self._insert("void", ("fid", "at", "days"), data)
+            log.warning("uncommitted flushes voided", extra=kv(flushes=len(orphans)))
+        self._voids = frozenset(int(r[0]) for r in await self._select(f"SELECT fid FROM {self._t('void')}"))
+        todo = await self._select(
+            f"SELECT fid, days FROM {self._t('void')} WHERE fid NOT IN (SELECT fid FROM {self._t('void_done')})"
+        )
+        days = sorted({int(d) for _f, ds in todo for d in ds})
+        for day in days:
+            await self._rebuild_day(day)
+        if todo:
+            await self._insert("void_done", ("fid",), b"".join(_U64.pack(int(f)) for f, _ in todo))
+        self._dirty = False
+
+    async def _rebuild_day(self, day: int) -> None:
+        src = schema.state_source(
+            f"ts >= {literal(day * DAY, 'UInt32')} AND ts < {literal((day + 1) * DAY, 'UInt32')}{self._not_void()}",
+            self.database,
+        )
+        for step, table in schema.ROLLUP_TABLES.items():
+            await self._exec(f"ALTER TABLE {self._t(table)} DROP PARTITION {literal(day, 'UInt32', bare=True)}")
+            await self._exec(f"INSERT INTO {self._t(table)} " + schema.rollup_select(step, from_states=True).replace("{src}", src))
+
+    # ---- retention ----------------------------------------------------------------
+
+    async def retention(self, now: int) -> dict[str, int]:
+        cutoff = floor_to(now - self.retention_days * DAY, MINUTE)
+        jobs = [("m", "ts", cutoff), *((t, "ts", floor_to(cutoff, step)) for step, t in schema.ROLLUP_TABLES.items()),
+                ("p", "ts", cutoff)]
+        idem = floor_to(now - max(self.idempotency_days, 7) * DAY, DAY)
+        # pending before ledger: a pending flush whose ledger row is gone would look
+        # uncommitted to the recovery
+        jobs += [("pending", "at", idem), ("ledger", "at", idem)]
+        deleted: dict[str, int] = {}
+        for table, column, before in jobs:
+            n = int((await self._select(f"SELECT count() FROM {self._t(table)} WHERE {column} < {literal(before, 'UInt32')}"))[0][0])
+            deleted[table] = n
+            if not n:
+                continue
+            parts = await self._select(
+                "SELECT DISTINCT partition FROM system.parts WHERE active AND database = "
+                f"{literal(self.database, 'String')} AND table = {literal(table, 'String')}"
+            )
+            for (part,) in parts:
+                day = int(part)
+                if day < before // DAY:
+                    await self._exec(f"ALTER TABLE {self._t(table)} DROP PARTITION {literal(day, 'UInt32', bare=True)}")
+            if before % DAY:
+                # the cutoff falls inside a day: its earlier rows go by a mutation
+                await self._exec(f"ALTER TABLE {self._t(table)} DELETE WHERE {column} < {literal(before, 'UInt32')}")
+        if any(deleted.values()):
+            log.info("retention applied", extra=kv(**deleted))
+        return deleted
+
+    # ---- queries ------------------------------------------------------------------
+
+    @staticmethod
+    def _where(filt: Filter) -> str:
+        parts = []
+        if filt.user_id is not None:
+            parts.append(f"user_id = {literal(filt.user_id, 'UInt64')}")
+        if filt.order_id is not None:
+            parts.append(f"order_id = {literal(filt.order_id, 'UInt64')}")
+        if filt.domain is not None:
+            parts.append(f"domain = {literal(filt.domain, 'String')}")
+        return "".join(" AND " + p for p in parts)
+
+    @staticmethod
+    def _family(filt: Filter) -> int:
+        """The rollup family answering a chart with this filter (schema.FULL: all keys)."""
+        if filt.user_id is not None:
+            return schema.FULL
+        if filt.order_id is not None:
+            return schema.O if filt.domain is None else schema.FULL
+        return schema.T if filt.domain is None else schema.N
+
+    def _source(self, seg: Segment, filt: Filter, family: int) -> tuple[str, str, str]:
+        """(table, WHERE clause, (first, last) expressions) of one plan segment: the
+        family's rows of the rollup at the segment's level (r_m, r_h or r_d; they never
+        hold a voided flush, so only m and p need the void filter)."""
+        where = f"ts >= {literal(seg.start, 'UInt32')} AND ts < {literal(seg.end, 'UInt32')}{self._where(filt)}"
+        table = schema.ROLLUP_TABLES[seg.level]
+        return self._t(table), f"fam = {literal(family, 'UInt8')} AND {where}", "minMerge(first_ts), maxMerge(last_ts)"
+
+    async def chart(
+        self, plan: ChartPlan, filt: Filter, *, with_latency: bool = False, with_peaks: bool = False
+    ) -> dict[int, Totals]:
+        if not plan.segments:
+            return {}
+        parts = []
+        family = self._family(filt)
+        for seg in plan.segments:
+            table, where, spans = self._source(seg, filt, family)
+            sums = ", ".join(_clamped(f"sumMerge({c})") for c in schema.SUMS)
+            maxes = ", ".join(f"maxMerge({c})" for c in schema.MAXES)
+            lat = ", sumMapMerge(lat)" if with_latency else ""
+            parts.append(
+                f"SELECT toUInt32(intDiv(ts, {seg.level}) * {seg.level}) AS b, {sums}, {maxes}, {spans}{lat} "
+                f"FROM {table} WHERE {where} GROUP BY b"
+            )
+        queries = [self._select(" UNION ALL ".join(parts))]
+        peaks = with_peaks and filt.domain is None
+        if peaks:
+            queries.append(self._select(self._peaks_sql(plan.segments, filt)))
+        answers = await asyncio.gather(*queries)
+        edges = plan.edges
+        buckets: dict[int, Totals] = {}
+
+        def bucket(ts: int) -> Totals:
+            i = bisect_right(edges, ts) - 1
+            t = buckets.get(i)
+            if t is None:
+                t = buckets[i] = Totals()
+            return t
+
+        for row in answers[0]:
+            t = bucket(row[0])
+            t.add_sums(*row[1:11])
+            if with_latency:
+                ks, vs = row[11]
+                if ks:
+                    histogram.add(t.latency, dict(zip(ks, vs)))
+        if peaks:
+            for ts, peak in answers[1]:
+                bucket(ts).add_peak(int(peak))
+        return buckets
+
+    def _peaks_sql(self, segments: Iterable[Segment], filt: Filter) -> str:
+        lvl, u, o = peak_level(filt)
+        parts = []
+        for seg in segments:
+            parts.append(
+                f"SELECT toUInt32(intDiv(ts, {seg.level}) * {seg.level}) AS b, max(pk) FROM ("
+                f"SELECT ts, arrayReduce('max', sumForEach(secs)) AS pk FROM {self._t('p')} "
+                f"WHERE lvl = {literal(lvl, 'UInt8')} AND user_id = {literal(u, 'UInt64')} AND order_id = {literal(o, 'UInt64')}"
+                f" AND ts >= {literal(seg.start, 'UInt32')} AND ts < {literal(seg.end, 'UInt32')}{self._not_void()} "
+                "GROUP BY ts) GROUP BY b"
+            )
+        return " UNION ALL ".join(parts)
+
+    def _breakdown_union(
+        self, start: int, end: int, filt: Filter, family: int, columns: str, keep: str, group: str
+    ) -> str | None:
+        narrow = self._family(filt) in (schema.T, schema.N)
+        parts = []
+        for seg in breakdown_cover(start, end):
+            table, where, spans = self._source(seg, filt, family if narrow else schema.FULL)
+            parts.append(f"SELECT {columns}, {spans} FROM {table} WHERE {where} AND {keep} GROUP BY {group}")
+        return " UNION ALL ".join(parts) if parts else None
+
+    async def domains(
+        self, start: int, end: int, filt: Filter, *, order: str, limit: int, offset: int = 0
+    ) -> DomainPage:
+        union = self._breakdown_union(
+            start, end, filt, schema.N,
+            "domain, sumMerge(count) AS c, sumMerge(bytes_sent) AS bs, sumMerge(bytes_received) AS br, "
+            "sumMerge(error_count) AS e", "domain != ''", "domain",
+        )  # fmt: skip
+        if union is None:
+            return DomainPage([], 0)
+        # The outer columns are named apart from the inner ones: ClickHouse aliases
+        # are global, so `sum(c) AS c` would refer to itself.
+        union = union.replace("minMerge(first_ts), maxMerge(last_ts)", "minMerge(first_ts) AS f, maxMerge(last_ts) AS l")
+        page_sql = (
+            f"SELECT domain, {_clamped('sum(c)')} AS cc, {_clamped('sum(bs)')} AS cbs, {_clamped('sum(br)')} AS cbr, "
+            f"{_clamped('sum(e)')} AS ce, min(f) AS cf, max(l) AS cl, "
+            f"least(sum(bs), {_CLAMP}) + least(sum(br), {_CLAMP}) AS bt "
+            f"FROM ({union}) GROUP BY domain ORDER BY {_ORDER_SQL[order]} "
+            f"LIMIT {literal(offset, 'UInt64', bare=True)}, {literal(limit, 'UInt64', bare=True)}"
+        )
+        count_sql = f"SELECT uniqExact(domain) FROM ({union})"
+        rows, total = await asyncio.gather(self._select(page_sql), self._select(count_sql))
+        items = [
+            (d, Totals(count=c, bytes_sent=bs, bytes_received=br, error_count=e, first_ts=f, last_ts=l))
+            for d, c, bs, br, e, f, l, _bt in rows
+        ]
+        return DomainPage(items, int(total[0][0]))
+
+    async def errors(self, start: int, end: int, filt: Filter) -> dict[str, ErrorTotals]:
+        union = self._breakdown_union(start, end, filt, schema.E, "error, domain, sumMerge(error_count) AS n", "error != ''", "error, domain")
+        if union is None:
+            return {}
+        union = union.replace("minMerge(first_ts), maxMerge(last_ts)", "minMerge(first_ts) AS f, maxMerge(last_ts) AS l")
+        rows = await self._select(
+            f"SELECT error, domain, {_clamped('sum(n)')}, min(f), max(l) FROM ({union}) GROUP BY error, domain"
+        )
+        out: dict[str, ErrorTotals] = {}
+        for e, d, n, first, last in rows:
+            t = out.get(e)
+            if t is None:
+                t = out[e] = ErrorTotals()
+            t.total_errors += n
+            if d:
+                t.by_domain[d] = n
+            if t.first_ts is None or first < t.first_ts:
+                t.first_ts = first
+            if t.last_ts is None or last > t.last_ts:
+                t.last_ts = last
+        return out
+
+    # ---- Webshare-compatible API (/api/v2): not on this backend yet ---------------
+
+    @staticmethod
+    def _no_v2() -> StoreError:
+        # A clear 503 rather than an AttributeError's 500: the API is SQLite's only so far.
+        return StoreError("the clickhouse backend does not serve the /api/v2 activity and stats API yet")
+
+    async def activity_page(self, q: ActivityQuery) -> ActivityPage:
+        raise self._no_v2()
+
+    async def activity_stream(self, q: ActivityQuery) -> AsyncIterator[list[tuple[int, Activity]]]:
+        raise self._no_v2()
+        yield []  # an async generator, as the protocol's callers iterate it
+
+    async def hourly_stats(self, plan: ChartPlan, filt: Filter) -> dict[int, StatsTotals]:
+        raise self._no_v2()
+
+    async def download_token(
+        self, user_id: int | None, scope: str, now: int, ttl: int, new_key: str, *, reset: bool = False
+    ) -> DownloadToken:
+        raise self._no_v2()
+
+    async def find_download_token(self, key: str, scope: str, now: int) -> DownloadToken | None:
+        raise self._no_v2()

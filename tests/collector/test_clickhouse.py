@@ -1,0 +1,134 @@
+"""The ClickHouse backend's own parts: literals (pure, then round-tripped through the real
+server with hostile strings), identifiers, and hostile strings through the API (which
+runs on both backends)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+
+import pytest
+
+from collector.storage.clickhouse.sqltext import ident, literal, literals
+from tests.collector.conftest import Api
+from tests.fixtures.clickhouse import ClickHouseServer
+
+HOSTILE = [
+    "",
+    "'",
+    "\\",
+    "\\'",
+    "'; DROP DATABASE default; --",
+    "a' OR '1'='1",
+    "\\x27",
+    "\x00nul\x00",
+    "tab\tnew\nline\rcr\x1b[31m\x7f",
+    "back\\slash at end\\",
+    "ünïcødé ✓ 𝄞 日本",
+    "`backtick` \"double\"",
+    "%s {0} ?",
+    "\u2028\u2029",
+]
+
+
+def test_string_literals_escape_quotes_backslashes_and_control_bytes() -> None:
+    assert literal("a'b", "String") == "'a\\'b'"
+    assert literal("a\\b", "String") == "'a\\\\b'"
+    assert literal("\x00\n\x7f", "String") == "'\\x00\\x0A\\x7F'"
+    for s in HOSTILE:
+        lit = literal(s, "String")
+        inner = lit[1:-1]
+        # no unescaped quote inside, no raw control byte
+        assert all(ord(c) >= 0x20 and c != "\x7f" for c in inner)
+        assert inner.replace("\\\\", "").replace("\\'", "").count("'") == 0
+
+
+def test_int_literals_are_typed_and_range_checked() -> None:
+    assert literal(5, "UInt64") == "toUInt64(5)"
+    assert literal(5, "UInt64", bare=True) == "5"
+    assert literal(-(2**63), "Int64") == f"toInt64({-(2**63)})"
+    assert literal(2**64 - 1, "UInt64") == f"toUInt64({2**64 - 1})"
+    for value, ch_type in ((2**64, "UInt64"), (-1, "UInt64"), (256, "UInt8"), (2**32, "UInt32"), (2**63, "Int64")):
+        with pytest.raises(ValueError):
+            literal(value, ch_type)
+    for value, ch_type in ((True, "UInt8"), ("5", "UInt64"), (5, "String"), (1.5, "UInt64")):
+        with pytest.raises(TypeError):
+            literal(value, ch_type)
+    with pytest.raises(ValueError):
+        literal(1, "Nullable(UInt8)")
+    with pytest.raises(ValueError):
+        literals([], "UInt64")
+    assert literals([1, 2], "UInt8") == "(toUInt8(1), toUInt8(2))"
+
+
+def test_identifiers_come_from_the_allow_list() -> None:
+    assert ident("proxymeter_2") == "`proxymeter_2`"
+    for bad in ("", "1abc", "a-b", "a`b", "a b", "a;b", "x" * 64, "dé"):
+        with pytest.raises(ValueError):
+            ident(bad)
+
+
+def test_hostile_strings_round_trip_through_the_server(clickhouse_server: ClickHouseServer) -> None:
+    sql = "SELECT " + ", ".join(literal(s, "String") for s in HOSTILE) + ", " + literal(HOSTILE[4], "String")
+    sql += " IN " + literals(HOSTILE, "String") + " FORMAT JSONCompact"
+    row = json.loads(clickhouse_server.query(sql))["data"][0]
+    assert row[: len(HOSTILE)] == HOSTILE
+    assert row[len(HOSTILE)] == 1
+    big = json.loads(clickhouse_server.query(
+        f"SELECT {literal(2**64 - 1, 'UInt64')}, {literal(-(2**63), 'Int64')} FORMAT JSONCompact"
+    ))["data"][0]
+    assert [int(v) for v in big] == [2**64 - 1, -(2**63)]
+
+
+DAY = {"from": "2026-03-15", "to": "2026-03-16"}
+
+
+async def test_hostile_domains_and_errors_are_stored_and_filtered_exactly(api: Api) -> None:
+    rows = [
+        {"ts": "2026-03-15 10:00:00", "domain": s, "error": s, "count": i + 1, "error_count": 1}
+        for i, s in enumerate(HOSTILE)
+        if "\x00" not in s and s
+    ]
+    await api.ingest({"logs": rows})
+    sites = await api.get("/analytics/domains", **DAY, limit=100)
+    assert sorted((d["domain"], d["total_count"]) for d in sites["data"]) == sorted(
+        (r["domain"], str(r["count"])) for r in rows
+    )
+    for r in rows:
+        got = (await api.get("/analytics/traffic", **DAY, interval="1d", domain=r["domain"]))["data"]
+        assert [d["total_count"] for d in got] == [str(r["count"])], r["domain"]
+    errors = (await api.get("/analytics/errors", **DAY))["data"]
+    assert sorted((e["error"], e["sample_domains"]) for e in errors) == sorted(
+        (r["error"], [r["domain"]]) for r in rows
+    )
+
+
+async def test_bodies_wait_for_one_insert_and_a_key_twice_in_it_counts_once(clickhouse_server: ClickHouseServer) -> None:
+    """Batching without a clock: insert_interval is far off and insert_batch_rows is the
+    rows of all the bodies, so the insert happens exactly when the last body is queued;
+    every caller is answered after it, and all the rows carry the one flush id."""
+    from agent.wire.batch import Batch, Row
+    from collector.model import Filter
+    from collector.plan import UTC, chart_plan
+    from collector.storage.clickhouse import ClickHouseStore
+
+    db = "batching_" + secrets.token_hex(4)
+    bodies = [Batch(rows=[Row(ts=1773568800 + 60 * i, user_id=i, domain=f"d{i}.com", count=i + 1)]) for i in range(6)]
+    keys = ["k0", "k1", "k2", "k3", "k4", "k0"]  # k0 twice in one insert: only the first is applied
+    store = ClickHouseStore(clickhouse_server.url, db, insert_batch_rows=len(bodies), insert_interval=3600.0)
+    await store.open()
+    try:
+        answers = await asyncio.gather(*(store.ingest(b, k, 1773568800) for b, k in zip(bodies, keys)))
+        assert answers == [True, True, True, True, True, False]
+        assert clickhouse_server.query(f"SELECT uniqExact(fid), count() FROM {db}.ledger WHERE key != ''").split() == ["1", "5"]
+        assert clickhouse_server.query(f"SELECT uniqExact(fid) FROM {db}.m").strip() == "1"
+        plan = chart_plan(1773568800, 1773568800 + 3600, 3600, UTC)
+        totals = await store.chart(plan, Filter())
+        assert [t.count for t in totals.values()] == [1 + 2 + 3 + 4 + 5]  # body 5 (key k0 again) not applied
+        # and once committed, the same key in a later insert is a no-op too
+        store.insert_batch_rows = 1
+        assert await store.ingest(bodies[0], "k0", 1773568800) is False
+    finally:
+        await store.close()
+        clickhouse_server.query(f"DROP DATABASE IF EXISTS {db}")
