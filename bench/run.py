@@ -18,7 +18,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import freshness, ingest, live, queries, throughput
+from bench import activity, freshness, ingest, live, queries, throughput
 from bench.measure import BENCH_DIR, REPO, machine
 from bench.report import Report, Result, write
 
@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Report, bool], None]]] = {
     "ingest": ("3 collector ingest rate, store size", ingest.run),
     "queries": ("4 query latency on 20 M minute rows", queries.run),
     "freshness": ("5 line written -> visible in the API", freshness.run),
+    "activity": ("7 activity records: ingest, list/stats latency, CSV download at 10 M", activity.run),
 }
 
 
