@@ -24,7 +24,10 @@ Three parts, the collector always a real process (bench.services) on SQLite:
   request count is in the note. Download: POST /api/v2/download_token/activity/ (admin),
   then the CSV of the last hour, the last day and all 6 days through
   /api/v2/proxy/activity/download/?download_token=...; records/s (CSV lines counted and
-  checked against the list's `count`) and the collector's memory during the download:
+  checked against the list's `count`), also per stretch of 100,000 records (or a tenth
+  of the window) to show whether the stream slows down as it goes deeper; a download is
+  stopped after 120 s (60 s in --quick) and then reported as incomplete with how far it
+  got, and not repeated. The collector's memory during the download:
   VmRSS and RssAnon sampled every 50 ms from /proc/<pid>/status, the max increase over
   the value just before the download (VmHWM cannot be reset, so it is not used).
   RssAnon (heap) is the figure that says whether the stream holds records; VmRSS also
@@ -77,6 +80,7 @@ HOUR_US = 3_600 * 1_000_000
 MAX_STORE_AGE_S = 5 * 86_400
 QUERY_TIMEOUT_S = 300.0
 SAMPLE_S = 0.05
+DOWNLOAD_LIMIT_S = 120.0
 TLDS = ("com", "net", "org", "io", "de", "co.uk")
 SUBS = ("www", "api", "cdn")
 ERROR_WEIGHTS = (("timeout", 30), ("connection_refused", 20), ("dns_failure", 15), ("client_aborted", 15),
@@ -466,10 +470,27 @@ class RssWatch:
         return (self.peak[key] - self.base[key]) / 1024
 
 
-async def _download(url: str) -> tuple[float, int, int]:
-    """(seconds, CSV lines without the header, bytes)."""
+@dataclass
+class Download:
+    seconds: float
+    records: int  # CSV lines without the header
+    size: int  # bytes
+    complete: bool  # False: stopped at the time limit
+    step: int  # records per stretch of `stretches`
+    stretches: list[float]  # records/s within each of the first 10 stretches received
+    rss_mib: float = 0.0
+    anon_mib: float = 0.0
+
+
+async def _download(url: str, expected: int, limit_s: float) -> Download:
+    """Read the CSV as it streams, at most limit_s: a download whose chunks get slower
+    the deeper it goes would otherwise hold the whole run."""
     lines = size = 0
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3600)) as session:
+    marks: list[float] = []
+    # stretches of a tenth of the window, or of 100,000 records where a tenth is more
+    # than a stopped download may reach: the rate per stretch shows whether it falls
+    step = max(1, min(expected // 10, 100_000))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=limit_s + 600)) as session:
         t0 = time.perf_counter()
         async with session.get(url) as resp:
             if resp.status != 200:
@@ -477,7 +498,16 @@ async def _download(url: str) -> tuple[float, int, int]:
             async for chunk in resp.content.iter_chunked(1 << 16):
                 lines += chunk.count(b"\n")
                 size += len(chunk)
-        return time.perf_counter() - t0, lines - 1, size
+                now = time.perf_counter() - t0
+                while len(marks) < 10 and lines - 1 >= step * (len(marks) + 1):
+                    marks.append(now)
+                if now > limit_s:
+                    break  # leaving the block closes the connection: the collector stops streaming
+        secs = time.perf_counter() - t0
+    records = lines - 1
+    edges = [0.0, *marks]
+    stretches = [step / (b - a) if b > a else float("inf") for a, b in zip(edges, edges[1:])]
+    return Download(secs, records, size, records == expected, step, stretches)
 
 
 def bench_download(report: Report, quick: bool, coll: Collector, info: dict[str, Any]) -> None:
@@ -486,17 +516,14 @@ def bench_download(report: Report, quick: bool, coll: Collector, info: dict[str,
     with urllib.request.urlopen(req, timeout=60) as resp:
         key = json.loads(resp.read())["key"]
     end = info["end_us"]
+    limit_s = 60.0 if quick else DOWNLOAD_LIMIT_S
     windows = (("last hour", end - HOUR_US), ("last day", end - DAY_US), (f"all {SPAN_DAYS} days", info["start_us"]))
-    # the whole window is the longest part of a full run: once there, 3 times in --quick
-    rounds = {w[0]: 3 for w in windows}
-    if not quick:
-        rounds[windows[-1][0]] = 1
-    results: dict[str, list[tuple[float, int, int, float, float]]] = {w[0]: [] for w in windows}
+    results: dict[str, list[Download]] = {w[0]: [] for w in windows}
     expected: dict[str, int] = {}
-    for rnd in range(3):
+    for _ in range(3):
         for name, gte in windows:  # interleaved: small, medium, big, small, ...
-            if rnd >= rounds[name]:
-                continue
+            if results[name] and not results[name][-1].complete:
+                continue  # a repeat of a download stopped at the limit adds only time
             window = {"timestamp__gte": iso_us(gte), "timestamp__lte": iso_us(end)}
             if name not in expected:
                 query = urllib.parse.urlencode({**window, "page_size": 1})
@@ -505,21 +532,31 @@ def bench_download(report: Report, quick: bool, coll: Collector, info: dict[str,
             query = urllib.parse.urlencode({**window, "download_token": key})
             url = f"{coll.url}/api/v2/proxy/activity/download/?{query}"
             with RssWatch(coll.proc.pid) as watch:
-                secs, lines, size = asyncio.run(_download(url))
-            if lines != expected[name]:
-                raise RuntimeError(f"download of the {name} has {lines:,} records, the list counts {expected[name]:,}")
-            results[name].append((secs, lines, size, watch.growth_mib("VmRSS"), watch.growth_mib("RssAnon")))
+                d = asyncio.run(_download(url, expected[name], limit_s))
+            if d.complete is False and d.seconds <= limit_s:
+                raise RuntimeError(f"download of the {name} has {d.records:,} records, "
+                                   f"the list counts {expected[name]:,}")
+            d.rss_mib, d.anon_mib = watch.growth_mib("VmRSS"), watch.growth_mib("RssAnon")
+            results[name].append(d)
+            time.sleep(2)  # a stopped download's last chunk read finishes in the collector
     for name, _ in windows:
         runs = results[name]
-        secs = median([r[0] for r in runs])
-        lines, size = runs[0][1], runs[0][2]
-        rss = max(r[3] for r in runs)
-        anon = max(r[4] for r in runs)
-        report.add(Result(BENCH, f"CSV download, {name}, admin download token",
-                          f"{lines / secs:,.0f} records/s, {secs:,.2f} s",
-                          note=f"{lines:,} records, {size / MIB:,.1f} MiB CSV; median of {len(runs)}"))
+        secs = median([r.seconds for r in runs])
+        d = runs[0]
+        rate = median([r.records / r.seconds for r in runs])
+        stretches = ", ".join(f"{t / 1000:,.0f}k" for t in d.stretches)
+        if d.complete:
+            value = f"{rate:,.0f} records/s, {secs:,.2f} s"
+            note = f"{d.records:,} records, {d.size / MIB:,.1f} MiB CSV; median of {len(runs)}"
+        else:
+            value = f"INCOMPLETE: {d.records:,} of {expected[name]:,} records in {d.seconds:,.0f} s"
+            note = f"stopped at the {limit_s:.0f} s limit; {rate:,.0f} records/s on average"
+        if d.step >= 10_000:  # shorter stretches measure the client's read chunks, not the stream
+            note += f"; records/s per {d.step:,} records received (newest first, first run): {stretches}"
+        report.add(Result(BENCH, f"CSV download, {name}, admin download token", value, note=note))
         report.add(Result(BENCH, f"collector memory growth during the {name} download",
-                          f"RssAnon +{anon:,.1f} MiB, VmRSS +{rss:,.1f} MiB",
+                          f"RssAnon +{max(r.anon_mib for r in runs):,.1f} MiB, "
+                          f"VmRSS +{max(r.rss_mib for r in runs):,.1f} MiB",
                           note=f"max over {len(runs)} run(s), sampled every {SAMPLE_S * 1000:.0f} ms; VmRSS includes "
                                "the database pages the readers' mmap touched"))
 
