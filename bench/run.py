@@ -18,7 +18,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import clickhouse, e2e, freshness, ingest, live, queries, throughput
+from bench import activity, clickhouse, e2e, freshness, ingest, live, queries, throughput
 from bench.measure import BENCH_DIR, REPO, machine
 from bench.report import Report, Result, write
 
@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[Report, bool], None]]] = {
     "queries": ("4 query latency on 20 M minute rows", queries.run),
     "freshness": ("5 line written -> visible in the API", freshness.run),
     "e2e": ("7 run --once of a squid log into the collector vs GoAccess", e2e.run),
+    "activity": ("8 activity records: ingest, list/stats latency, CSV download at 10 M", activity.run),
     "clickhouse": ("3+4 ingest rate and query latency on the ClickHouse backend, same data", clickhouse.run),
 }
 
