@@ -38,7 +38,7 @@ def _short(file: str) -> str:
     return file.rsplit("/", 2)[-1] if "/" in file else file
 
 
-def profile_ingest(db: str, bodies: list[bytes], dump: str) -> None:
+def profile_ingest(db: str, bodies: list[bytes], dump: str, enabled: bool = True) -> None:
     import asyncio
     import cProfile
 
@@ -48,15 +48,17 @@ def profile_ingest(db: str, bodies: list[bytes], dump: str) -> None:
     store = SQLiteStore(db, fold_interval=0)  # no fold timer: open and close run in separate loops
     asyncio.run(store.open())
     prof = cProfile.Profile()
-    prof.enable()
+    if enabled:
+        prof.enable()
     for i, body in enumerate(bodies):
         batch = decode(body, "application/msgpack")  # the collector's own decoder
         store._ingest(batch, f"profile:{i}", 0)  # noqa: SLF001 - see the module docstring
         if store._staged >= store.fold_rows:  # noqa: SLF001
             store._fold()  # noqa: SLF001 - in line here: the profile sees one thread
     store._fold()  # noqa: SLF001 - what the first query would fold
-    prof.disable()
-    prof.dump_stats(dump)
+    if enabled:
+        prof.disable()
+        prof.dump_stats(dump)
     asyncio.run(store.close())
 
 
@@ -82,13 +84,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--db", default="")
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--dump", required=True)
+    ap.add_argument("--body", choices=("v1", "v2"), default="v2",
+                    help="ingest: version 1 msgpack row maps, or version 2 columns (what agents send)")
+    ap.add_argument("--no-profile", action="store_true",
+                    help="ingest: run without cProfile (for timing the same work from outside)")
     args, rest = ap.parse_known_args(argv)
     if args.what == "agent":
         return profile_agent(args.dump, rest)
     from bench.ingest import bodies, make_rows
 
-    profile_ingest(args.db, bodies(make_rows(args.rows, seed=3), 10_000, "msgpack"), args.dump)
-    print(top_functions(Path(args.dump)))
+    encoding = "v2" if args.body == "v2" else "msgpack"
+    profile_ingest(args.db, bodies(make_rows(args.rows, seed=3), 10_000, encoding), args.dump,
+                   enabled=not args.no_profile)
+    if not args.no_profile:
+        print(top_functions(Path(args.dump)))
     return 0
 
 
