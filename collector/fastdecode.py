@@ -24,7 +24,7 @@ import gc
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from itertools import chain, islice, repeat
+from itertools import accumulate, compress, count, islice
 from operator import itemgetter
 from typing import Any
 
@@ -208,16 +208,13 @@ _V2_ROW_COUNTERS = ("count", "bytes_sent", "bytes_received", "error_count", "dur
 _INT_SET = {int}
 _STR_SET = {str}
 _SIXTY = 60
-_SPAN = histogram.MAX_INDEX + 1
 
 
 def _increasing_per_row(ns: list[int], buckets: list[int]) -> bool:
-    """Each row's buckets strictly increase (at C speed): with row r's pairs keyed
-    r * _SPAN + bucket (buckets are < _SPAN), the keys of all pairs strictly increase
-    exactly when every row's buckets do."""
-    row_of = chain.from_iterable(map(repeat, range(len(ns)), ns))
-    keys = list(map(int.__add__, map(_SPAN.__mul__, row_of), buckets))
-    return all(map(int.__lt__, keys, islice(keys, 1, None)))
+    """Each row's buckets strictly increase (at C speed): every position whose bucket is
+    not above the one before must start a row."""
+    drops = compress(count(1), map(int.__ge__, buckets, islice(buckets, 1, None)))
+    return set(drops) <= set(accumulate(ns, initial=0))
 
 
 class ColumnRows(Sequence[Row]):
