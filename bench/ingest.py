@@ -2,7 +2,9 @@
 
 The collector runs as a real process on a fresh SQLite file per run; 8 concurrent
 aiohttp senders post pre-encoded bodies (msgpack or JSON, 1,000 or 10,000 rows each, a
-unique Idempotency-Key per body) as fast as the collector acknowledges them. rows/s =
+unique Idempotency-Key per body) as fast as the collector acknowledges them. "msgpack"
+and "json" are version 1 bodies (FonProxy's row maps); "v2" is what agents send: the
+same rows as version 2 columns and a string table (agent.wire.compact's encoder). rows/s =
 rows acknowledged / wall time from the first send to the last 204. Rows are realistic
 minute rows (distinct keys, latency histograms), so every row is a new stored row.
 A store may acknowledge rows before it has folded them into its rollups (SQLite stages
@@ -25,6 +27,8 @@ import aiohttp
 import msgpack
 import json
 
+from agent.wire.batch import decode_body
+from agent.wire.compact import encode_compact
 from bench.measure import MIB, median, run_child, workdir
 from bench.report import Report, Result
 from bench.services import db_files, dir_size, start_collector
@@ -57,11 +61,16 @@ def make_rows(n: int, seed: int, start_s: int = START_S, per_minute: int = 500) 
 
 
 def bodies(rows: list[dict], size: int, encoding: str) -> list[bytes]:
+    """Bodies of `size` rows: "msgpack" or "json" version 1, or "v2" (agent.wire.compact)."""
     out = []
     for i in range(0, len(rows), size):
         obj = {"logs": rows[i:i + size]}
-        out.append(msgpack.packb(obj, use_bin_type=True) if encoding == "msgpack"
-                   else json.dumps(obj, separators=(",", ":")).encode())
+        if encoding == "v2":
+            batch = decode_body(msgpack.packb(obj, use_bin_type=True), "application/msgpack")
+            out.append(encode_compact(batch))
+        else:
+            out.append(msgpack.packb(obj, use_bin_type=True) if encoding == "msgpack"
+                       else json.dumps(obj, separators=(",", ":")).encode())
     return out
 
 
@@ -98,7 +107,7 @@ def run(report: Report, quick: bool) -> None:
     wd = workdir("ingest")
     n_rows = 40_000 if quick else 200_000
     rows = make_rows(n_rows, seed=3)
-    cases = [(enc, size) for enc in ("msgpack", "json") for size in (1000, 10_000)]
+    cases = [(enc, size) for enc in ("v2", "msgpack", "json") for size in (1000, 10_000)]
     payloads = {c: bodies(rows, c[1], c[0]) for c in cases}
     rates: dict[tuple[str, int], list[float]] = {c: [] for c in cases}
     sizes: list[float] = []
@@ -109,7 +118,7 @@ def run(report: Report, quick: bool) -> None:
                 p.unlink(missing_ok=True)
             coll = start_collector(wd, db)
             try:
-                ctype = "application/msgpack" if case[0] == "msgpack" else "application/json"
+                ctype = "application/json" if case[0] == "json" else "application/msgpack"
                 secs = asyncio.run(send_all(coll.url, coll.agent_token, payloads[case], ctype, coll.admin_token))
             finally:
                 coll.stop()
@@ -130,8 +139,9 @@ def run(report: Report, quick: bool) -> None:
             p.unlink(missing_ok=True)
         dump = wd / "ingest.prof"
         child = run_child([sys.executable, "-m", "bench.profiles", "ingest", "--db", str(db), "--rows",
-                           str(min(n_rows, 100_000)), "--dump", str(dump)])
+                           str(min(n_rows, 100_000)), "--dump", str(dump), "--body", "v2"])
         report.profiles.append((f"ingest: collector decode + SQLite Store write of {min(n_rows, 100_000):,} rows in "
+                                "version 2 "
                                 "msgpack bodies of 10,000 (synchronous, in-process, no HTTP)",
                                 child.stdout.decode()))
         for p in db_files(db):

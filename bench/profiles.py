@@ -38,9 +38,10 @@ def _short(file: str) -> str:
     return file.rsplit("/", 2)[-1] if "/" in file else file
 
 
-def profile_ingest(db: str, bodies: list[bytes], dump: str) -> None:
+def profile_ingest(db: str, bodies: list[bytes], dump: str, enabled: bool = True) -> None:
     import asyncio
     import cProfile
+    import time
 
     from collector.fastdecode import decode
     from collector.storage.sqlite import SQLiteStore
@@ -48,16 +49,78 @@ def profile_ingest(db: str, bodies: list[bytes], dump: str) -> None:
     store = SQLiteStore(db, fold_interval=0)  # no fold timer: open and close run in separate loops
     asyncio.run(store.open())
     prof = cProfile.Profile()
-    prof.enable()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    if enabled:
+        prof.enable()
+    rows = 0
     for i, body in enumerate(bodies):
         batch = decode(body, "application/msgpack")  # the collector's own decoder
+        rows += len(batch.rows)
         store._ingest(batch, f"profile:{i}", 0)  # noqa: SLF001 - see the module docstring
         if store._staged >= store.fold_rows:  # noqa: SLF001
             store._fold()  # noqa: SLF001 - in line here: the profile sees one thread
     store._fold()  # noqa: SLF001 - what the first query would fold
-    prof.disable()
-    prof.dump_stats(dump)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    if enabled:
+        prof.disable()
+        prof.dump_stats(dump)
+    else:
+        print(f"ingest+fold of {rows:,} rows: {cpu:.3f} s CPU ({cpu / rows * 1e6:.2f} us/row), "
+              f"{wall:.3f} s wall, {rows / cpu:,.0f} rows/CPU-s")
     asyncio.run(store.close())
+
+
+def fold_costs(db: str, bodies: list[bytes], rounds: int) -> str:
+    """CPU per staged row of each statement of the fold (deltas, then apply), by target
+    table, summed over `rounds` folds of the given bodies: what each rollup costs."""
+    import asyncio
+    import re
+    import time
+    from collections import defaultdict
+
+    from collector.fastdecode import decode
+    from collector.storage import sqlite as s
+
+    store = s.SQLiteStore(db, fold_interval=0, fold_rows=10**12)
+    asyncio.run(store.open())
+    cost: dict[str, float] = defaultdict(float)
+    rows = 0
+    clock = time.process_time
+    try:
+        for rnd in range(rounds):
+            for i, body in enumerate(bodies):
+                batch = decode(body, "application/msgpack")
+                rows += len(batch.rows)
+                store._ingest(batch, f"fold:{rnd}:{i}", 0)  # noqa: SLF001
+            con = store._f  # noqa: SLF001 - the fold of SQLiteStore._fold, statement by statement
+            assert con is not None
+            con.execute("BEGIN")
+            bound = {"top": con.execute("SELECT max(rowid) FROM stage").fetchone()[0]}
+            for t in s._TEMPS:  # noqa: SLF001
+                con.execute(f"DELETE FROM temp.{t.name}")
+            for phase, stmts in (("delta", s.FOLD_DELTAS), ("apply", s.FOLD_APPLY)):
+                if phase == "apply":
+                    con.execute("COMMIT")
+                    store._write_lock.acquire()  # noqa: SLF001
+                    con.execute("BEGIN IMMEDIATE")
+                for sql in stmts:
+                    target = re.match(r"(?:INSERT INTO|UPDATE) (\w+)", sql)
+                    t0 = clock()
+                    con.execute(sql, bound)
+                    cost[f"{phase} {target.group(1) if target else sql[:20]}"] += clock() - t0
+            t0 = clock()
+            con.execute(f"DELETE FROM stage WHERE {s._STAGED}", bound)  # noqa: SLF001
+            con.execute("COMMIT")
+            cost["apply delete stage + commit"] += clock() - t0
+            store._write_lock.release()  # noqa: SLF001
+            store._staged = 0  # noqa: SLF001
+    finally:
+        asyncio.run(store.close())
+    total = sum(cost.values())
+    out = [f"fold of {rows:,} staged rows: {total:.2f} s CPU, {total / rows * 1e6:.2f} us/row", f"{'us/row':>7}  statement"]
+    for name, secs in sorted(cost.items(), key=lambda kv: -kv[1]):
+        out.append(f"{secs / rows * 1e6:7.2f}  {name}")
+    return "\n".join(out)
 
 
 def profile_agent(dump: str, agent_argv: list[str]) -> int:
@@ -78,17 +141,28 @@ def profile_agent(dump: str, agent_argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.profiles")
-    ap.add_argument("what", choices=("ingest", "agent"))
+    ap.add_argument("what", choices=("ingest", "agent", "fold"))
     ap.add_argument("--db", default="")
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--dump", required=True)
+    ap.add_argument("--body", choices=("v1", "v2"), default="v2",
+                    help="ingest: version 1 msgpack row maps, or version 2 columns (what agents send)")
+    ap.add_argument("--no-profile", action="store_true",
+                    help="ingest: run without cProfile (for timing the same work from outside)")
     args, rest = ap.parse_known_args(argv)
     if args.what == "agent":
         return profile_agent(args.dump, rest)
     from bench.ingest import bodies, make_rows
 
-    profile_ingest(args.db, bodies(make_rows(args.rows, seed=3), 10_000, "msgpack"), args.dump)
-    print(top_functions(Path(args.dump)))
+    encoding = "v2" if args.body == "v2" else "msgpack"
+    if args.what == "fold":  # 100,000 rows per fold (storage.fold_rows' default), --rows in all
+        print(fold_costs(args.db, bodies(make_rows(min(args.rows, 100_000), seed=3), 10_000, encoding),
+                         max(1, args.rows // 100_000)))
+        return 0
+    profile_ingest(args.db, bodies(make_rows(args.rows, seed=3), 10_000, encoding), args.dump,
+                   enabled=not args.no_profile)
+    if not args.no_profile:
+        print(top_functions(Path(args.dump)))
     return 0
 
 

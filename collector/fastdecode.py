@@ -8,7 +8,8 @@ Strategy
   parsed once per distinct string, and histograms are built with `dict(pairs)`.
 - Version 2 bodies (columns and a string table, agent.wire.compact) are checked column
   by column the same way: one type set, one min and one max per column, every string
-  index against the table's length, then Rows are made by `map` over the columns.
+  index against the table's length; the rows stay columns (ColumnRows: no Row object,
+  string or histogram per row unless someone reads the rows).
 - Rule: any doubt means "ask the reference". A body that is not exactly the common shape
   (missing or unknown fields, a bad type or range anywhere, a histogram with a repeated
   bucket, ...) is decoded again by decode_body, which either accepts it (the same Batch)
@@ -21,8 +22,9 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from itertools import accumulate, compress, count, islice
 from operator import itemgetter
 from typing import Any
 
@@ -205,6 +207,74 @@ _V2_ROW_COUNTERS = ("count", "bytes_sent", "bytes_received", "error_count", "dur
                     "max_concurrency", "duration_max_ms")  # fmt: skip
 _INT_SET = {int}
 _STR_SET = {str}
+_SIXTY = 60
+
+
+def _increasing_per_row(ns: list[int], buckets: list[int]) -> bool:
+    """Each row's buckets strictly increase (at C speed): every position whose bucket is
+    not above the one before must start a row."""
+    drops = compress(count(1), map(int.__ge__, buckets, islice(buckets, 1, None)))
+    return set(drops) <= set(accumulate(ns, initial=0))
+
+
+class ColumnRows(Sequence[Row]):
+    """A version 2 body's rows as the decoder checked them: the logs columns as sent
+    (strings as indices into `table`, the latency pairs flattened) and the minutes in
+    epoch seconds. The SQLite store binds these columns directly (string ids once per
+    distinct string, histograms packed from the pairs); whoever reads the rows gets Row
+    objects, built once, and from then on they are the truth (`untouched` is False)."""
+
+    __slots__ = ("table", "ts", "columns", "_rows")
+
+    def __init__(self, table: list[str], ts: list[int], columns: dict[str, list[Any]]) -> None:
+        self.table = table
+        self.ts = ts
+        self.columns = columns
+        self._rows: list[Row] | None = None
+
+    @property
+    def untouched(self) -> bool:
+        return self._rows is None
+
+    def strings(self, name: str) -> list[str]:
+        return list(map(self.table.__getitem__, self.columns[name]))
+
+    def histograms(self) -> list[histogram.Histogram]:
+        cols = self.columns
+        ns, buckets, counts = cols["latency"], cols["latency_bucket"], cols["latency_count"]
+        if ns.count(1) == len(ns):  # one pair per row
+            return [{b: c} for b, c in zip(buckets, counts)]
+        out: list[histogram.Histogram] = []
+        at = 0
+        for k in ns:
+            out.append(dict(zip(buckets[at : at + k], counts[at : at + k])))
+            at += k
+        return out
+
+    def rows(self) -> list[Row]:
+        if self._rows is None:
+            cols = self.columns
+            self._rows = list(map(Row, self.ts, cols["user_id"], cols["order_id"], cols["port"],
+                                  *map(self.strings, _V2_ROW_STRS),
+                                  *(cols[name] for name in _V2_ROW_COUNTERS), self.histograms()))  # fmt: skip
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        return self.rows()[i]
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self.rows())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ColumnRows):
+            other = other.rows()
+        return self.rows() == other if isinstance(other, list) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"ColumnRows({self.rows()!r})"
 
 
 def _ints_in(col: Any, hi: int) -> None:
@@ -246,10 +316,8 @@ def _fast_v2(obj: dict[str, Any], max_rows: int | None) -> Batch:
     for name in _V2_ROW_INTS:
         _ints_in(logs[name], MAX_INT)
     at = table.__getitem__
-    strs = []
     for name in _V2_ROW_STRS:
         _ints_in(logs[name], n_table)
-        strs.append(list(map(at, logs[name])))
     for name in _V2_ROW_COUNTERS:
         _ints_in(logs[name], MAX_COUNTER)
     ns, buckets, counts = logs["latency"], logs["latency_bucket"], logs["latency_count"]
@@ -258,24 +326,10 @@ def _fast_v2(obj: dict[str, Any], max_rows: int | None) -> Batch:
     _ints_in(counts, histogram.MAX_COUNT)
     if len(buckets) != len(counts) or sum(ns) != len(buckets):
         raise _Slow
-    if ns.count(1) == n:  # one pair per row: nothing can repeat
-        lats: list[Any] = [{b: c} for b, c in zip(buckets, counts)]
-    else:
-        lats = []
-        at_pair = 0
-        for k in ns:
-            if k == 1:
-                lats.append({buckets[at_pair]: counts[at_pair]})
-            else:
-                part = buckets[at_pair : at_pair + k]
-                if k and any(a >= b for a, b in zip(part, part[1:])):
-                    raise _Slow  # buckets must increase within a row
-                lats.append(dict(zip(part, counts[at_pair : at_pair + k])))
-            at_pair += k
+    if ns.count(1) != n and not _increasing_per_row(ns, buckets):
+        raise _Slow  # buckets must increase within a row
     base = t0 * 60
-    ts = [base + 60 * m for m in logs["ts"]]
-    rows = list(map(Row, ts, logs["user_id"], logs["order_id"], logs["port"], *strs,
-                    *(logs[name] for name in _V2_ROW_COUNTERS), lats))  # fmt: skip
+    rows = ColumnRows(table, list(map(base.__add__, map(_SIXTY.__mul__, logs["ts"]))), logs)
     profiles: list[Profile] = []
     if n_prof:
         _ints_in(prof["ts"], max_off)

@@ -70,9 +70,10 @@ import sqlite3
 import struct
 import threading
 from bisect import bisect_right
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice, repeat
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeVar
@@ -82,7 +83,7 @@ import msgpack
 from agent.wire import histogram
 from agent.wire.batch import SECONDS_PER_MINUTE, Activity, Batch, WireError
 from agent.wire.logfmt import kv
-from collector.fastdecode import gc_paused
+from collector.fastdecode import ColumnRows, gc_paused
 from collector.model import (
     DOMAIN_ORDERS,
     SAMPLE_DOMAINS,
@@ -321,7 +322,8 @@ FOLD_SQL_SATURATING: tuple[str, ...] = tuple(
 _PLAIN_COLS = ("ts", "user_id", "order_id", *_SUMS, *_MAXES)
 _PLAIN = attrgetter(*_PLAIN_COLS)
 _DOMAIN, _ERROR, _LATENCY = attrgetter("domain"), attrgetter("error"), attrgetter("latency")
-_REST = attrgetter("port", "protocol", "ip_out", "ip_from", "peer_id", "worker")
+_REST_STRS = ("protocol", "ip_out", "ip_from", "peer_id", "worker")
+_REST = attrgetter("port", *_REST_STRS)
 _STAGE_COLS = (*_PLAIN_COLS, "domain", "error", "rest", "latency")
 _STAGE_INSERT = f"INSERT INTO stage ({', '.join(_STAGE_COLS)}) VALUES ({','.join('?' * len(_STAGE_COLS))})"
 # A body's own rows summing past int64 in a rollup are refused (a 400). Every rollup key
@@ -422,6 +424,25 @@ _udf_packer = msgpack.Packer()
 def hist_pack(h: histogram.Histogram) -> bytes | None:
     """A histogram as a msgpack map {bucket index: count} (C-speed both ways)."""
     return _udf_packer.pack(h) if h else None
+
+
+def _packed_histograms(cols: dict[str, list[int]]) -> Iterator[bytes | None]:
+    """Each row's histogram packed as hist_pack packs the dict of its pairs (a map header,
+    then bucket and count of each pair in order), from version 2's flattened columns; a
+    row without pairs is None. C-level maps only (the writer thread's `_packer`)."""
+    ns, buckets, counts = cols["latency"], cols["latency_bucket"], cols["latency_count"]
+    pack = _packer.pack
+    pairs = map(bytes.__add__, map(pack, buckets), map(pack, counts))
+    headers = {k: _packer.pack_map_header(k) for k in set(ns)}
+    if ns.count(1) == len(ns):
+        packed = map(headers[1].__add__, pairs)
+    else:
+        joined = map(b"".join, map(islice, repeat(pairs), ns))
+        packed = map(bytes.__add__, map(headers.__getitem__, ns), joined)
+    if 0 in headers:  # dict.get(b, b): None for the empty map, b itself otherwise
+        packed = list(packed)
+        return map({headers[0]: None}.get, packed, packed)
+    return packed
 
 
 def hist_add(acc: histogram.Histogram, blob: bytes | None) -> histogram.Histogram:
@@ -933,6 +954,9 @@ class SQLiteStore:
         rows = batch.rows
         if not rows:
             return
+        if isinstance(rows, ColumnRows) and rows.untouched:
+            self._stage(con, self._column_tuples(con, rows, new_strings, new_rests))
+            return
         # With C-level map()s and zip()s (attribute reads, id lookups, histogram
         # packing, tuple building), no Python code per row: a Python loop building each
         # row's tuple cost about as much as the whole staging write.
@@ -949,8 +973,36 @@ class SQLiteStore:
                         for i, k in zip(rest_ids, rest_keys)]
         pack = _packer.pack
         latencies = [pack(h) if h else None for h in map(_LATENCY, rows)]
+        self._stage(con, map(tuple.__add__, map(_PLAIN, rows), zip(domains, errors, rest_ids, latencies)))
+
+    def _column_tuples(
+        self,
+        con: sqlite3.Connection,
+        rows: ColumnRows,
+        new_strings: list[str],
+        new_rests: list[tuple[int, str, str, str, str, str]],
+    ) -> Iterator[tuple[Any, ...]]:
+        """A version 2 body's staged rows straight from its columns: ids looked up once per
+        distinct string index (and rest tuple) of the body, in first-seen order, so the
+        ids handed out are those the Row path would hand out; histograms packed from the
+        flattened pairs by C-level maps (the bytes `_packer.pack` makes of the dict)."""
+        table, cols = rows.table, rows.columns
+        sids: list[list[int]] = []
+        for name in ("domain", "error"):
+            idx = cols[name]
+            local = {i: self._sid(con, table[i], new_strings) for i in dict.fromkeys(idx)}
+            sids.append(list(map(local.__getitem__, idx)))
+        rest_keys = list(zip(cols["port"], *(cols[c] for c in _REST_STRS)))
+        local_rest: dict[tuple[int, ...], int] = {}
+        for k in dict.fromkeys(rest_keys):
+            rk = (k[0], *map(table.__getitem__, k[1:]))
+            rest = self._rests.get(rk)
+            local_rest[k] = self._rest_id(con, rk, new_strings, new_rests) if rest is None else rest
+        rest_ids = map(local_rest.__getitem__, rest_keys)
+        return zip(rows.ts, *(cols[c] for c in _PLAIN_COLS[1:]), *sids, rest_ids, _packed_histograms(cols))
+
+    def _stage(self, con: sqlite3.Connection, staged: Iterator[tuple[Any, ...]]) -> None:
         top = con.execute("SELECT max(rowid) FROM stage").fetchone()[0] or 0
-        staged = map(tuple.__add__, map(_PLAIN, rows), zip(domains, errors, rest_ids, latencies))
         con.executemany(_STAGE_INSERT, staged)
         try:
             con.execute(_BODY_TOTAL, (top,)).fetchone()
