@@ -42,9 +42,12 @@ from __future__ import annotations
 import ipaddress
 import zlib
 from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
 
 from agent.record import PROTOCOL_SOCKS, Record
-from agent.wire.batch import MAX_COUNTER, MAX_INT, MAX_PORT, MAX_STR, Activity
+from agent.wire.batch import ACTIVITY_FIELDS, MAX_COUNTER, MAX_INT, MAX_PORT, MAX_STR, Activity
+from agent.wire.compact import ActivityRecords
 
 DEFAULT_SAMPLE_RATE = 1.0
 DEFAULT_MAX_RECORDS_PER_BATCH = 20_000
@@ -53,6 +56,8 @@ _HASH_SPACE = 1 << 32
 
 _ip_memo: dict[str, bool] = {}
 _IP_MEMO_LIMIT = 65536
+# An Activity as the tuple ActivityRecords holds (ACTIVITY_FIELDS is its field order).
+_VALUES = attrgetter(*ACTIVITY_FIELDS)
 
 
 def is_ip(host: str) -> bool:
@@ -190,7 +195,7 @@ class ActivityLog:
         self._worker = worker[:MAX_STR]
         self.settings = settings
         self._rate = settings.sample_rate
-        self._pending: list[Activity] = []
+        self._pending: list[tuple[Any, ...]] = []  # ActivityRecords.values
         self._fit = _Fitter()
         self.kept = 0
         self.sampled_out = 0
@@ -219,9 +224,10 @@ class ActivityLog:
         self._pending.append(self._convert(rec))
         self.kept += 1
 
-    def _convert(self, rec: Record) -> Activity:
-        """_to_activity, with the checks of the common record (nothing to fit) folded
-        into a few comparisons: this runs once per log line."""
+    def _convert(self, rec: Record) -> tuple[Any, ...]:
+        """_to_activity as a tuple of ActivityRecords, with the checks of the common
+        record (nothing to fit) folded into a few comparisons: this runs once per log
+        line."""
         host, user, ip_out, tip = rec.host, rec.user, rec.ip_out, rec.target_ip
         la, domain, client = rec.listen_address, rec.domain, rec.client_ip
         hs, tn = rec.handshake_ms, rec.tunnel_ms
@@ -235,7 +241,7 @@ class ActivityLog:
             and (hs is None or 0 <= hs <= MAX_COUNTER)
             and (tn is None or 0 <= tn <= MAX_COUNTER)
         ):
-            return _to_activity(rec, self.worker, self._fit)
+            return _VALUES(_to_activity(rec, self.worker, self._fit))
         if host:
             host_is_ip = _ip_memo.get(host)
             if host_is_ip is None:
@@ -243,7 +249,7 @@ class ActivityLog:
         else:
             host_is_ip = False
         name = host if host and not host_is_ip else None
-        return Activity(
+        return (
             rec.start_ms * 1000 + rec.start_us_rem,
             "socks" if rec.protocol == PROTOCOL_SOCKS else "http",
             rec.duration_ms, hs, tn, rec.error, user or None, ip_out or None, client,
@@ -252,7 +258,9 @@ class ActivityLog:
             rec.user_id, rec.order_id, self._worker, rec.bytes_sent, rec.bytes_received,
         )  # fmt: skip
 
-    def drain(self) -> list[Activity]:
+    def drain(self) -> ActivityRecords:
+        """The records kept since the last drain (a sequence of Activity, made only if
+        read: the encoder sends the tuples as they are)."""
         out = self._pending
         self._pending = []
-        return out
+        return ActivityRecords(out)
