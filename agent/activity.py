@@ -42,9 +42,12 @@ from __future__ import annotations
 import ipaddress
 import zlib
 from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
 
 from agent.record import PROTOCOL_SOCKS, Record
-from agent.wire.batch import MAX_COUNTER, MAX_INT, MAX_PORT, MAX_STR, Activity
+from agent.wire.batch import ACTIVITY_FIELDS, MAX_COUNTER, MAX_INT, MAX_PORT, MAX_STR, Activity
+from agent.wire.compact import ActivityRecords
 
 DEFAULT_SAMPLE_RATE = 1.0
 DEFAULT_MAX_RECORDS_PER_BATCH = 20_000
@@ -53,6 +56,8 @@ _HASH_SPACE = 1 << 32
 
 _ip_memo: dict[str, bool] = {}
 _IP_MEMO_LIMIT = 65536
+# An Activity as the tuple ActivityRecords holds (ACTIVITY_FIELDS is its field order).
+_VALUES = attrgetter(*ACTIVITY_FIELDS)
 
 
 def is_ip(host: str) -> bool:
@@ -190,9 +195,11 @@ class ActivityLog:
         self._worker = worker[:MAX_STR]
         self.settings = settings
         self._rate = settings.sample_rate
-        self._pending: list[Activity] = []
+        self._pending: list[tuple[Any, ...]] = []  # ActivityRecords.values
         self._fit = _Fitter()
-        self.kept = 0
+        self._kept_drained = 0  # records kept and drained; `kept` adds the pending ones
+        # every record is kept: add() then skips both tests with one
+        self._every = settings.enabled and self._rate >= 1.0
         self.sampled_out = 0
         self.disabled = 0
 
@@ -209,50 +216,60 @@ class ActivityLog:
         """As many records waiting as `max_records_per_batch`: time to flush."""
         return len(self._pending) >= self.settings.max_records_per_batch
 
-    def add(self, rec: Record) -> None:
-        if not self.settings.enabled:
-            self.disabled += 1
-            return
-        if self._rate < 1.0 and sample_key(rec) >= self._rate * _HASH_SPACE:
-            self.sampled_out += 1
-            return
-        self._pending.append(self._convert(rec))
-        self.kept += 1
+    @property
+    def kept(self) -> int:
+        # counted from the pending list at drain (not once per line in add)
+        return self._kept_drained + len(self._pending)
 
-    def _convert(self, rec: Record) -> Activity:
-        """_to_activity, with the checks of the common record (nothing to fit) folded
-        into a few comparisons: this runs once per log line."""
+    def add(self, rec: Record) -> None:
+        if not self._every:
+            if not self.settings.enabled:
+                self.disabled += 1
+                return
+            if sample_key(rec) >= self._rate * _HASH_SPACE:
+                self.sampled_out += 1
+                return
+        # _to_activity as a tuple of ActivityRecords, inline (this runs once per log
+        # line), with the checks of the common record (nothing to fit) folded into a few
+        # comparisons
         host, user, ip_out, tip = rec.host, rec.user, rec.ip_out, rec.target_ip
         la, domain, client = rec.listen_address, rec.domain, rec.client_ip
         hs, tn = rec.handshake_ms, rec.tunnel_ms
+        port, proxy_port, listen_port = rec.port, rec.proxy_port, rec.listen_port
+        user_id, order_id, start = rec.user_id, rec.order_id, rec.start_ms
         # x | y | z of ints >= 0 stays under 2**k iff each does (MAX_PORT, MAX_INT and
         # MAX_COUNTER are all 2**k - 1); the summed length bounds each string's length
         if not (
-            0 <= rec.port | rec.proxy_port | rec.listen_port <= MAX_PORT
-            and 0 <= rec.user_id | rec.order_id <= MAX_INT
-            and rec.start_ms >= 0
+            0 <= port | proxy_port | listen_port <= MAX_PORT
+            and 0 <= user_id | order_id <= MAX_INT
+            and start >= 0
             and len(host) + len(user) + len(ip_out) + len(tip) + len(la) + len(domain) + len(client) <= MAX_STR
             and (hs is None or 0 <= hs <= MAX_COUNTER)
             and (tn is None or 0 <= tn <= MAX_COUNTER)
         ):
-            return _to_activity(rec, self.worker, self._fit)
+            self._pending.append(_VALUES(_to_activity(rec, self.worker, self._fit)))
+            return
         if host:
             host_is_ip = _ip_memo.get(host)
             if host_is_ip is None:
                 host_is_ip = is_ip(host)
+            name = None if host_is_ip else host
         else:
             host_is_ip = False
-        name = host if host and not host_is_ip else None
-        return Activity(
-            rec.start_ms * 1000 + rec.start_us_rem,
+            name = None
+        self._pending.append((
+            start * 1000 + rec.start_us_rem,
             "socks" if rec.protocol == PROTOCOL_SOCKS else "http",
             rec.duration_ms, hs, tn, rec.error, user or None, ip_out or None, client,
             tip or (host if host_is_ip else None), name, (domain or None) if name is not None else None,
-            rec.port or None, rec.proxy_port or None, la or None, rec.listen_port or None,
-            rec.user_id, rec.order_id, self._worker, rec.bytes_sent, rec.bytes_received,
-        )  # fmt: skip
+            port or None, proxy_port or None, la or None, listen_port or None,
+            user_id, order_id, self._worker, rec.bytes_sent, rec.bytes_received,
+        ))  # fmt: skip
 
-    def drain(self) -> list[Activity]:
+    def drain(self) -> ActivityRecords:
+        """The records kept since the last drain (a sequence of Activity, made only if
+        read: the encoder sends the tuples as they are)."""
         out = self._pending
         self._pending = []
-        return out
+        self._kept_drained += len(out)
+        return ActivityRecords(out)

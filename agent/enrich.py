@@ -6,23 +6,37 @@ from agent.domains import DomainResolver
 from agent.record import Record
 from agent.users import UserMapper
 
+# Distinct (host, user) pairs remembered before the memo starts over: a busy proxy's
+# pairs number in the thousands, and a reset costs only a refill from the resolvers'
+# own memos.
+PAIR_MEMO_LIMIT = 65536
+
 
 class Enricher:
     def __init__(self, users: UserMapper, domains: DomainResolver) -> None:
         self.users = users
         self.domains = domains
         self.unmatched_users = 0  # records whose user name matched no static entry or pattern
-        # The resolvers' own memo dicts, read directly: a hit then costs one dict lookup
-        # instead of a method call (the resolvers clear them in place, never replace them).
-        self._domain_memo = domains.memo
-        self._user_memo = users.memo
+        # (host, user) -> (domain, user_id, order_id, matched): one dict hit per line for
+        # the pairs seen before. Both resolvers are pure functions of their config, and
+        # a reload builds a new Enricher, so an entry never goes stale.
+        self._pairs: dict[tuple[str, str], tuple[str, int, int, bool]] = {}
+
+    def _resolve(self, key: tuple[str, str]) -> tuple[str, int, int, bool]:
+        host, user = key
+        user_id, order_id, matched = self.users.map(user)
+        value = (self.domains.registrable(host), user_id, order_id, matched)
+        pairs = self._pairs
+        if len(pairs) >= PAIR_MEMO_LIMIT:
+            pairs.clear()
+        pairs[key] = value
+        return value
 
     def enrich(self, rec: Record) -> None:
-        domain = self._domain_memo.get(rec.host)
-        rec.domain = domain if domain is not None else self.domains.registrable(rec.host)
-        ids = self._user_memo.get(rec.user)
-        if ids is None:
-            ids = self.users.map(rec.user)
-        rec.user_id, rec.order_id, matched = ids
+        key = (rec.host, rec.user)
+        got = self._pairs.get(key)
+        if got is None:
+            got = self._resolve(key)
+        rec.domain, rec.user_id, rec.order_id, matched = got
         if not matched:
             self.unmatched_users += 1

@@ -22,7 +22,7 @@ Conventions, shared by every format:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 PROTOCOL_HTTP = "HTTP"
 PROTOCOL_HTTPS = "HTTPS"  # CONNECT tunnels, usually TLS to port 443
@@ -71,3 +71,15 @@ class Record:
     @property
     def end_ms(self) -> int:
         return self.start_ms + self.duration_ms
+
+
+# Record's fields in order: the parsers' fast paths pass every one positionally, so an
+# import fails here, not a parse silently, if the order moves.
+RECORD_FIELDS = (
+    "start_ms", "duration_ms", "bytes_sent", "bytes_received", "client_ip", "user", "host",
+    "port", "protocol", "error", "raw_error", "status", "ip_out", "peer_id", "listen_port",
+    "domain", "user_id", "order_id", "start_us_rem", "target_ip", "proxy_port",
+    "listen_address", "handshake_ms", "tunnel_ms",
+)  # fmt: skip
+if tuple(f.name for f in fields(Record)) != RECORD_FIELDS:
+    raise ImportError("agent.record.Record changed its field order; update RECORD_FIELDS and the parsers")

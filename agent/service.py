@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import resource
 import signal
@@ -44,6 +45,7 @@ import time
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from agent import config as config_mod
@@ -57,7 +59,7 @@ from agent.flushclock import next_flush_at
 from agent.metrics import AgentMetrics, start_server
 from agent.parsers import LineParser, make_parser
 from agent.parsers.dante import DanteParser
-from agent.record import ParseError
+from agent.record import ParseError, Record
 from agent.shipper import Answer, Outcome, Shipper
 from agent.spool import Checkpoints, Spool
 from agent.tailer import Chunk, Tailer
@@ -360,40 +362,19 @@ class Agent:
         if not chunks:
             return
         m = self.metrics
-        enrich = self.enricher.enrich
-        add = self.aggregator.add
-        keep = self.activity.add
-        parse = src.parser.parse
-        n_lines = 0
-        n_records = 0
-        errors: dict[str, int] | None = None
-        sample: tuple[str, bytes] | None = None
-        for chunk in chunks:
-            lines = chunk.lines
-            n_lines += len(lines)
-            for line in lines:
-                try:
-                    rec = parse(line)
-                    if rec is not None:
-                        enrich(rec)
-                        add(rec)  # raises for a record it refuses: then no activity either
-                        keep(rec)
-                        n_records += 1
-                except ParseError as exc:
-                    if errors is None:
-                        errors = {}
-                    errors[exc.reason] = errors.get(exc.reason, 0) + 1
-                    if sample is None:
-                        sample = (str(exc), line)
-                except Exception as exc:
-                    # The aggregator's ValueError (e.g. a duration over its maximum) or a
-                    # bug in a parser must not stop the agent: count the line, keep going.
-                    reason = "record_rejected" if isinstance(exc, ValueError) else "internal_error"
-                    if errors is None:
-                        errors = {}
-                    errors[reason] = errors.get(reason, 0) + 1
-                    if sample is None:
-                        sample = (f"{type(exc).__name__}: {exc}", line)
+        # Every line leaves acyclic objects (a Record, its activity record, row state),
+        # many alive until the next flush: the cyclic collector would only walk them
+        # again and again, so it is paused for the poll, as Aggregator.drain does.
+        paused = gc.isenabled()
+        if paused:
+            gc.disable()
+        try:
+            n_lines, n_records, errors, sample = _parse_lines(
+                chunks, src.parser.parse, self.enricher.enrich, self.aggregator.add, self.activity.add
+            )
+        finally:
+            if paused:
+                gc.enable()
         label = src.cfg.path
         if n_lines:
             m.lines.inc(n_lines, label)
@@ -639,3 +620,45 @@ class Agent:
         self.metrics.reloads.inc(1, RELOAD_APPLIED)
         log.info("config reloaded", extra=kv(path=self.config_path, sources=len(self.sources)))
         sdnotify.notify(sdnotify.READY)
+
+
+def _parse_lines(
+    chunks: list[Chunk],
+    parse: Callable[[bytes], Record | None],
+    enrich: Callable[[Record], None],
+    add: Callable[[Record], None],
+    keep: Callable[[Record], None],
+) -> tuple[int, int, dict[str, int] | None, tuple[str, bytes] | None]:
+    """The per-line loop of AgentService._consume: (lines, records, errors by reason,
+    the first error's (message, line))."""
+    n_lines = 0
+    n_records = 0
+    errors: dict[str, int] | None = None
+    sample: tuple[str, bytes] | None = None
+    for chunk in chunks:
+        lines = chunk.lines
+        n_lines += len(lines)
+        for line in lines:
+            try:
+                rec = parse(line)
+                if rec is not None:
+                    enrich(rec)
+                    add(rec)  # raises for a record it refuses: then no activity either
+                    keep(rec)
+                    n_records += 1
+            except ParseError as exc:
+                if errors is None:
+                    errors = {}
+                errors[exc.reason] = errors.get(exc.reason, 0) + 1
+                if sample is None:
+                    sample = (str(exc), line)
+            except Exception as exc:
+                # The aggregator's ValueError (e.g. a duration over its maximum) or a
+                # bug in a parser must not stop the agent: count the line, keep going.
+                reason = "record_rejected" if isinstance(exc, ValueError) else "internal_error"
+                if errors is None:
+                    errors = {}
+                errors[reason] = errors.get(reason, 0) + 1
+                if sample is None:
+                    sample = (f"{type(exc).__name__}: {exc}", line)
+    return n_lines, n_records, errors, sample

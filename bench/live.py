@@ -1,7 +1,8 @@
 """Benchmark 2: the agent as a real process on a live log, CPU % of one core and peak RSS.
 
 For each (rate, keys per minute): a writer process appends squid lines at the rate, the
-agent (`python -m agent run`, default flush interval, pinned to one core) tails the file
+agent (`python -m agent run`, flush interval 10 s as before the default became 60 s,
+pinned to one core) tails the file
 and ships to an in-process sink. After a warm-up, CPU is read from /proc/<pid>/stat over
 three back-to-back windows of one flush interval each (median reported); RSS is read from
 /proc/<pid>/status every 0.2 s (the peak, VmHWM included). Afterwards the sink's request
@@ -68,7 +69,7 @@ def one(rate: int, keys: int, warm: float, window: float, profile: str = "") -> 
     core = pick_core()
     total_s = warm + 3 * window
     with Sink() as sink:
-        agent = start_agent(wd, agent_config(wd, log, "squid", sink.url, "bench-token"), core=core,
+        agent = start_agent(wd, agent_config(wd, log, "squid", sink.url, "bench-token", flush_s=FLUSH_S), core=core,
                             profile=profile)
         writer = None
         try:

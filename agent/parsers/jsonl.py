@@ -208,11 +208,21 @@ class JsonlParser:
             if len(self._hosts) >= _CACHE_LIMIT:
                 self._hosts.clear()
             self._hosts[host] = norm
+        if target_ip:
+            # the same normalisation as the host's, from the same memo
+            tip = self._hosts.get(target_ip)
+            if tip is None:
+                tip = norm_host(target_ip)
+                if len(self._hosts) >= _CACHE_LIMIT:
+                    self._hosts.clear()
+                self._hosts[target_ip] = tip
+        else:
+            tip = ""
+        # every field positionally (RECORD_FIELDS' order): keywords cost a name match each
         return Record(
             start_ms, round(dur * 1000), sent, received, client, user, norm, port, protocol,
             error[:_MAX_ERROR], error, status, ip_out, peer_id, listen_port,
-            target_ip=norm_host(target_ip) if target_ip else "", proxy_port=proxy_port,
-            listen_address=listen_address, handshake_ms=handshake, tunnel_ms=tunnel,
+            "", 0, 0, 0, tip, proxy_port, listen_address, handshake, tunnel,
         )  # fmt: skip
 
     def parse_general(self, line: bytes) -> Record | None:

@@ -337,11 +337,12 @@ class SquidParser:
         if user is None:
             user = self._user(parts[7])
         status, error, raw_error, peer_id = outcome
+        # every field positionally (RECORD_FIELDS' order): keywords cost a name match each
         return Record(
             end_ms - elapsed, elapsed, request_size, reply_size,
             self._ip_d.get(parts[2]) or self._ip(parts[2]), user,
             host, port, protocol, error, raw_error, status, ip_out, peer_id, listen_port,
-            target_ip=target_ip, proxy_port=proxy_port, listen_address=listen_address,
+            "", 0, 0, 0, target_ip, proxy_port, listen_address, None, None,
         )  # fmt: skip
 
     def parse_general(self, line: bytes) -> Record | None:

@@ -175,7 +175,9 @@ class Batch:
     # into Row objects only when read)
     rows: Sequence[Row] = field(default_factory=list)
     profiles: list[Profile] = field(default_factory=list)
-    activity: list[Activity] = field(default_factory=list)
+    # a list, or the agent's agent.wire.compact.ActivityRecords (tuples, built into
+    # Activity objects only when read)
+    activity: Sequence[Activity] = field(default_factory=list)
 
 
 def _format_ts(epoch_s: int) -> str:

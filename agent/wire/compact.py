@@ -90,6 +90,8 @@ if tuple(f.name for f in fields(Row)) != ROW_VALUE_FIELDS + ("latency",):
     raise ImportError("agent.wire.batch.Row changed its fields; update agent.wire.compact.RowColumns")
 _PROFILE_VALUES = attrgetter("user_id", "order_id", "worker")
 _ACTIVITY_VALUES = attrgetter(*ACTIVITY_FIELDS)
+if tuple(f.name for f in fields(Activity)) != ACTIVITY_FIELDS:
+    raise ImportError("agent.wire.batch.Activity changed its field order; update ActivityRecords")
 _N_ROW_VALUES = len(INT_DIMENSIONS + STR_DIMENSIONS + COUNTERS)
 _N_INT = len(INT_DIMENSIONS)
 _N_STR = len(STR_DIMENSIONS)
@@ -181,6 +183,47 @@ class RowColumns(Sequence[Row]):
         return f"RowColumns({self.rows()!r})"
 
 
+class ActivityRecords:
+    """Activity records as the agent's ActivityLog leaves them: one tuple per record,
+    the values in ACTIVITY_FIELDS' order (Activity's own). A tuple is made in C, an
+    Activity runs a Python __init__ of 21 stores, once per log line: encode_compact
+    transposes the tuples as they are, and Activity objects are built (once) only if
+    someone reads the records; from then on they are the truth, as with RowColumns."""
+
+    __slots__ = ("values", "_records")
+
+    def __init__(self, values: list[tuple[Any, ...]] | None = None) -> None:
+        self.values: list[tuple[Any, ...]] = [] if values is None else values
+        self._records: list[Activity] | None = None
+
+    @property
+    def untouched(self) -> bool:
+        """True while no Activity was made: the tuples are then the whole truth."""
+        return self._records is None
+
+    def records(self) -> list[Activity]:
+        if self._records is None:
+            self._records = [Activity(*v) for v in self.values]
+        return self._records
+
+    def __len__(self) -> int:
+        return len(self.values) if self._records is None else len(self._records)
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        return self.records()[i]
+
+    def __iter__(self) -> Iterator[Activity]:
+        return iter(self.records())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ActivityRecords):
+            other = other.records()
+        return self.records() == other if isinstance(other, list) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"ActivityRecords({self.records()!r})"
+
+
 def batch_to_columns(batch: Batch) -> dict[str, Any]:
     """The version 2 body object of a batch (see the module docstring)."""
     rows, profiles, activity = batch.rows, batch.profiles, batch.activity
@@ -197,9 +240,12 @@ def batch_to_columns(batch: Batch) -> dict[str, Any]:
     prof_ts = [p.ts // SECONDS_PER_MINUTE for p in profiles]
     t0 = min(chain(row_ts, prof_ts), default=0)
     prof_cols: list[tuple[Any, ...]] = list(zip(*map(_PROFILE_VALUES, profiles))) if profiles else [(), (), ()]
-    act_cols: list[tuple[Any, ...]] = (
-        list(zip(*map(_ACTIVITY_VALUES, activity))) if activity else [()] * len(ACTIVITY_FIELDS)
-    )
+    if not activity:
+        act_cols: list[tuple[Any, ...]] = [()] * len(ACTIVITY_FIELDS)
+    elif isinstance(activity, ActivityRecords) and activity.untouched:
+        act_cols = list(zip(*activity.values))
+    else:
+        act_cols = list(zip(*map(_ACTIVITY_VALUES, activity)))
     str_row_cols = row_cols[_N_INT : _N_INT + _N_STR]
     act_str_cols = [col for name, col in zip(ACTIVITY_FIELDS, act_cols) if name in _ACTIVITY_STR_SET]
     # the table: every distinct string once, in order of first use

@@ -182,3 +182,28 @@ def test_the_log_converts_like_to_activity_on_real_lines() -> None:
     for r in recs:
         log.add(r)
     assert log.drain() == [to_activity(r, "w") for r in recs]
+
+
+def test_drained_tuples_encode_like_activity_objects() -> None:
+    """ActivityLog.drain hands back tuples (ActivityRecords); encoded as they are, the
+    body is byte for byte the one of the same records as Activity objects, and reading
+    them gives those objects."""
+    import msgpack
+
+    from agent.wire.compact import ActivityRecords, batch_from_columns, encode_compact
+
+    # the common shapes, and one over the wire's limits (the fitted path)
+    recs = [record(start_ms=1_767_225_600_000 + i * 7, host=h, user=u, bytes_received=i)
+            for i, (h, u) in enumerate([("a.example.com", "bob"), ("10.0.0.1", ""), ("", "x y"),
+                                        ("b.example.org", "u" * 300)] * 3)]
+    log = ActivityLog("w")
+    for r in recs:
+        log.add(r)
+    drained = log.drain()
+    assert isinstance(drained, ActivityRecords) and drained.untouched and len(drained) == len(recs)
+    expected = [to_activity(r, "w") for r in recs]
+    body = encode_compact(Batch(activity=drained))
+    assert drained.untouched  # the encoder read the tuples, made no Activity
+    assert body == encode_compact(Batch(activity=expected))
+    assert batch_from_columns(msgpack.unpackb(body)).activity == expected
+    assert list(drained) == expected and drained[3] == expected[3] and not drained.untouched

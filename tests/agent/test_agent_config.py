@@ -33,8 +33,10 @@ def test_minimal_config_has_documented_defaults() -> None:
     assert cfg.agent.state_dir == "/var/lib/proxymeter-agent"
     assert cfg.agent.metrics_listen == "127.0.0.1:9465"
     assert cfg.agent.log_level == "info"
-    assert cfg.collector.flush_interval == 10.0
-    assert cfg.collector.max_batch_rows == 10_000
+    assert cfg.collector.flush_interval == 60.0
+    assert cfg.collector.max_batch_rows == 100_000
+    # the defaults keep a body's rows, profiles and activity records within the rule
+    assert cfg.collector.max_batch_rows + cfg.activity.max_records_per_batch <= config.MAX_BODY_ENTRIES
     assert cfg.collector.shutdown_timeout == 20.0
     assert cfg.spool.max_bytes == 256 * 1024 * 1024
     src = cfg.sources[0]
@@ -171,8 +173,14 @@ def test_activity_bounds_and_the_body_limit() -> None:
     share one body and the collector's server.max_rows)."""
     for v in (1, 1.0, 1e-9):
         assert config.loads(f"[activity]\nsample_rate = {v}\n" + MINIMAL).activity.sample_rate == v
-    for v in (1, 100_000):
+    # the default collector.max_batch_rows (100000) leaves 50000 to the activity records
+    for v in (1, 50_000):
         assert config.loads(f"[activity]\nmax_records_per_batch = {v}\n" + MINIMAL).activity.max_records_per_batch == v
+    with pytest.raises(ConfigError) as err:
+        config.loads("[activity]\nmax_records_per_batch = 50001\n" + MINIMAL)
+    assert err.value.path == "activity.max_records_per_batch" and "(100000)" in err.value.message
+    half = MINIMAL.replace('token = "t0k"', 'token = "t0k"\nmax_batch_rows = 50000')
+    assert config.loads("[activity]\nmax_records_per_batch = 100000\n" + half).activity.max_records_per_batch == 100_000
     big = MINIMAL.replace('token = "t0k"', 'token = "t0k"\nmax_batch_rows = 60000')
     assert config.loads("[activity]\nmax_records_per_batch = 90000\n" + big).activity.max_records_per_batch == 90000
     with pytest.raises(ConfigError) as err:
