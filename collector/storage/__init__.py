@@ -43,6 +43,7 @@ def make_store(config: CollectorConfig) -> Store:
             timeout=c.timeout,
             retention_days=s.retention_days,
             idempotency_days=s.idempotency_days,
+            activity_retention_days=s.activity_retention_days,
         )
     raise ValueError(f"storage.backend: unknown backend {s.backend!r}")
 

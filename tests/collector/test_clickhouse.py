@@ -132,3 +132,98 @@ async def test_bodies_wait_for_one_insert_and_a_key_twice_in_it_counts_once(clic
     finally:
         await store.close()
         clickhouse_server.query(f"DROP DATABASE IF EXISTS {db}")
+
+
+async def test_a_flush_that_never_committed_leaves_no_activity_visible(clickhouse_server: ClickHouseServer) -> None:
+    """What a collector killed between the activity insert and the ledger leaves behind
+    (pending and activity rows of a fid, no ledger row) is voided at the next open: no
+    page, count or stream shows those records, and the agent's retry of that batch is
+    applied afresh, its records once."""
+    from agent.wire.batch import Activity, Batch
+    from collector.model import ActivityQuery
+    from collector.storage.clickhouse import ClickHouseStore, schema
+
+    db = "voided_" + secrets.token_hex(4)
+    now = 1773568800
+    rec = {"ts_us": (now - 600) * 1_000_000, "protocol": "http", "duration_ms": 5, "handshake_ms": None, "tunnel_ms": 3,
+           "error": "", "auth_username": "alice", "proxy_address": None, "client_address": "10.0.0.1",
+           "ip_address": None, "hostname": "a.example", "domain": "example", "port": 443, "proxy_port": None,
+           "listen_address": None, "listen_port": 8080, "user_id": 42, "order_id": 1, "worker": "w1",
+           "bytes_sent": 10, "bytes_received": 20}  # fmt: skip
+    committed = [Activity(**(rec | {"proxy_port": i})) for i in range(5)]
+    lost = [Activity(**(rec | {"proxy_port": 100 + i})) for i in range(3)]
+    q = ActivityQuery(start_us=0, end_us=now * 1_000_000, limit=2)
+
+    async def visible(store: ClickHouseStore) -> tuple[int, list[int]]:
+        page = await store.activity_page(q)
+        streamed = [r.proxy_port or 0 for chunk in [c async for c in store.activity_stream(q)] for _i, r in chunk]
+        assert len(streamed) == page.count
+        return page.count, sorted(streamed)
+
+    store = ClickHouseStore(clickhouse_server.url, db, insert_interval=0.0)
+    await store.open()
+    try:
+        assert await store.ingest(Batch(activity=committed), "a", now)
+        assert await store.ingest(Batch(activity=lost), "b", now)
+    finally:
+        await store.close()
+    # Turn flush "b" into one that crashed before its commit: its ledger rows gone.
+    fid_b = clickhouse_server.query(f"SELECT fid FROM {db}.ledger WHERE key = 'b'").strip()
+    clickhouse_server.query(f"ALTER TABLE {db}.ledger DELETE WHERE fid = {fid_b}")
+    for _ in range(100):
+        if clickhouse_server.query(f"SELECT count() FROM {db}.ledger WHERE fid = {fid_b}").strip() == "0":
+            break
+        await asyncio.sleep(0.1)
+    store = ClickHouseStore(clickhouse_server.url, db, insert_interval=0.0)
+    await store.open()
+    try:
+        assert clickhouse_server.query(f"SELECT count() FROM {db}.void WHERE fid = {fid_b}").strip() == "1"
+        assert await visible(store) == (5, list(range(5)))
+        assert await store.ingest(Batch(activity=lost), "b", now)  # the retry counts once
+        assert await visible(store) == (8, [*range(5), 100, 101, 102])
+        ids = clickhouse_server.query(f"SELECT count(), uniqExact(id) FROM {db}.activity").split()
+        assert ids == ["11", "11"]  # voided rows stay stored, but with ids of their own
+        assert len(schema.ACTIVITY_COLUMNS) == 23
+    finally:
+        await store.close()
+        clickhouse_server.query(f"DROP DATABASE IF EXISTS {db}")
+
+
+async def test_download_tokens_persist_reset_and_expire(clickhouse_server: ClickHouseServer) -> None:
+    """Tokens survive a reopen; a reset supersedes the old key; retention removes a
+    group whose latest token expired (never bringing back an older one), and ids only
+    grow."""
+    from collector.storage.clickhouse import ClickHouseStore
+
+    db = "tokens_" + secrets.token_hex(4)
+    now = 1773568800
+    store = ClickHouseStore(clickhouse_server.url, db, insert_interval=0.0)
+    await store.open()
+    try:
+        first = await store.download_token(42, "activity", now, 100, "key-1")
+        assert await store.download_token(42, "activity", now + 1, 100, "key-x") == first
+        admin = await store.download_token(None, "activity", now, 1000, "key-admin")
+        assert admin.user_id is None and admin.id > first.id
+        await store.close()
+        await store.open()
+        assert await store.find_download_token("key-1", "activity", now + 99) == first
+        assert await store.find_download_token("key-1", "other", now) is None
+        # a long-lived token replaced by a short-lived one: its expiry must not revive it
+        second = await store.download_token(42, "activity", now, 10, "key-2", reset=True)
+        assert second.id > admin.id and second.expire_at == now + 10
+        assert await store.find_download_token("key-1", "activity", now) is None
+        assert await store.find_download_token("key-2", "activity", now + 9) == second
+        assert await store.find_download_token("key-2", "activity", now + 10) is None
+        deleted = await store.retention(now + 10)
+        assert deleted["download_tokens"] == 1
+        for _ in range(100):  # the delete is a mutation, applied in the background
+            if clickhouse_server.query(f"SELECT count() FROM {db}.download_tokens WHERE user_id = 42").strip() == "0":
+                break
+            await asyncio.sleep(0.1)
+        assert await store.find_download_token("key-1", "activity", now + 11) is None
+        assert await store.find_download_token("key-admin", "activity", now + 11) == admin
+        third = await store.download_token(42, "activity", now + 11, 100, "key-3")
+        assert third.id > second.id and third.key == "key-3"
+    finally:
+        await store.close()
+        clickhouse_server.query(f"DROP DATABASE IF EXISTS {db}")

@@ -25,6 +25,14 @@ Strategy
 - Column names of a view's source never equal the names it writes (`minute`,
   `in_user_id`, ...): ClickHouse aliases are global, so `sumState(count) AS count`
   would depend on how a server version resolves a shadowed name.
+- `activity` (migration 2) holds the activity records, appended in the flush of their
+  batch's rows and tagged with its fid, so a voided flush's records are skipped by
+  every read as p's rows are. Partitioned by the UTC day of ts_us (retention drops
+  days); ORDER BY (user_id, ts_us, id) makes a user's window one range of the primary
+  key, the common query (a user's token sees only its user). `download_tokens` keeps
+  every token ever made per (user, scope), user -1 meaning every user; reads take the
+  row of the largest id (argMax), so a reset is an insert and needs no merge to win
+  (ReplacingMergeTree(id) only drops the superseded rows in the background).
 - `schema_version` holds the applied migration numbers. Every statement is idempotent
   (IF NOT EXISTS), so a migration cut short by a crash is simply run again.
 Pure: statement texts only.
@@ -141,8 +149,34 @@ def _v1(db: str) -> list[list[str]]:
     return [[f"CREATE DATABASE IF NOT EXISTS {q}"], tables, views]
 
 
+# The activity table's columns, in RowBinary order, with their types (agent.wire.batch
+# ACTIVITY_FIELDS after the store's id and the flush id).
+ACTIVITY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "UInt64"), ("fid", "UInt64"), ("ts_us", "UInt64"), ("protocol", "String"), ("duration_ms", "UInt64"),
+    ("handshake_ms", "Nullable(UInt64)"), ("tunnel_ms", "Nullable(UInt64)"), ("error", "String"),
+    ("auth_username", "Nullable(String)"), ("proxy_address", "Nullable(String)"), ("client_address", "String"),
+    ("ip_address", "Nullable(String)"), ("hostname", "Nullable(String)"), ("domain", "Nullable(String)"),
+    ("port", "Nullable(UInt16)"), ("proxy_port", "Nullable(UInt16)"), ("listen_address", "Nullable(String)"),
+    ("listen_port", "Nullable(UInt16)"), ("user_id", "UInt64"), ("order_id", "UInt64"), ("worker", "String"),
+    ("bytes_sent", "UInt64"), ("bytes_received", "UInt64"),
+)  # fmt: skip
+DAY_US = 86400 * 1_000_000
+
+
+def _v2(db: str) -> list[list[str]]:
+    q = ident(db)
+    cols = ", ".join(f"{name} {typ}" for name, typ in ACTIVITY_COLUMNS)
+    return [[
+        f"CREATE TABLE IF NOT EXISTS {q}.activity ({cols}) ENGINE = MergeTree "
+        f"PARTITION BY intDiv(ts_us, {DAY_US}) ORDER BY (user_id, ts_us, id)",
+        f"CREATE TABLE IF NOT EXISTS {q}.download_tokens (user_id Int64, scope String, id UInt64, key String, "
+        "key_sha256 String, created_at UInt32, expire_at UInt32) ENGINE = ReplacingMergeTree(id) ORDER BY (user_id, scope)",
+    ]]  # fmt: skip
+
+
 # A migration is a list of phases run in order (the database, its tables, the views
 # over them).
-MIGRATIONS: tuple[Callable[[str], list[list[str]]], ...] = (_v1,)
+MIGRATIONS: tuple[Callable[[str], list[list[str]]], ...] = (_v1, _v2)
 # Every table, for snapshots and size: the ones holding rows (views hold none).
-TABLES = ("m", *ROLLUP_TABLES.values(), "p", "pending", "ledger", "void", "void_done", "schema_version")
+TABLES = ("m", *ROLLUP_TABLES.values(), "p", "pending", "ledger", "void", "void_done", "schema_version",
+          "activity", "download_tokens")

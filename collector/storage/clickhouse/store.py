@@ -27,6 +27,16 @@ Strategy
   again by the recovery. Known gap: an insert that times out here but still lands on
   the server after the recovery voided its flush would leave its rows in the rollups
   until that day is rebuilt again.
+- Activity records travel in the same flush, into `activity` between pending and the
+  ledger, tagged with the fid; reads skip void fids as reads of p do. A record's id is
+  a 63-bit hash of (fid, its index in the flush): stable (stored with it) and, since
+  fids are random, unique but for hash collisions, which matter only between records
+  of the same microsecond (the order is by (ts_us, id)) and so never in practice.
+  Pages and download chunks are keyset reads (ORDER BY ts_us DESC, id DESC LIMIT n,
+  `after` as a bound), with the count a second query of the same filters.
+- Download tokens: one insert per new token into a versioned table read with argMax
+  by id, so the latest token of (user, scope) wins at once; an asyncio lock makes
+  "read, then insert if needed" one step (the one-collector assumption above).
 - Reads: each plan segment (minute/hour/day) reads r_m/r_h/r_d, the rows of the
   family the filter needs (schema.py), grouped server-side by the segment's level, so
   one row per granule comes back; Python adds granules into buckets exactly as the
@@ -40,17 +50,19 @@ Strategy
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import struct
 from bisect import bisect_right
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.wire import histogram
-from agent.wire.batch import SECONDS_PER_MINUTE, Activity, Batch, WireError
+from agent.wire.batch import ACTIVITY_FIELDS, SECONDS_PER_MINUTE, Activity, Batch, WireError
+from agent.wire.errorcodes import ERRORS
 from agent.wire.logfmt import kv
 from collector.model import (
     DOMAIN_ORDERS,
@@ -64,7 +76,7 @@ from collector.model import (
     Totals,
 )
 from collector.plan import DAY, HOUR, MINUTE, ChartPlan, Segment, breakdown_cover, floor_to
-from collector.storage.base import StoreError
+from collector.storage.base import StoreError, keyset_stream
 from collector.storage.clickhouse import schema
 from collector.storage.clickhouse.http import ClickHouseError, ClickHouseHTTP
 from collector.storage.clickhouse.sqltext import ident, literal, literals
@@ -103,6 +115,34 @@ def _varint(n: int) -> bytes:
 def _string(s: str) -> bytes:
     raw = s.encode()
     return _varint(len(raw)) + raw
+
+
+_U16 = struct.Struct("<H")
+_ID_MASK = (1 << 63) - 1
+
+
+def _encoder(ch_type: str) -> Callable[[Any], bytes]:
+    """RowBinary of one value of the activity table's column type."""
+    if ch_type.startswith("Nullable("):
+        inner = _encoder(ch_type[len("Nullable(") : -1])
+        return lambda v: b"\x01" if v is None else b"\x00" + inner(v)
+    return {"UInt64": _U64.pack, "UInt16": _U16.pack, "String": _string}[ch_type]
+
+
+# (ACTIVITY_FIELDS name, encoder), after the id and fid columns
+_ACTIVITY_ENCODERS = tuple((name, _encoder(t)) for name, t in schema.ACTIVITY_COLUMNS[2:])
+if tuple(n for n, _ in _ACTIVITY_ENCODERS) != ACTIVITY_FIELDS:  # Activity(*row) reads them in this order
+    raise RuntimeError("schema.ACTIVITY_COLUMNS does not follow agent.wire.batch.ACTIVITY_FIELDS")
+_ACTIVITY_SELECT = ", ".join(ACTIVITY_FIELDS)
+_SEARCHED = ("hostname", "domain", "ip_address", "client_address", "auth_username")
+_KNOWN_CODES = tuple(ERRORS)
+_ALL_USERS = -1  # download_tokens.user_id of an admin's (every user's) token
+
+
+def activity_id(fid: int, index: int) -> int:
+    """The store's id of the index-th activity record of flush fid (0 <= id < 2**63)."""
+    digest = hashlib.blake2b(_U64.pack(fid) + _U64.pack(index), digest_size=8).digest()
+    return _U64.unpack(digest)[0] & _ID_MASK
 
 
 def _clamped(expr: str) -> str:
@@ -161,6 +201,7 @@ class ClickHouseStore:
         timeout: float = 30.0,
         retention_days: int = 90,
         idempotency_days: int = 7,
+        activity_retention_days: int = 90,
     ) -> None:
         self.db = ident(database)  # raises on a name outside the allow-list
         self.database = database
@@ -172,6 +213,7 @@ class ClickHouseStore:
         self.timeout = timeout
         self.retention_days = retention_days
         self.idempotency_days = idempotency_days
+        self.activity_retention_days = activity_retention_days
         self._http: ClickHouseHTTP | None = None
         self._queue: list[_Item] = []
         self._queued_rows = 0
@@ -181,7 +223,7 @@ class ClickHouseStore:
         self._voids: frozenset[int] = frozenset()
         self._dirty = False  # a flush failed: recover before the next one
         self._closing = False
-        self._warned_activity = False
+        self._token_lock = asyncio.Lock()
 
     # ---- plumbing -----------------------------------------------------------------
 
@@ -236,7 +278,6 @@ class ClickHouseStore:
             self._http = None
             raise
         self._closing = False
-        self._warned_activity = False
         self._flusher = asyncio.create_task(self._flush_loop())
         log.info("store opened", extra=kv(backend="clickhouse", url=self.url, database=self.database))
 
@@ -284,15 +325,10 @@ class ClickHouseStore:
 
     async def ingest(self, batch: Batch, idempotency_key: str | None, now: int) -> bool:
         check_sums(batch)
-        if batch.activity and not self._warned_activity:
-            # Not stored yet (the /api/v2 methods are SQLite's only): say so once
-            # rather than refuse the body, whose rows and profiles are stored.
-            self._warned_activity = True
-            log.warning("activity records are not stored by the clickhouse backend yet", extra=kv(records=len(batch.activity)))
         if self._flusher is None or self._closing:
             raise StoreError("store is not open")
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        n = len(batch.rows) + len(batch.profiles)
+        n = len(batch.rows) + len(batch.profiles) + len(batch.activity)
         self._queue.append(_Item(batch, idempotency_key, now, fut, n))
         self._queued_rows += n
         self._wake.set()
@@ -375,7 +411,7 @@ class ClickHouseStore:
 
     async def _write(self, todo: list[_Item], leaders: dict[str, _Item], at: int) -> None:
         fid = secrets.randbits(63) | 1
-        has_data = any(it.batch.rows or it.batch.profiles for it in todo)
+        has_data = any(it.batch.rows or it.batch.profiles or it.batch.activity for it in todo)
         if has_data:
             days = sorted({r.ts // DAY for it in todo for r in it.batch.rows} | {p.ts // DAY for it in todo for p in it.batch.profiles})
             pend = _U64.pack(fid) + struct.pack("<I", at) + _varint(len(days)) + b"".join(struct.pack("<I", d) for d in days)
@@ -386,6 +422,9 @@ class ClickHouseStore:
             profiles = self._encode_profiles(todo, fid)
             if profiles:
                 await self._insert("p", schema.P_COLUMNS, profiles)
+            activity = self._encode_activity(todo, fid)
+            if activity:
+                await self._insert("activity", [c for c, _t in schema.ACTIVITY_COLUMNS], activity)
         commit = [(k, fid) for k in leaders] + ([("", fid)] if has_data else [])
         if commit:
             tail = _U64.pack(fid) + struct.pack("<I", at)
@@ -408,6 +447,18 @@ class ClickHouseStore:
                 append(keys_pack(r.ts, r.user_id, r.order_id) + _string(r.domain) + _string(r.error) + sums_pack(
                     r.count, r.bytes_sent, r.bytes_received, r.error_count, r.duration_ms, r.conn_ms,
                     r.max_concurrency, r.duration_max_ms) + hist + tail)  # fmt: skip
+        return b"".join(out)
+
+    @staticmethod
+    def _encode_activity(todo: list[_Item], fid: int) -> bytes:
+        out: list[bytes] = []
+        head = _U64.pack(fid)
+        index = 0
+        for it in todo:
+            for r in it.batch.activity:
+                out.append(_U64.pack(activity_id(fid, index)) + head)
+                out.extend(enc(getattr(r, name)) for name, enc in _ACTIVITY_ENCODERS)
+                index += 1
         return b"".join(out)
 
     @staticmethod
@@ -490,9 +541,46 @@ class ClickHouseStore:
             if before % DAY:
                 # the cutoff falls inside a day: its earlier rows go by a mutation
                 await self._exec(f"ALTER TABLE {self._t(table)} DELETE WHERE {column} < {literal(before, 'UInt32')}")
+        deleted["activity"] = await self._activity_retention(now)
+        deleted["download_tokens"] = await self._token_retention(now)
         if any(deleted.values()):
             log.info("retention applied", extra=kv(**deleted))
         return deleted
+
+    async def _activity_retention(self, now: int) -> int:
+        # Whole UTC days only: a partition drop is immediate, where a mutation (18.16
+        # has no synchronous ones) would leave the rows readable for a while. The API
+        # refuses windows older than activity_retention_days, so the up to one day
+        # kept beyond it is never listed.
+        first_kept = max(0, (now - self.activity_retention_days * DAY) * 1_000_000) // schema.DAY_US
+        parts = await self._select(
+            "SELECT partition, sum(rows) FROM system.parts WHERE active AND database = "
+            f"{literal(self.database, 'String')} AND table = 'activity' GROUP BY partition"
+        )
+        n = 0
+        for part, rows in parts:
+            if int(part) < first_kept:
+                await self._exec(f"ALTER TABLE {self._t('activity')} DROP PARTITION {literal(int(part), 'UInt64', bare=True)}")
+                n += int(rows)
+        return n
+
+    async def _token_retention(self, now: int) -> int:
+        # Only groups whose LATEST token expired go, all their rows with it: deleting an
+        # expired latest row alone would bring back the older token it replaced. The
+        # id bound keeps a token made after this read (a newer part the mutation may
+        # still see) out of the delete.
+        async with self._token_lock:
+            rows = await self._select(
+                f"SELECT user_id, scope, max(id) AS top, argMax(expire_at, id) AS ex FROM {self._t('download_tokens')} "
+                "GROUP BY user_id, scope"
+            )
+            gone = [(int(u), s, int(top)) for u, s, top, ex in rows if int(ex) <= now]
+            for u, scope, top in gone:
+                await self._exec(
+                    f"ALTER TABLE {self._t('download_tokens')} DELETE WHERE user_id = {literal(u, 'Int64')} "
+                    f"AND scope = {literal(scope, 'String')} AND id <= {literal(top, 'UInt64')}"
+                )
+        return len(gone)
 
     # ---- queries ------------------------------------------------------------------
 
@@ -640,27 +728,120 @@ class ClickHouseStore:
                 t.last_ts = last
         return out
 
-    # ---- Webshare-compatible API (/api/v2): not on this backend yet ---------------
+    # ---- Webshare-compatible API (/api/v2) ---------------------------------------
 
-    @staticmethod
-    def _no_v2() -> StoreError:
-        # A clear 503 rather than an AttributeError's 500: the API is SQLite's only so far.
-        return StoreError("the clickhouse backend does not serve the /api/v2 activity and stats API yet")
+    def _activity_where(self, q: ActivityQuery, with_cursor: bool) -> str | None:
+        """The WHERE of ActivityQuery's match rules (collector.model), or None when
+        nothing can match (a bound outside the columns' ranges, no allowed error)."""
+        lo, hi = max(q.start_us, 0), q.end_us
+        tie = ""
+        if with_cursor and q.after is not None:
+            ts, rid = q.after
+            # ONE upper bound on ts_us (the window's end or the cursor's time), the
+            # (ts_us, id) < after rest spelled out below
+            hi = min(hi, ts)
+            if rid < 0:  # (T, -1): older than T
+                hi = min(hi, ts - 1)
+            elif rid <= INT64_MAX and 0 <= ts <= hi:
+                tie = f"(ts_us < {literal(ts, 'UInt64')} OR id < {literal(rid, 'UInt64')})"
+            # else: every id is below rid, the bound on ts_us says it all
+        if hi < lo:
+            return None
+        parts = [f"ts_us >= {literal(lo, 'UInt64')}", f"ts_us <= {literal(min(hi, (1 << 64) - 1), 'UInt64')}"]
+        if tie:
+            parts.append(tie)
+        for name, v in (("user_id", q.user_id), ("order_id", q.order_id)):
+            if v is not None:
+                if not 0 <= v <= INT64_MAX:
+                    return None
+                parts.append(f"{name} = {literal(v, 'UInt64')}")
+        if q.search is not None:
+            s = literal(q.search, "String")
+            # lower() is ASCII-only in ClickHouse, as ActivityQuery wants; a null
+            # field's position() is null, which ifNull makes "no match"
+            alts = [f"ifNull(position(lower({c}), {s}) > 0, 0)" for c in _SEARCHED]
+            if q.search_codes:
+                alts.append(f"error IN {literals(q.search_codes, 'String')}")
+            alts.append(f"(error != '' AND error NOT IN {literals(_KNOWN_CODES, 'String')} AND position(lower(error), {s}) > 0)")
+            parts.append("(" + " OR ".join(alts) + ")")
+        if q.errors is not None:
+            if not q.errors:
+                return None
+            parts.append(f"error IN {literals(q.errors, 'String')}")
+        if q.any_error:
+            parts.append("error != ''")
+        # each side is at most 2**53-1, so the UInt64 sum cannot wrap
+        if q.bytes_min is not None:
+            if q.bytes_min > INT64_MAX:
+                return None
+            parts.append(f"bytes_sent + bytes_received >= {literal(max(q.bytes_min, 0), 'UInt64')}")
+        if q.bytes_max is not None:
+            if q.bytes_max < 0:
+                return None
+            parts.append(f"bytes_sent + bytes_received <= {literal(min(q.bytes_max, INT64_MAX), 'UInt64')}")
+        return " AND ".join(parts) + self._not_void()
+
+    async def _activity_items(self, q: ActivityQuery) -> list[tuple[int, Activity]]:
+        where = self._activity_where(q, with_cursor=True)
+        if where is None or q.limit <= 0:
+            return []
+        rows = await self._select(
+            f"SELECT id, {_ACTIVITY_SELECT} FROM {self._t('activity')} WHERE {where} "
+            f"ORDER BY ts_us DESC, id DESC LIMIT {literal(q.limit, 'UInt64', bare=True)}"
+        )
+        return [(int(r[0]), Activity(*r[1:])) for r in rows]
 
     async def activity_page(self, q: ActivityQuery) -> ActivityPage:
-        raise self._no_v2()
+        where = self._activity_where(q, with_cursor=False)
+        if where is None:
+            return ActivityPage([], 0)
+        items, count = await asyncio.gather(
+            self._activity_items(q), self._select(f"SELECT count() FROM {self._t('activity')} WHERE {where}")
+        )
+        return ActivityPage(items, int(count[0][0]))
 
-    async def activity_stream(self, q: ActivityQuery) -> AsyncIterator[list[tuple[int, Activity]]]:
-        raise self._no_v2()
-        yield []  # an async generator, as the protocol's callers iterate it
+    def activity_stream(self, q: ActivityQuery) -> AsyncIterator[list[tuple[int, Activity]]]:
+        return keyset_stream(self._activity_items, q)
 
     async def hourly_stats(self, plan: ChartPlan, filt: Filter) -> dict[int, StatsTotals]:
-        raise self._no_v2()
+        # A clear 503 rather than an AttributeError's 500: not on this backend yet.
+        raise StoreError("the clickhouse backend does not serve the /api/v2 hourly stats yet")
+
+    _TOKEN_READ = (
+        "SELECT user_id, scope, argMax(id, id) AS tid, argMax(key, id) AS tkey, argMax(key_sha256, id) AS tsha, "
+        "argMax(expire_at, id) AS tex FROM {t} WHERE {where} GROUP BY user_id, scope"
+    )
+
+    @staticmethod
+    def _token(row: list[Any]) -> DownloadToken:
+        user, scope, tid, key, _sha, expire_at = row
+        return DownloadToken(int(tid), key, scope, None if int(user) == _ALL_USERS else int(user), int(expire_at))
 
     async def download_token(
         self, user_id: int | None, scope: str, now: int, ttl: int, new_key: str, *, reset: bool = False
     ) -> DownloadToken:
-        raise self._no_v2()
+        user = _ALL_USERS if user_id is None else user_id
+        t = self._t("download_tokens")
+        group = f"user_id = {literal(user, 'Int64')} AND scope = {literal(scope, 'String')}"
+        async with self._token_lock:
+            rows = await self._select(self._TOKEN_READ.format(t=t, where=group))
+            if rows and not reset and now < int(rows[0][5]):
+                return self._token(rows[0])
+            top = await self._select(f"SELECT max(id) FROM {t}")
+            # Larger than every id so far, and than any an emptied table (retention)
+            # could hand out again: a token id is never reused.
+            tid = max(int(top[0][0] or 0) + 1, now << 20)
+            row = (struct.pack("<q", user) + _string(scope) + _U64.pack(tid) + _string(new_key)
+                   + _string(hashlib.sha256(new_key.encode()).hexdigest()) + struct.pack("<II", now, now + ttl))  # fmt: skip
+            await self._insert("download_tokens", ("user_id", "scope", "id", "key", "key_sha256", "created_at", "expire_at"), row)
+            return DownloadToken(tid, new_key, scope, user_id, now + ttl)
 
     async def find_download_token(self, key: str, scope: str, now: int) -> DownloadToken | None:
-        raise self._no_v2()
+        # The latest token of its group must hold this key: a reset one is superseded.
+        # Compared by SHA-256, so a comparison's timing tells nothing of the key.
+        sha = literal(hashlib.sha256(key.encode()).hexdigest(), "String")
+        inner = self._TOKEN_READ.format(t=self._t("download_tokens"), where=f"scope = {literal(scope, 'String')}")
+        rows = await self._select(f"SELECT * FROM ({inner}) WHERE tsha = {sha}")
+        if not rows or now >= int(rows[0][5]):
+            return None
+        return self._token(rows[0])
