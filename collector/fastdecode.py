@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from itertools import accumulate, compress, count, islice
 from operator import itemgetter
@@ -31,6 +31,7 @@ from typing import Any
 import msgpack
 
 from agent.wire import compact, histogram
+from agent.wire.compact import LazyRows
 from agent.wire.batch import (
     ACTIVITY_COUNTERS,
     ACTIVITY_FIELDS,
@@ -217,24 +218,20 @@ def _increasing_per_row(ns: list[int], buckets: list[int]) -> bool:
     return set(drops) <= set(accumulate(ns, initial=0))
 
 
-class ColumnRows(Sequence[Row]):
+class ColumnRows(LazyRows):
     """A version 2 body's rows as the decoder checked them: the logs columns as sent
     (strings as indices into `table`, the latency pairs flattened) and the minutes in
     epoch seconds. The SQLite store binds these columns directly (string ids once per
     distinct string, histograms packed from the pairs); whoever reads the rows gets Row
     objects, built once, and from then on they are the truth (`untouched` is False)."""
 
-    __slots__ = ("table", "ts", "columns", "_rows")
+    __slots__ = ("table", "ts", "columns")
 
     def __init__(self, table: list[str], ts: list[int], columns: dict[str, list[Any]]) -> None:
+        super().__init__()
         self.table = table
         self.ts = ts
         self.columns = columns
-        self._rows: list[Row] | None = None
-
-    @property
-    def untouched(self) -> bool:
-        return self._rows is None
 
     def strings(self, name: str) -> list[str]:
         return list(map(self.table.__getitem__, self.columns[name]))
@@ -261,20 +258,6 @@ class ColumnRows(Sequence[Row]):
 
     def __len__(self) -> int:
         return len(self.ts)
-
-    def __getitem__(self, i):  # type: ignore[no-untyped-def]
-        return self.rows()[i]
-
-    def __iter__(self) -> Iterator[Row]:
-        return iter(self.rows())
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, ColumnRows):
-            other = other.rows()
-        return self.rows() == other if isinstance(other, list) else NotImplemented
-
-    def __repr__(self) -> str:
-        return f"ColumnRows({self.rows()!r})"
 
 
 def _ints_in(col: Any, hi: int) -> None:

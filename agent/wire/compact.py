@@ -128,31 +128,63 @@ def _latency_columns(hists: list[histogram.Histogram]) -> tuple[list[int], list[
     return ns, buckets, counts
 
 
-class RowColumns(Sequence[Row]):
+class LazyRows(Sequence[Row]):
+    """Rows held as columns, made into Row objects only when someone reads them (then
+    once, and from then on those objects are the truth: `untouched` turns False).
+    Subclasses keep the columns and build the list in `rows()`; `__len__` must not
+    build it."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self) -> None:
+        self._rows: list[Row] | None = None
+
+    @property
+    def untouched(self) -> bool:
+        """True while no Row was made: the columns are then the whole truth."""
+        return self._rows is None
+
+    def rows(self) -> list[Row]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        return self.rows()[i]
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self.rows())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LazyRows):
+            other = other.rows()
+        return self.rows() == other if isinstance(other, list) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.rows()!r})"
+
+
+class RowColumns(LazyRows):
     """A drained batch's rows as the aggregator leaves them: one list per Row field but
     latency (ROW_VALUE_FIELDS, Row's order) and the latency histograms already flattened
     as version 2 writes them. encode_compact sends the columns as they are; nobody pays
     for Row objects unless they look at the rows (then they are built once, and from
     then on they are the truth: the encoder reads them, so a change made to one is sent)."""
 
-    __slots__ = ("columns", "latency", "latency_bucket", "latency_count", "_rows")
+    __slots__ = ("columns", "latency", "latency_bucket", "latency_count")
 
     def __init__(self) -> None:
+        super().__init__()
         self.columns: list[list[Any]] = [[] for _ in ROW_VALUE_FIELDS]
         self.latency: list[int] = []
         self.latency_bucket: list[int] = []
         self.latency_count: list[int] = []
-        self._rows: list[Row] | None = None
 
     def extend(self, columns: Sequence[Iterable[Any]]) -> None:
         """Append rows given as columns (ROW_VALUE_FIELDS' order, all of one length)."""
         for have, more in zip(self.columns, columns, strict=True):
             have.extend(more)
-
-    @property
-    def untouched(self) -> bool:
-        """True while no Row was made: the columns are then the whole truth."""
-        return self._rows is None
 
     def rows(self) -> list[Row]:
         if self._rows is None:
@@ -167,20 +199,6 @@ class RowColumns(Sequence[Row]):
 
     def __len__(self) -> int:
         return len(self.columns[0])
-
-    def __getitem__(self, i):  # type: ignore[no-untyped-def]
-        return self.rows()[i]
-
-    def __iter__(self) -> Iterator[Row]:
-        return iter(self.rows())
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, RowColumns):
-            other = other.rows()
-        return self.rows() == other if isinstance(other, list) else NotImplemented
-
-    def __repr__(self) -> str:
-        return f"RowColumns({self.rows()!r})"
 
 
 class ActivityRecords:
