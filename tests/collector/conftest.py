@@ -130,6 +130,10 @@ def clickhouse_dump(cfg: CollectorConfig) -> list[str]:
                 vals += ["minMerge(first_ts)", "maxMerge(last_ts)"]
             vals.append("sumMapMerge(lat)")
             sql = f"SELECT {keys}, {', '.join(vals)} FROM {db}.{table} GROUP BY {keys} ORDER BY {keys} FORMAT TSV"
+        elif table == "s":
+            keys = "ts, user_id, order_id, domain, error, protocol, ip_out, fid"
+            vals = [f"sumMerge({c})" for c in ch_schema.STATS_SUMS]
+            sql = f"SELECT {keys}, {', '.join(vals)} FROM {db}.s GROUP BY {keys} ORDER BY {keys} FORMAT TSV"
         else:
             sql = f"SELECT * FROM {db}.{table} ORDER BY tuple(*) FORMAT TSV"
         out += [f"{table}\t{line}" for line in server.query(sql).splitlines()]
@@ -177,31 +181,9 @@ class Api:
         return json.loads(text)
 
 
-# The Webshare-compatible API's hourly stats (Store.hourly_stats) are not implemented by
-# the ClickHouse backend yet: the tests reaching them are skipped on it, by name, so
-# that any other test failing there still shows.
-CLICKHOUSE_NOT_YET = {
-    "test_activity.py": {
-        "test_hourly_and_aggregate_stats_are_the_rows_sums_even_when_activity_is_sampled",
-        "test_an_hour_without_rows_has_no_stats_object",
-        "test_hourly_stats_follow_local_hours_across_a_dst_change",
-        # these two also ask /api/v2/stats/ and /stats/aggregate/ for a 200
-        "test_both_auth_schemes_work_everywhere",
-        "test_no_parameter_value_makes_a_500",
-    },
-    "test_geoip.py": None,  # countries_used comes from hourly_stats
-    "test_openapi.py": {"test_every_v2_response_conforms_and_every_parameter_is_documented"},
-}
-
-
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "clickhouse":
-        module = Path(str(request.node.fspath)).name
-        if module in CLICKHOUSE_NOT_YET:
-            names = CLICKHOUSE_NOT_YET[module]
-            if names is None or request.node.originalname in names:
-                pytest.skip("ClickHouse backend: Store.hourly_stats (/api/v2/stats) is not implemented yet")
         server = request.getfixturevalue("clickhouse_server")
         CLICKHOUSE[:] = [server]
     return BACKENDS[request.param]

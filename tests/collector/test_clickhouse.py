@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from datetime import UTC
+from typing import Any
 
 import pytest
 
@@ -184,6 +186,59 @@ async def test_a_flush_that_never_committed_leaves_no_activity_visible(clickhous
         ids = clickhouse_server.query(f"SELECT count(), uniqExact(id) FROM {db}.activity").split()
         assert ids == ["11", "11"]  # voided rows stay stored, but with ids of their own
         assert len(schema.ACTIVITY_COLUMNS) == 23
+    finally:
+        await store.close()
+        clickhouse_server.query(f"DROP DATABASE IF EXISTS {db}")
+
+
+async def test_hourly_stats_skip_a_voided_flush_and_migration_3_reruns(clickhouse_server: ClickHouseServer) -> None:
+    """The stats table `s` is never rebuilt: a flush that never committed must vanish
+    from hourly_stats by the void set alone, and its retry count once. A migration 3
+    cut short after its ALTERs (18.16 has no ADD COLUMN IF NOT EXISTS) runs again."""
+    from agent.wire.batch import Batch, Row
+    from collector.model import Filter
+    from collector.plan import HOUR, chart_plan
+    from collector.storage.clickhouse import ClickHouseStore
+
+    db = "stats_" + secrets.token_hex(4)
+    t0 = 1773568800  # a UTC hour
+    kept = Row(ts=t0 + 60, user_id=7, domain="a.com", protocol="HTTP", ip_out="198.51.100.1", count=3,
+               bytes_sent=10, error="timeout", error_count=1, conn_ms=40)
+    lost = Row(ts=t0 + HOUR + 120, user_id=7, domain="a.com", protocol="SOCKS", ip_out="198.51.100.2", count=2)
+    plan = chart_plan(t0, t0 + 2 * HOUR, HOUR, UTC)
+
+    async def stats(store: ClickHouseStore) -> list[tuple[Any, ...]]:
+        got = await store.hourly_stats(plan, Filter(user_id=7))
+        return [(i, s.count, s.last_ts, s.errors, s.protocols, s.proxies) for i, s in sorted(got.items())]
+
+    first = (0, 3, t0 + 60, {"timeout": 1}, {"HTTP": 3}, {"198.51.100.1": 3})
+    second = (1, 2, t0 + HOUR + 120, {}, {"SOCKS": 2}, {"198.51.100.2": 2})
+    store = ClickHouseStore(clickhouse_server.url, db, insert_interval=0.0)
+    await store.open()
+    try:
+        assert await store.ingest(Batch(rows=[kept]), "a", t0)
+        assert await store.ingest(Batch(rows=[lost]), "b", t0)
+        assert await stats(store) == [first, second]
+    finally:
+        await store.close()
+    fid_b = clickhouse_server.query(f"SELECT fid FROM {db}.ledger WHERE key = 'b'").strip()
+    clickhouse_server.query(f"ALTER TABLE {db}.ledger DELETE WHERE fid = {fid_b}")
+    # and forget migration 3 was applied: the next open runs it again over the tables
+    clickhouse_server.query(f"ALTER TABLE {db}.schema_version DELETE WHERE version = 3")
+    for _ in range(100):
+        left = clickhouse_server.query(
+            f"SELECT (SELECT count() FROM {db}.ledger WHERE fid = {fid_b}) + "
+            f"(SELECT count() FROM {db}.schema_version WHERE version = 3)"
+        ).strip()
+        if left == "0":
+            break
+        await asyncio.sleep(0.1)
+    store = ClickHouseStore(clickhouse_server.url, db, insert_interval=0.0)
+    await store.open()
+    try:
+        assert await stats(store) == [first]
+        assert await store.ingest(Batch(rows=[lost]), "b", t0)  # the retry counts once
+        assert await stats(store) == [first, second]
     finally:
         await store.close()
         clickhouse_server.query(f"DROP DATABASE IF EXISTS {db}")

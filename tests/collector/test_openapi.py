@@ -384,7 +384,9 @@ async def test_every_v2_response_conforms_and_every_parameter_is_documented(api:
               "order_id": 1, "worker": "w1", "bytes_sent": 1, "bytes_received": 2}  # fmt: skip
     rows = [{"ts": "2026-03-30 19:46:00", "user_id": 42, "order_id": 1, "protocol": "SOCKS", "ip_out": "1.2.3.4",
              "error": "timeout", "count": 5, "error_count": 2, "bytes_sent": 10, "conn_ms": 500}]  # fmt: skip
-    body = {"logs": rows, "activity": [record, record | {"error": ""}]}
+    # the error-free record one microsecond later, so it is the newest on either backend
+    # (ties go by id, which only SQLite hands out in insertion order)
+    body = {"logs": rows, "activity": [record, record | {"error": "", "ts_us": record["ts_us"] + 1}]}
     check(doc, doc["components"]["schemas"]["IngestBody"], body)
     await api.ingest(body)
 

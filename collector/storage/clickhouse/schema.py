@@ -33,6 +33,11 @@ Strategy
   every token ever made per (user, scope), user -1 meaning every user; reads take the
   row of the largest id (argMax), so a reset is an insert and needs no merge to win
   (ReplacingMergeTree(id) only drops the superseded rows in the background).
+- `s` (migration 3) feeds the /api/v2 hourly stats: the sums they need per (minute,
+  user, order, domain, error, protocol, ip_out, fid), filled by its own view from
+  m_in (which gains the two strings `m` does not keep). Tagged with fid like `m`, so
+  reads skip voided flushes by the in-memory void set and no rebuild ever touches it;
+  day-partitioned, so retention drops its days with the rest.
 - `schema_version` holds the applied migration numbers. Every statement is idempotent
   (IF NOT EXISTS), so a migration cut short by a crash is simply run again.
 Pure: statement texts only.
@@ -40,6 +45,7 @@ Pure: statement texts only.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from collector.storage.clickhouse.sqltext import ident
@@ -49,7 +55,7 @@ MAXES = ("max_concurrency", "duration_max_ms")
 KEYS = ("ts", "user_id", "order_id", "domain", "error")
 # The columns of m_in, in RowBinary order.
 M_IN_COLUMNS = ("minute", "in_user_id", "in_order_id", "in_domain", "in_error",
-                *(f"in_{c}" for c in (*SUMS, *MAXES)), "lat_k", "lat_v", "fid")
+                *(f"in_{c}" for c in (*SUMS, *MAXES)), "lat_k", "lat_v", "fid", "in_protocol", "in_ip_out")
 P_COLUMNS = ("lvl", "user_id", "order_id", "ts", "secs", "fid")
 
 # Rollup families (the `fam` column of r_h and r_d) and the keys each keeps.
@@ -62,7 +68,9 @@ FAMILY_KEYS: dict[int, tuple[str, ...]] = {
     E: ("domain", "error"),
 }
 ROLLUP_TABLES = {60: "r_m", 3600: "r_h", 86400: "r_d"}
-DAY_PARTITIONED = ("m", *ROLLUP_TABLES.values(), "p")
+DAY_PARTITIONED = ("m", *ROLLUP_TABLES.values(), "p", "s")
+# The sums of `s` (a subset of SUMS: what StatsTotals reports).
+STATS_SUMS = ("count", "bytes_sent", "bytes_received", "error_count", "conn_ms")
 
 
 def _keep(key: str, zero: str) -> str:
@@ -174,9 +182,44 @@ def _v2(db: str) -> list[list[str]]:
     ]]  # fmt: skip
 
 
+# 18.16 has no ADD COLUMN IF NOT EXISTS: the store runs a statement of this shape only
+# when system.columns lacks the column (added_column), which keeps a rerun idempotent.
+_ADD_COLUMN = re.compile(r"ALTER TABLE `([A-Za-z0-9_]+)`\.([A-Za-z0-9_]+) ADD COLUMN ([A-Za-z0-9_]+) [A-Za-z0-9()]+")
+
+
+def add_column(db: str, table: str, column: str, ch_type: str) -> str:
+    return f"ALTER TABLE {ident(db)}.{table} ADD COLUMN {column} {ch_type}"
+
+
+def added_column(statement: str) -> tuple[str, str, str] | None:
+    """(database, table, column) of an add_column statement, else None."""
+    m = _ADD_COLUMN.fullmatch(statement)
+    return (m[1], m[2], m[3]) if m else None
+
+
+def _v3(db: str) -> list[list[str]]:
+    q = ident(db)
+    # m_in's new columns come last: inserts name their columns, and the views made
+    # before them never read them. Null keeps no rows, so the ALTER touches no data.
+    alter = [add_column(db, "m_in", c, "String") for c in ("in_protocol", "in_ip_out")]
+    states = ", ".join(f"{c} AggregateFunction(sum, Decimal128(0))" for c in STATS_SUMS)
+    table = (
+        f"CREATE TABLE IF NOT EXISTS {q}.s (ts UInt32, user_id UInt64, order_id UInt64, domain String, error String, "
+        f"protocol String, ip_out String, fid UInt64, {states}) ENGINE = AggregatingMergeTree "
+        "PARTITION BY intDiv(ts, 86400) ORDER BY (ts, user_id, order_id, domain, error, protocol, ip_out, fid)"
+    )
+    view = (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {q}.s_mv TO {q}.s AS SELECT minute AS ts, in_user_id AS user_id, "
+        "in_order_id AS order_id, in_domain AS domain, in_error AS error, in_protocol AS protocol, "
+        "in_ip_out AS ip_out, fid, " + ", ".join(f"sumState(toDecimal128(in_{c}, 0)) AS {c}" for c in STATS_SUMS)
+        + f" FROM {q}.m_in GROUP BY ts, user_id, order_id, domain, error, protocol, ip_out, fid"
+    )
+    return [alter, [table], [view]]
+
+
 # A migration is a list of phases run in order (the database, its tables, the views
 # over them).
-MIGRATIONS: tuple[Callable[[str], list[list[str]]], ...] = (_v1, _v2)
+MIGRATIONS: tuple[Callable[[str], list[list[str]]], ...] = (_v1, _v2, _v3)
 # Every table, for snapshots and size: the ones holding rows (views hold none).
 TABLES = ("m", *ROLLUP_TABLES.values(), "p", "pending", "ledger", "void", "void_done", "schema_version",
-          "activity", "download_tokens")
+          "activity", "download_tokens", "s")
