@@ -1407,7 +1407,14 @@ class SQLiteStore:
         return keyset_stream(self._activity_chunk, q)
 
     async def hourly_stats(self, plan: ChartPlan, filt: Filter) -> dict[int, StatsTotals]:
-        return await self._query(sqlite_activity.hourly_stats, plan, filt)
+        return await self._query(self._hourly_stats, plan, filt)
+
+    def _hourly_stats(self, con: sqlite3.Connection, plan: ChartPlan, filt: Filter) -> dict[int, StatsTotals]:
+        ok, domain_id = self._domain_id(con, filt)
+        if not ok:
+            return {}
+        where, args = self._where(filt, domain_id)
+        return sqlite_activity.hourly_stats(con, plan, where, args)
 
     async def download_token(
         self, user_id: int | None, scope: str, now: int, ttl: int, new_key: str, *, reset: bool = False

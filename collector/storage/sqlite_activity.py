@@ -30,7 +30,7 @@ from typing import Any
 
 from agent.wire.batch import ACTIVITY_FIELDS, Activity
 from agent.wire.errorcodes import ERRORS
-from collector.model import ActivityPage, ActivityQuery, DownloadToken, Filter, StatsTotals
+from collector.model import ActivityPage, ActivityQuery, DownloadToken, StatsTotals
 from collector.plan import HOUR, MINUTE, ChartPlan, row_span
 
 # Appended to collector.storage.sqlite.MIGRATIONS (its number is wherever it lands there).
@@ -158,26 +158,15 @@ def _grain(edges: tuple[int, ...]) -> int:
 _STATS_COLUMNS = "ts, user_id, order_id, domain, error, rest, count, bytes_sent, bytes_received, error_count, conn_ms"
 
 
-def hourly_stats(con: sqlite3.Connection, plan: ChartPlan, filt: Filter) -> dict[int, StatsTotals]:
+def hourly_stats(con: sqlite3.Connection, plan: ChartPlan, filter_sql: str, filter_args: list[int]) -> dict[int, StatsTotals]:
     """Per bucket of the plan, the sums of the minute rows: the folded ones (`m`) and
     those still staged (`stage`, same columns), read in the caller's one snapshot, so
-    every acknowledged row counts once."""
+    every acknowledged row counts once. `filter_sql` / `filter_args` are the query
+    filter's " AND ..." terms (SQLiteStore._where)."""
     out: dict[int, StatsTotals] = {}
-    parts, args = [], []
-    if filt.user_id is not None:
-        parts.append("user_id = ?")
-        args.append(filt.user_id)
-    if filt.order_id is not None:
-        parts.append("order_id = ?")
-        args.append(filt.order_id)
-    if filt.domain is not None:
-        row = con.execute("SELECT id FROM strings WHERE s = ?", (filt.domain,)).fetchone()
-        if row is None:
-            return out
-        parts.append("domain = ?")
-        args.append(row[0])
+    args = filter_args
     a, b = row_span(plan.start, plan.end)
-    where = "ts >= ? AND ts < ?" + "".join(" AND " + p for p in parts)
+    where = "ts >= ? AND ts < ?" + filter_sql
     source = (f"(SELECT {_STATS_COLUMNS} FROM m WHERE {where} "
               f"UNION ALL SELECT {_STATS_COLUMNS} FROM stage WHERE {where}) AS x")  # fmt: skip
     params = (a, b, *args) * 2
