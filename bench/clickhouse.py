@@ -85,7 +85,7 @@ def run(report: Report, quick: bool) -> None:
         for rnd in range(1 if quick else 3):
             coll = start_collector(wd, wd / "unused.db", storage=storage_toml(server.url, f"ingest_{rnd}_{secrets.token_hex(3)}"))
             try:
-                secs = asyncio.run(ingest.send_all(coll.url, coll.agent_token, payloads, "application/msgpack"))
+                secs = asyncio.run(ingest.send_all(coll.url, coll.agent_token, payloads, "application/msgpack", coll.admin_token))
             finally:
                 coll.stop()
             rates.append(n_rows / secs)
