@@ -7,8 +7,9 @@ acknowledged every batch, so the wall time covers parsing, aggregation, shipping
 the collector's ingest); GoAccess writes its JSON report of the same file. Both are
 pinned to the same core when the machine has two (the collector gets the other).
 The ratio is GoAccess's wall time over ours, per round, then the median. In the same
-rounds the agent also replays a jsonl log of JSONL_LINES lines (shorter: the jsonl
-path is slower and the suite of benchmarks must stay within an hour or so); its ratio is
+rounds the agent also replays a jsonl log of JSONL_LINES lines (shorter than the squid
+log: the jsonl path is slower, and three rounds of 2,000,000 lines would add about half
+an hour to `make bench`); its ratio is
 our jsonl lines/s over GoAccess's lines/s on the squid file of that round, as issue 11
 sets the target.
 """
