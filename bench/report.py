@@ -54,7 +54,7 @@ def _met(met: bool | None) -> str:
     return "" if met is None else ("met" if met else "MISSED")
 
 
-def render(report: Report, command: str, old: str) -> str:
+def render(report: Report, command: str, old: str, progress: str = "") -> str:
     m = report.machine
     gaps = _keep_gaps(old)
     parts = [
@@ -71,6 +71,7 @@ def render(report: Report, command: str, old: str) -> str:
         f"- date: {m['date']}; load average at start: {m['load']}",
         f"- interpreter speed (best of 5): {m.get('speed', 'not measured')}",
         f"- command: `{command}`",
+        *([f"- status: **{progress}**"] if progress else []),
         "- note: this was a 2-core virtual machine shared with other jobs while the benchmarks ran;",
         "  treat figures as a lower bound of what a dedicated core does.\n",
         "## Results\n",
@@ -98,6 +99,9 @@ def _keep_gaps(old: str) -> str:
     return f"{GAPS_START}\n(no analysis written yet)\n{GAPS_END}"
 
 
-def write(report: Report, path: Path, command: str) -> None:
+def write(report: Report, path: Path, command: str, progress: str = "") -> None:
+    """Replace path with the rendered report (temp file and rename: never a half-written page)."""
     old = path.read_text() if path.exists() else ""
-    path.write_text(render(report, command, old))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(render(report, command, old, progress))
+    tmp.replace(path)

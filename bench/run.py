@@ -5,7 +5,9 @@
     python -m bench.run throughput live # a subset, by name
 
 A full run of every benchmark rewrites BENCHMARKS.md (keeping its hand-written Gaps
-section); a quick run or a subset writes .bench/BENCHMARKS.partial.md instead. Figures,
+section); a quick run or a subset writes .bench/BENCHMARKS.partial.md instead. The file is
+rewritten after every benchmark, marked as in progress until the last one has run, so a
+run stopped part-way still leaves the figures it had measured. Figures,
 sizes and method per benchmark are described in each module's docstring and in the
 README section "Benchmarks".
 """
@@ -50,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     report = Report(machine())
     print(f"machine: {report.machine}", flush=True)
     failed = []
-    for name in names:
+    complete = not args.quick and names == list(BENCHMARKS)
+    out = REPO / "BENCHMARKS.md" if complete else BENCH_DIR / "BENCHMARKS.partial.md"
+    command = "python -m bench.run" + (" --quick" if args.quick else "") + "".join(f" {n}" for n in args.names)
+    for i, name in enumerate(names):
         print(f"== {name}: {BENCHMARKS[name][0]}", flush=True)
         t0 = time.perf_counter()
         try:
@@ -60,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             report.add(Result(name, "benchmark failed", f"{type(exc).__name__}: {str(exc)[:150]}"))
         report.durations[name] = time.perf_counter() - t0
-    complete = not args.quick and names == list(BENCHMARKS)
-    out = REPO / "BENCHMARKS.md" if complete else BENCH_DIR / "BENCHMARKS.partial.md"
-    command = "python -m bench.run" + (" --quick" if args.quick else "") + "".join(f" {n}" for n in args.names)
+        if i + 1 < len(names):
+            write(report, out, command, progress=f"run in progress: {i + 1} of {len(names)} benchmarks done, "
+                                                 f"{', '.join(names[i + 1:])} not yet run")
     write(report, out, command)
     print()
     print(report.table())
