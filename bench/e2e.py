@@ -30,6 +30,7 @@ from bench.throughput import goaccess_argv
 TARGET_RATIO = 3.0
 TARGET_JSONL_RATIO = 1.5
 JSONL_LINES = 500_000
+ONCE_TIMEOUT = 3600.0
 
 
 def once(wd: Path, log: Path, fmt: str, core: int | None, other: int | None, r: int,
@@ -41,7 +42,11 @@ def once(wd: Path, log: Path, fmt: str, core: int | None, other: int | None, r: 
     shutil.rmtree(wd / "agent-state", ignore_errors=True)
     with start_collector(wd, db, core=other) as col:
         cfg = wd / "agent.toml"
-        text = agent_config(wd, log, fmt, col.url, col.agent_token, read_from="beginning")
+        # The agent reads faster than the collector stores, so most batches are still
+        # spooled when reading ends: the default once_timeout (120 s) would give up on a
+        # 2 M-line log, and the benchmark times the delivery of every batch.
+        text = agent_config(wd, log, fmt, col.url, col.agent_token, read_from="beginning",
+                            once_timeout=ONCE_TIMEOUT)
         cfg.write_text(text if activity else text + "\n[activity]\nenabled = false\n")
         child = run_child([python(), "-m", "agent", "run", "--once", "--config", str(cfg)], core=core)
     return child.wall_s, child.cpu_s

@@ -112,9 +112,11 @@ def start_collector(workdir: Path, db: Path, core: int | None = None, storage: s
 
 
 def agent_config(workdir: Path, log_path: Path, fmt: str, url: str, token: str,
-                 flush_s: float | None = None, read_from: str = "end") -> str:
+                 flush_s: float | None = None, read_from: str = "end", once_timeout: float | None = None) -> str:
     """The agent's config: the fixed shape from the agent issue plus our own keys."""
-    flush = f"flush_interval = {flush_s}\n" if flush_s is not None else ""
+    collector_keys = f"flush_interval = {flush_s}\n" if flush_s is not None else ""
+    if once_timeout is not None:
+        collector_keys += f"once_timeout = {once_timeout}\n"
     return f"""[agent]
 worker = "bench-worker"
 state_dir = "{workdir / 'agent-state'}"
@@ -123,7 +125,7 @@ metrics_listen = "127.0.0.1:{free_port()}"
 [collector]
 url = "{url}"
 token = "{token}"
-{flush}
+{collector_keys}
 [[sources]]
 path = "{log_path}"
 format = "{fmt}"
