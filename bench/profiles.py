@@ -4,7 +4,10 @@
 a CPU clock. `profile_ingest` runs in a child (`python -m bench.profiles ingest ...`): it decodes
 msgpack bodies with the collector's decoder and applies them with the SQLite store's writer *synchronously on the
 main thread*, because cProfile sees only the thread it runs in and the collector does
-its writes on a worker thread.
+its writes on a worker thread. Its bodies are generated rows (bench.ingest), or with
+`--spool DIR` the bodies an agent left in its spool (`DIR` = the agent's state_dir, e.g.
+after `run --once` against a closed port): rows, profiles and activity records exactly
+as the agent ships them.
 """
 
 from __future__ import annotations
@@ -52,10 +55,11 @@ def profile_ingest(db: str, bodies: list[bytes], dump: str, enabled: bool = True
     cpu0, wall0 = time.process_time(), time.perf_counter()
     if enabled:
         prof.enable()
-    rows = 0
+    rows = records = 0
     for i, body in enumerate(bodies):
         batch = decode(body, "application/msgpack")  # the collector's own decoder
         rows += len(batch.rows)
+        records += len(batch.activity)
         store._ingest(batch, f"profile:{i}", 0)  # noqa: SLF001 - see the module docstring
         if store._staged >= store.fold_rows:  # noqa: SLF001
             store._fold()  # noqa: SLF001 - in line here: the profile sees one thread
@@ -65,9 +69,21 @@ def profile_ingest(db: str, bodies: list[bytes], dump: str, enabled: bool = True
         prof.disable()
         prof.dump_stats(dump)
     else:
-        print(f"ingest+fold of {rows:,} rows: {cpu:.3f} s CPU ({cpu / rows * 1e6:.2f} us/row), "
-              f"{wall:.3f} s wall, {rows / cpu:,.0f} rows/CPU-s")
+        print(f"ingest+fold of {len(bodies):,} bodies, {rows:,} rows, {records:,} activity records: "
+              f"{cpu:.3f} s CPU ({cpu / max(1, rows) * 1e6:.2f} us/row), {wall:.3f} s wall, "
+              f"{rows / cpu:,.0f} rows/CPU-s, {records / cpu:,.0f} records/CPU-s")
     asyncio.run(store.close())
+
+
+def spooled_bodies(state_dir: str) -> list[bytes]:
+    """The bodies pending in an agent's spool, oldest first (read-only: the spool is left as it is)."""
+    from agent.spool import SUFFIX, Entry
+
+    files = sorted(Path(state_dir, "spool").glob(f"*{SUFFIX}"), key=lambda p: int(p.name[: -len(SUFFIX)]))
+    bodies = [Entry(0, "", f, 0, 0, 0).read()[0] for f in files]
+    if not bodies:
+        raise SystemExit(f"no spooled batch in {state_dir}/spool")
+    return bodies
 
 
 def fold_costs(db: str, bodies: list[bytes], rounds: int) -> str:
@@ -147,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dump", required=True)
     ap.add_argument("--body", choices=("v1", "v2"), default="v2",
                     help="ingest: version 1 msgpack row maps, or version 2 columns (what agents send)")
+    ap.add_argument("--spool", default="", metavar="STATE_DIR",
+                    help="ingest: the bodies pending in this agent state_dir's spool instead of generated rows")
     ap.add_argument("--no-profile", action="store_true",
                     help="ingest: run without cProfile (for timing the same work from outside)")
     args, rest = ap.parse_known_args(argv)
@@ -159,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         print(fold_costs(args.db, bodies(make_rows(min(args.rows, 100_000), seed=3), 10_000, encoding),
                          max(1, args.rows // 100_000)))
         return 0
-    profile_ingest(args.db, bodies(make_rows(args.rows, seed=3), 10_000, encoding), args.dump,
-                   enabled=not args.no_profile)
+    sent = spooled_bodies(args.spool) if args.spool else bodies(make_rows(args.rows, seed=3), 10_000, encoding)
+    profile_ingest(args.db, sent, args.dump, enabled=not args.no_profile)
     if not args.no_profile:
         print(top_functions(Path(args.dump)))
     return 0
