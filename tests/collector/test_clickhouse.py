@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from collector.storage.clickhouse import schema
 from collector.storage.clickhouse.sqltext import ident, literal, literals
 from tests.collector.conftest import Api
 from tests.fixtures.clickhouse import ClickHouseServer
@@ -282,3 +283,102 @@ async def test_download_tokens_persist_reset_and_expire(clickhouse_server: Click
     finally:
         await store.close()
         clickhouse_server.query(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_native_block_bytes_are_the_documented_layout() -> None:
+    from collector.storage.clickhouse.native import Block, encode
+
+    b = Block(2)
+    b.uints("a", "UInt16", [1, 258])
+    b.strings("s", [1, 0], encode(["x", "é"]))
+    b.arrays("k", "UInt8", [0, 2], [7, 9])
+    b.repeat("f", "UInt32", 5)
+    expected = (
+        b"\x04\x02"  # 4 columns, 2 rows
+        + b"\x01a\x06UInt16" + b"\x01\x00\x02\x01"
+        + b"\x01s\x06String" + b"\x02\xc3\xa9" + b"\x01x"
+        + b"\x01k\x0cArray(UInt8)" + b"\x00" * 8 + b"\x02" + b"\x00" * 7 + b"\x07\x09"
+        + b"\x01f\x06UInt32" + b"\x05\x00\x00\x00" * 2
+    )
+    assert b.bytes() == expected
+    with pytest.raises(ValueError, match="column a: 1 values for 2 rows"):
+        Block(2).uints("a", "UInt64", [1])
+    with pytest.raises(ValueError, match="column k: 3 elements for arrays of 2"):
+        Block(1).arrays("k", "UInt64", [2], [1, 2, 3])
+    with pytest.raises(OverflowError):
+        Block(1).uints("a", "UInt16", [1 << 16])
+
+
+@pytest.mark.parametrize("touch", [False, True])  # columns inserted as they are / Rows read first
+async def test_v2_columns_store_what_v1_rows_store(clickhouse_server: ClickHouseServer, touch: bool) -> None:
+    """Version 2 bodies go to m_in as Native blocks built from their columns; the same
+    rows as version 1 bodies (Row objects) must leave every table the same, and m must
+    hold the sums and histograms of the rows as sent (added up here, per key)."""
+    import random
+
+    from agent.wire.batch import encode_msgpack
+    from agent.wire.compact import encode_compact
+    from collector.fastdecode import ColumnRows, decode
+    from collector.storage.clickhouse import ClickHouseStore
+    from tests.collector.test_v2_store import SHAPES, T0, rand_batch
+
+    rnd = random.Random(12)
+    batches = [rand_batch(rnd, rnd.randrange(1, 120), SHAPES[i % len(SHAPES)], i) for i in range(9)]
+    dbs = {v: f"native_{v}_{secrets.token_hex(4)}" for v in ("v1", "v2")}
+    stores = {v: ClickHouseStore(clickhouse_server.url, db, insert_interval=0.0) for v, db in dbs.items()}
+    for s in stores.values():
+        await s.open()
+    try:
+        for i, b in enumerate(batches):
+            v1 = decode(encode_msgpack(b), "application/msgpack")
+            v2 = decode(encode_compact(b), "application/msgpack")
+            assert isinstance(v2.rows, ColumnRows) and v2.rows.untouched
+            if touch:
+                assert v2.rows[0] == v1.rows[0]
+            assert v2.rows.untouched is not touch
+            assert await stores["v1"].ingest(v1, f"k{i}", T0)
+            assert await stores["v2"].ingest(v2, f"k{i}", T0)
+    finally:
+        for s in stores.values():
+            await s.close()
+
+    def dump(db: str) -> dict[str, list[str]]:
+        out = {}
+        for table in ("m", "r_m", "r_h", "r_d", "s"):
+            keys = "ts, user_id, order_id, domain, error" + (", protocol, ip_out" if table == "s" else "")
+            keys += ", fam" if table.startswith("r_") else ""
+            sums = schema.STATS_SUMS if table == "s" else schema.SUMS
+            vals = [f"sumMerge({c})" for c in sums]
+            if table != "s":
+                vals += [f"maxMerge({c})" for c in schema.MAXES] + ["sumMapMerge(lat)"]
+            sql = f"SELECT {keys}, {', '.join(vals)} FROM {db}.{table} GROUP BY {keys} ORDER BY {keys} FORMAT TSV"
+            out[table] = clickhouse_server.query(sql).splitlines()
+        return out
+
+    try:
+        got = {v: dump(db) for v, db in dbs.items()}
+        assert got["v2"] == got["v1"]
+        oracle: dict[tuple[Any, ...], list[Any]] = {}
+        for b in batches:
+            for r in b.rows:
+                acc = oracle.setdefault((r.ts, r.user_id, r.order_id, r.domain, r.error), [0] * 8 + [{}])
+                for j, c in enumerate(schema.SUMS):
+                    acc[j] += getattr(r, c)
+                acc[6] = max(acc[6], r.max_concurrency)
+                acc[7] = max(acc[7], r.duration_max_ms)
+                for k, n in r.latency.items():
+                    if n:
+                        acc[8][k] = acc[8].get(k, 0) + n
+        rows = clickhouse_server.query(
+            f"SELECT ts, user_id, order_id, domain, error, {', '.join(f'toString(sumMerge({c}))' for c in schema.SUMS)}, "
+            f"{', '.join(f'maxMerge({c})' for c in schema.MAXES)}, sumMapMerge(lat) FROM {dbs['v2']}.m "
+            "GROUP BY ts, user_id, order_id, domain, error FORMAT JSONCompact"
+        )
+        stored = {}
+        for ts, u, o, d, e, *vals, (ks, vs) in json.loads(rows)["data"]:
+            hist = {int(k): int(n) for k, n in zip(ks, vs) if int(n)}
+            stored[(int(ts), int(u), int(o), d, e)] = [int(v) for v in vals] + [hist]
+        assert stored == oracle
+    finally:
+        for db in dbs.values():
+            clickhouse_server.query(f"DROP DATABASE IF EXISTS {db}")

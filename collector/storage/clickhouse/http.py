@@ -1,8 +1,9 @@
 """A minimal client for ClickHouse's HTTP interface (aiohttp; no driver).
 
 A statement travels as the POST body, or, for an INSERT with data, as the `query` URL
-parameter with the RowBinary data as the body. Answers of SELECTs are asked for as
-JSONCompact with 64-bit integers unquoted, so Python's json reads them exactly. A
+parameter with the data (RowBinary, or Native for columns) as the body. Answers of
+SELECTs are asked for as JSONCompact with 64-bit integers unquoted, so Python's json
+reads them exactly. A
 non-200 answer or a transport failure is a ClickHouseError; the store turns it into
 StoreError.
 """
@@ -63,6 +64,9 @@ class ClickHouseHTTP:
             raise ClickHouseError(f"unreadable answer: {data[:200]!r}") from exc
         return rows
 
-    async def insert(self, table_and_columns: str, rowbinary: bytes) -> None:
-        """INSERT INTO `table_and_columns` FORMAT RowBinary, with the data as the body."""
-        await self._post({"query": f"INSERT INTO {table_and_columns} FORMAT RowBinary"}, rowbinary)
+    async def insert(self, table_and_columns: str, data: bytes, fmt: str = "RowBinary") -> None:
+        """INSERT INTO `table_and_columns` FORMAT `fmt` (RowBinary or Native), with the
+        data as the body."""
+        if fmt not in ("RowBinary", "Native"):
+            raise ValueError(f"unsupported insert format {fmt!r}")
+        await self._post({"query": f"INSERT INTO {table_and_columns} FORMAT {fmt}"}, data)

@@ -59,11 +59,12 @@ import struct
 from bisect import bisect_right
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 from agent.wire import histogram
-from agent.wire.batch import ACTIVITY_FIELDS, SECONDS_PER_MINUTE, Activity, Batch, WireError
+from agent.wire.batch import ACTIVITY_FIELDS, SECONDS_PER_MINUTE, Activity, Batch, Row, WireError
 from agent.wire.errorcodes import ERRORS
 from agent.wire.logfmt import kv
 from collector.model import (
@@ -79,7 +80,8 @@ from collector.model import (
 )
 from collector.plan import DAY, HOUR, MINUTE, ChartPlan, Segment, breakdown_cover, floor_to, row_span
 from collector.storage.base import StoreError, keyset_stream
-from collector.storage.clickhouse import schema
+from collector.fastdecode import ColumnRows
+from collector.storage.clickhouse import native, schema
 from collector.storage.clickhouse.http import ClickHouseError, ClickHouseHTTP
 from collector.storage.clickhouse.sqltext import ident, literal, literals
 
@@ -88,8 +90,6 @@ log = logging.getLogger(__name__)
 INT64_MAX = (1 << 63) - 1
 _CLAMP = f"toDecimal128('{INT64_MAX}', 0)"
 _LEVEL_TABLE = {MINUTE: "m", HOUR: "h", DAY: "d"}
-_SUMS_ROW = struct.Struct("<8Q")
-_KEYS_ROW = struct.Struct("<IQQ")
 _U64 = struct.Struct("<Q")
 _P_HEAD = struct.Struct("<BQQI")
 _SECS = struct.Struct(f"<{SECONDS_PER_MINUTE}q")
@@ -154,8 +154,14 @@ def _clamped(expr: str) -> str:
 def check_sums(batch: Batch) -> None:
     """Refuse a batch whose rows sum past 2**63-1 in one UTC day (the widest rollup
     SQLite keeps), as the SQLite backend does: its content is at fault, not the store."""
+    rows = batch.rows
+    if isinstance(rows, ColumnRows) and rows.untouched:
+        # the whole body's sums bound each day's: only a body that passes them needs
+        # the per-day look (which makes Row objects)
+        if all(sum(rows.columns[c]) <= INT64_MAX for c in schema.SUMS):
+            return
     days: dict[int, list[int]] = {}
-    for r in batch.rows:
+    for r in rows:
         acc = days.get(r.ts // DAY)
         if acc is None:
             acc = days[r.ts // DAY] = [0] * 6
@@ -177,6 +183,49 @@ def _stats_grain(edges: Sequence[int]) -> int:
         if all(e % g == 0 for e in edges):
             return g
     return MINUTE
+
+
+_ROW_INTS = tuple(map(attrgetter, ("ts", "user_id", "order_id")))
+_ROW_STRS = tuple(map(attrgetter, ("domain", "error", "protocol", "ip_out")))
+_ROW_COUNTERS = tuple(map(attrgetter, (*schema.SUMS, *schema.MAXES)))
+_LATENCY = attrgetter("latency")
+
+
+def _rows_block(rows: Sequence[Row], fid: int) -> bytes:
+    """One Native block of m_in (schema.M_IN_COLUMNS) for a batch's rows: straight
+    from a version 2 body's columns while nobody made Row objects of them, else from
+    the Row objects."""
+    b = native.Block(len(rows))
+    if isinstance(rows, ColumnRows) and rows.untouched:
+        cols, enc = rows.columns, native.encode(rows.table)
+        ts, user, order = rows.ts, cols["user_id"], cols["order_id"]
+        domain, error, protocol, ip_out = (cols[c] for c in ("domain", "error", "protocol", "ip_out"))
+        counters = [cols[c] for c in (*schema.SUMS, *schema.MAXES)]
+        ns, buckets, counts = cols["latency"], cols["latency_bucket"], cols["latency_count"]
+    else:
+        ts, user, order = (list(map(f, rows)) for f in _ROW_INTS)
+        texts = [list(map(f, rows)) for f in _ROW_STRS]
+        table = list(dict.fromkeys(t for col in texts for t in col))
+        enc, index = native.encode(table), {t: i for i, t in enumerate(table)}
+        domain, error, protocol, ip_out = (list(map(index.__getitem__, col)) for col in texts)
+        counters = [list(map(f, rows)) for f in _ROW_COUNTERS]
+        hists = list(map(_LATENCY, rows))
+        ns = list(map(len, hists))
+        buckets = [k for h in hists for k in sorted(h)]
+        counts = [h[k] for h in hists for k in sorted(h)]
+    b.uints("minute", "UInt32", ts)
+    b.uints("in_user_id", "UInt64", user)
+    b.uints("in_order_id", "UInt64", order)
+    b.strings("in_domain", domain, enc)
+    b.strings("in_error", error, enc)
+    for name, col in zip((*schema.SUMS, *schema.MAXES), counters):
+        b.uints(f"in_{name}", "UInt64", col)
+    b.arrays("lat_k", "UInt16", ns, buckets)
+    b.arrays("lat_v", "UInt64", ns, counts)
+    b.repeat("fid", "UInt64", fid)
+    b.strings("in_protocol", protocol, enc)
+    b.strings("in_ip_out", ip_out, enc)
+    return b.bytes()
 
 
 def peak_level(filt: Filter) -> tuple[int, int, int]:
@@ -257,9 +306,9 @@ class ClickHouseStore:
             log.error("clickhouse failed", extra=kv(error=str(exc)))
             raise StoreError(f"storage error: {exc}") from exc
 
-    async def _insert(self, table: str, columns: Sequence[str], data: bytes) -> None:
+    async def _insert(self, table: str, columns: Sequence[str], data: bytes, fmt: str = "RowBinary") -> None:
         try:
-            await self._client().insert(f"{self.db}.{table} ({', '.join(columns)})", data)
+            await self._client().insert(f"{self.db}.{table} ({', '.join(columns)})", data, fmt)
         except ClickHouseError as exc:
             log.error("clickhouse insert failed", extra=kv(error=str(exc), table=table))
             raise StoreError(f"storage error: {exc}") from exc
@@ -442,7 +491,7 @@ class ClickHouseStore:
             await self._insert("pending", ("fid", "at", "days"), pend)
             rows = self._encode_rows(todo, fid)
             if rows:
-                await self._insert("m_in", schema.M_IN_COLUMNS, rows)
+                await self._insert("m_in", schema.M_IN_COLUMNS, rows, "Native")
             profiles = self._encode_profiles(todo, fid)
             if profiles:
                 await self._insert("p", schema.P_COLUMNS, profiles)
@@ -456,23 +505,8 @@ class ClickHouseStore:
 
     @staticmethod
     def _encode_rows(todo: list[_Item], fid: int) -> bytes:
-        out: list[bytes] = []
-        append = out.append
-        keys_pack, sums_pack, tail = _KEYS_ROW.pack, _SUMS_ROW.pack, _U64.pack(fid)
-        for it in todo:
-            for r in it.batch.rows:
-                lat = r.latency
-                if lat:
-                    ks = sorted(lat)
-                    hist = (_varint(len(ks)) + struct.pack(f"<{len(ks)}H", *ks)
-                            + _varint(len(ks)) + struct.pack(f"<{len(ks)}Q", *(lat[k] for k in ks)))
-                else:
-                    hist = b"\x00\x00"
-                append(keys_pack(r.ts, r.user_id, r.order_id) + _string(r.domain) + _string(r.error) + sums_pack(
-                    r.count, r.bytes_sent, r.bytes_received, r.error_count, r.duration_ms, r.conn_ms,
-                    r.max_concurrency, r.duration_max_ms) + hist + tail
-                    + _string(r.protocol) + _string(r.ip_out))  # fmt: skip
-        return b"".join(out)
+        """m_in's rows of the flush in Native format, one block per batch."""
+        return b"".join(_rows_block(it.batch.rows, fid) for it in todo if it.batch.rows)
 
     @staticmethod
     def _encode_activity(todo: list[_Item], fid: int) -> bytes:
