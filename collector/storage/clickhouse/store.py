@@ -69,6 +69,7 @@ from agent.wire.errorcodes import ERRORS
 from agent.wire.logfmt import kv
 from collector.model import (
     DOMAIN_ORDERS,
+    SAMPLE_DOMAINS,
     ActivityPage,
     ActivityQuery,
     DomainPage,
@@ -770,21 +771,21 @@ class ClickHouseStore:
         if union is None:
             return {}
         union = union.replace("minMerge(first_ts), maxMerge(last_ts)", "minMerge(first_ts) AS f, maxMerge(last_ts) AS l")
-        rows = await self._select(
-            f"SELECT error, domain, {_clamped('sum(n)')}, min(f), max(l) FROM ({union}) GROUP BY error, domain"
-        )
-        out: dict[str, ErrorTotals] = {}
-        for e, d, n, first, last in rows:
+        pairs = f"SELECT error, domain, {_clamped('sum(n)')} AS en, min(f) AS ef, max(l) AS el FROM ({union}) GROUP BY error, domain"
+        # Per error its total (the sum of the clamped per-domain counts, in Decimal128 so
+        # it cannot wrap) and only the SAMPLE_DOMAINS largest domains, in render's order
+        # (count descending, then the domain; String order is Python's str order for
+        # UTF-8): tens of thousands of (error, domain) pairs stay on the server.
+        totals, samples = await asyncio.gather(
+            self._select(f"SELECT error, toString(sum(toDecimal128(en, 0))), min(ef), max(el) FROM ({pairs}) GROUP BY error"),
+            self._select(f"SELECT error, domain, en FROM ({pairs}) WHERE domain != '' "
+                         f"ORDER BY error, en DESC, domain LIMIT {SAMPLE_DOMAINS} BY error"),
+        )  # fmt: skip
+        out = {e: ErrorTotals(int(n), int(first), int(last)) for e, n, first, last in totals}
+        for e, d, n in samples:
             t = out.get(e)
-            if t is None:
-                t = out[e] = ErrorTotals()
-            t.total_errors += n
-            if d:
+            if t is not None:
                 t.by_domain[d] = n
-            if t.first_ts is None or first < t.first_ts:
-                t.first_ts = first
-            if t.last_ts is None or last > t.last_ts:
-                t.last_ts = last
         return out
 
     # ---- Webshare-compatible API (/api/v2) ---------------------------------------
