@@ -358,6 +358,8 @@ class ClickHouseStore:
                     if await self._column_exists(statement):
                         continue  # a rerun of a migration cut short after this ALTER
                     await self._exec(statement)
+            if number + 1 in schema.REBUILD_AFTER:
+                await self._rebuild_all()
             await self._exec(
                 f"INSERT INTO {self._t('schema_version')} (version, at) VALUES ({literal(number + 1, 'UInt32')}, 0)"
             )
@@ -565,6 +567,19 @@ class ClickHouseStore:
             await self._insert("void_done", ("fid",), b"".join(_U64.pack(int(f)) for f, _ in todo))
         self._dirty = False
 
+    async def _rebuild_all(self) -> None:
+        """Every day of the rollups rebuilt from m, without voided flushes (a migration
+        that recreated the rollups)."""
+        self._voids = frozenset(int(r[0]) for r in await self._select(f"SELECT fid FROM {self._t('void')}"))
+        parts = await self._select(
+            "SELECT DISTINCT partition FROM system.parts WHERE active AND database = "
+            f"{literal(self.database, 'String')} AND table = 'm'"
+        )
+        days = sorted(int(p) for (p,) in parts)
+        for day in days:
+            await self._rebuild_day(day)
+        log.info("rollups rebuilt", extra=kv(days=len(days)))
+
     async def _rebuild_day(self, day: int) -> None:
         src = schema.state_source(
             f"ts >= {literal(day * DAY, 'UInt32')} AND ts < {literal((day + 1) * DAY, 'UInt32')}{self._not_void()}",
@@ -670,7 +685,12 @@ class ClickHouseStore:
         hold a voided flush, so only m and p need the void filter)."""
         where = f"ts >= {literal(seg.start, 'UInt32')} AND ts < {literal(seg.end, 'UInt32')}{self._where(filt)}"
         table = schema.ROLLUP_TABLES[seg.level]
-        return self._t(table), f"fam = {literal(family, 'UInt8')} AND {where}", "minMerge(first_ts), maxMerge(last_ts)"
+        # A family's unused leading keys are constants: saying so lets the primary key
+        # (fam, order_id, domain, ts, ...) narrow to the filter's range, where `fam`
+        # alone would read the whole family (every domain's rows for a domain filter).
+        kept = schema.FAMILY_KEYS[family]
+        fixed = "".join(f" AND {k} = {z}" for k, z in (("order_id", "toUInt64(0)"), ("domain", "''")) if k not in kept)
+        return self._t(table), f"fam = {literal(family, 'UInt8')}{fixed} AND {where}", "minMerge(first_ts), maxMerge(last_ts)"
 
     async def chart(
         self, plan: ChartPlan, filt: Filter, *, with_latency: bool = False, with_peaks: bool = False
@@ -728,13 +748,16 @@ class ClickHouseStore:
             )
         return " UNION ALL ".join(parts)
 
+    def _breakdown_family(self, filt: Filter, family: int) -> int:
+        """The rollup family a breakdown reads: its own (N, E) unless a filter needs FULL."""
+        return family if self._family(filt) in (schema.T, schema.N) else schema.FULL
+
     def _breakdown_union(
         self, start: int, end: int, filt: Filter, family: int, columns: str, keep: str, group: str
     ) -> str | None:
-        narrow = self._family(filt) in (schema.T, schema.N)
         parts = []
         for seg in breakdown_cover(start, end):
-            table, where, spans = self._source(seg, filt, family if narrow else schema.FULL)
+            table, where, spans = self._source(seg, filt, self._breakdown_family(filt, family))
             parts.append(f"SELECT {columns}, {spans} FROM {table} WHERE {where} AND {keep} GROUP BY {group}")
         return " UNION ALL ".join(parts) if parts else None
 
@@ -758,7 +781,12 @@ class ClickHouseStore:
             f"FROM ({union}) GROUP BY domain ORDER BY {_ORDER_SQL[order]} "
             f"LIMIT {literal(offset, 'UInt64', bare=True)}, {literal(limit, 'UInt64', bare=True)}"
         )
-        count_sql = f"SELECT uniqExact(domain) FROM ({union})"
+        # the distinct domains of the rows the page groups: the domain column alone
+        names = " UNION ALL ".join(
+            f"SELECT domain FROM {table} WHERE {where} AND domain != ''"
+            for table, where, _ in (self._source(seg, filt, self._breakdown_family(filt, schema.N)) for seg in breakdown_cover(start, end))
+        )
+        count_sql = f"SELECT uniqExact(domain) FROM ({names})"
         rows, total = await asyncio.gather(self._select(page_sql), self._select(count_sql))
         items = [
             (d, Totals(count=c, bytes_sent=bs, bytes_received=br, error_count=e, first_ts=f, last_ts=l))
@@ -772,20 +800,19 @@ class ClickHouseStore:
             return {}
         union = union.replace("minMerge(first_ts), maxMerge(last_ts)", "minMerge(first_ts) AS f, maxMerge(last_ts) AS l")
         pairs = f"SELECT error, domain, {_clamped('sum(n)')} AS en, min(f) AS ef, max(l) AS el FROM ({union}) GROUP BY error, domain"
-        # Per error its total (the sum of the clamped per-domain counts, in Decimal128 so
-        # it cannot wrap) and only the SAMPLE_DOMAINS largest domains, in render's order
-        # (count descending, then the domain; String order is Python's str order for
-        # UTF-8): tens of thousands of (error, domain) pairs stay on the server.
-        totals, samples = await asyncio.gather(
-            self._select(f"SELECT error, toString(sum(toDecimal128(en, 0))), min(ef), max(el) FROM ({pairs}) GROUP BY error"),
-            self._select(f"SELECT error, domain, en FROM ({pairs}) WHERE domain != '' "
-                         f"ORDER BY error, en DESC, domain LIMIT {SAMPLE_DOMAINS} BY error"),
-        )  # fmt: skip
-        out = {e: ErrorTotals(int(n), int(first), int(last)) for e, n, first, last in totals}
-        for e, d, n in samples:
-            t = out.get(e)
-            if t is not None:
-                t.by_domain[d] = n
+        # One row per error: its total (the sum of the clamped per-domain counts, in
+        # Decimal128 so it cannot wrap) and only its SAMPLE_DOMAINS largest domains, in
+        # render's order (count descending, then the domain: tuples sort element-wise,
+        # Strings bytewise, which for UTF-8 is Python's str order). The tens of thousands
+        # of (error, domain) pairs stay on the server, grouped once.
+        rows = await self._select(
+            f"SELECT error, toString(sum(toDecimal128(en, 0))), min(ef), max(el), "
+            f"arraySlice(arraySort(groupArrayIf((-toInt64(en), domain), domain != '')), 1, {SAMPLE_DOMAINS}) "
+            f"FROM ({pairs}) GROUP BY error"
+        )
+        out: dict[str, ErrorTotals] = {}
+        for e, n, first, last, samples in rows:
+            out[e] = ErrorTotals(int(n), int(first), int(last), {d: -int(neg) for neg, d in samples})
         return out
 
     # ---- Webshare-compatible API (/api/v2) ---------------------------------------
