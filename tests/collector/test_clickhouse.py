@@ -442,3 +442,30 @@ async def test_migration_4_rebuilds_the_rollups_from_m_with_small_granules(click
     finally:
         await store.close()
         clickhouse_server.query(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_segment_grain_groups_never_straddle_a_bucket_edge() -> None:
+    import random
+    from bisect import bisect_right
+
+    from collector.plan import DAY, HOUR, MINUTE, Segment
+    from collector.storage.clickhouse.store import segment_grain
+
+    day = [i * 300 for i in range(289)]
+    assert segment_grain(Segment(MINUTE, 0, DAY), day) == 300  # 5-minute buckets
+    assert segment_grain(Segment(MINUTE, 0, DAY), [1800 + i * HOUR for i in range(-1, 25)]) == 1800  # +05:30
+    assert segment_grain(Segment(MINUTE, 0, DAY), [i * 60 for i in range(1441)]) == MINUTE
+    assert segment_grain(Segment(HOUR, 0, 7 * DAY), [i * DAY for i in range(8)]) == DAY
+    assert segment_grain(Segment(MINUTE, 120, 600), [0, 900]) == DAY  # no edge inside
+    rnd = random.Random(4)
+    for _ in range(300):
+        level = rnd.choice([MINUTE, HOUR])
+        step = rnd.choice([s for s in (60, 300, 900, 1800, HOUR, DAY) if s % level == 0])
+        shift = rnd.choice([0, 1800, 900, 3 * HOUR]) if step > 60 else 0
+        edges = [shift + i * step for i in range(-2, 3 * DAY // step + 3)]
+        start = rnd.randrange(0, DAY) // level * level
+        seg = Segment(level, start, start + rnd.randrange(1, 2 * DAY // level) * level)
+        g = segment_grain(seg, edges)
+        for ts in range(seg.start, seg.end, level):
+            label = max(ts // g * g, seg.start)  # the SQL label
+            assert bisect_right(edges, label) == bisect_right(edges, ts), (seg, step, shift, g, ts)
