@@ -786,35 +786,46 @@ class ClickHouseStore:
     async def domains(
         self, start: int, end: int, filt: Filter, *, order: str, limit: int, offset: int = 0
     ) -> DomainPage:
-        union = self._breakdown_union(
-            start, end, filt, schema.N,
-            "domain, sumMerge(count) AS c, sumMerge(bytes_sent) AS bs, sumMerge(bytes_received) AS br, "
-            "sumMerge(error_count) AS e", "domain != ''", "domain",
-        )  # fmt: skip
-        if union is None:
+        # Two steps: rank every domain by the order's measures alone (the states the
+        # other columns need cost as much again per row), then read the whole totals of
+        # the page's domains only (`domain IN`, a range of the primary key). The total
+        # counts the domain column alone, concurrently with the ranking.
+        family = self._breakdown_family(filt, schema.N)
+        sources = [self._source(seg, filt, family) for seg in breakdown_cover(start, end)]
+        if not sources:
             return DomainPage([], 0)
-        # The outer columns are named apart from the inner ones: ClickHouse aliases
-        # are global, so `sum(c) AS c` would refer to itself.
-        union = union.replace("minMerge(first_ts), maxMerge(last_ts)", "minMerge(first_ts) AS f, maxMerge(last_ts) AS l")
-        page_sql = (
-            f"SELECT domain, {_clamped('sum(c)')} AS cc, {_clamped('sum(bs)')} AS cbs, {_clamped('sum(br)')} AS cbr, "
-            f"{_clamped('sum(e)')} AS ce, min(f) AS cf, max(l) AS cl, "
-            f"least(sum(bs), {_CLAMP}) + least(sum(br), {_CLAMP}) AS bt "
-            f"FROM ({union}) GROUP BY domain ORDER BY {_ORDER_SQL[order]} "
+        with_bytes = "bytes_total" in DOMAIN_ORDERS[order]
+        inner = "domain, sumMerge(count) AS c" + (", sumMerge(bytes_sent) AS bs, sumMerge(bytes_received) AS br" if with_bytes else "")
+        # outer columns are named apart from the inner ones: ClickHouse aliases are
+        # global, so `sum(c) AS c` would refer to itself
+        outer = f"domain, {_clamped('sum(c)')} AS cc" + (f", least(sum(bs), {_CLAMP}) + least(sum(br), {_CLAMP}) AS bt" if with_bytes else "")
+        rank = " UNION ALL ".join(f"SELECT {inner} FROM {t} WHERE {w} AND domain != '' GROUP BY domain" for t, w, _ in sources)
+        rank_sql = (
+            f"SELECT {outer} FROM ({rank}) GROUP BY domain ORDER BY {_ORDER_SQL[order]} "
             f"LIMIT {literal(offset, 'UInt64', bare=True)}, {literal(limit, 'UInt64', bare=True)}"
         )
-        # the distinct domains of the rows the page groups: the domain column alone
-        names = " UNION ALL ".join(
-            f"SELECT domain FROM {table} WHERE {where} AND domain != ''"
-            for table, where, _ in (self._source(seg, filt, self._breakdown_family(filt, schema.N)) for seg in breakdown_cover(start, end))
+        names = " UNION ALL ".join(f"SELECT domain FROM {t} WHERE {w} AND domain != ''" for t, w, _ in sources)
+        ranked, total = await asyncio.gather(
+            self._select(rank_sql), self._select(f"SELECT uniqExact(domain) FROM ({names})")
         )
-        count_sql = f"SELECT uniqExact(domain) FROM ({names})"
-        rows, total = await asyncio.gather(self._select(page_sql), self._select(count_sql))
-        items = [
-            (d, Totals(count=c, bytes_sent=bs, bytes_received=br, error_count=e, first_ts=f, last_ts=l))
-            for d, c, bs, br, e, f, l, _bt in rows
-        ]
-        return DomainPage(items, int(total[0][0]))
+        page = [r[0] for r in ranked]
+        if not page:
+            return DomainPage([], int(total[0][0]))
+        among = f"domain IN {literals(page, 'String')}"
+        detail = " UNION ALL ".join(
+            "SELECT domain, sumMerge(count) AS c, sumMerge(bytes_sent) AS bs, sumMerge(bytes_received) AS br, "
+            f"sumMerge(error_count) AS e, minMerge(first_ts) AS f, maxMerge(last_ts) AS l FROM {t} WHERE {w} AND {among} "
+            "GROUP BY domain" for t, w, _ in sources
+        )  # fmt: skip
+        rows = await self._select(
+            f"SELECT domain, {_clamped('sum(c)')}, {_clamped('sum(bs)')}, {_clamped('sum(br)')}, {_clamped('sum(e)')}, "
+            f"min(f), max(l) FROM ({detail}) GROUP BY domain"
+        )
+        by_name = {
+            d: Totals(count=c, bytes_sent=bs, bytes_received=br, error_count=e, first_ts=f, last_ts=l)
+            for d, c, bs, br, e, f, l in rows
+        }
+        return DomainPage([(d, by_name[d]) for d in page], int(total[0][0]))
 
     async def errors(self, start: int, end: int, filt: Filter) -> dict[str, ErrorTotals]:
         union = self._breakdown_union(start, end, filt, schema.E, "error, domain, sumMerge(error_count) AS n", "error != ''", "error, domain")
