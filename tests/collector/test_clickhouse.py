@@ -387,9 +387,9 @@ async def test_v2_columns_store_what_v1_rows_store(clickhouse_server: ClickHouse
 
 async def test_migration_4_rebuilds_the_rollups_from_m_with_small_granules(clickhouse_server: ClickHouseServer) -> None:
     """Migration 4 recreates r_m, r_h and r_d (smaller index granules) and rebuilds every
-    day of them from m before it records its version: rollups emptied behind its back
-    come back from m, at every level, and a flush that never committed is then left
-    out by the recovery as before."""
+    day of them from m before it records its version: rollups of migration 1's shape,
+    emptied, come back from m at every level, and a flush that never committed is then
+    left out by the recovery as before."""
     from agent.wire.batch import Batch, Row
     from collector.model import Filter
     from collector.plan import DAY, HOUR, MINUTE, chart_plan
@@ -410,9 +410,12 @@ async def test_migration_4_rebuilds_the_rollups_from_m_with_small_granules(click
     fid_lost = clickhouse_server.query(f"SELECT fid FROM {db}.ledger WHERE key = 'lost'").strip()
     clickhouse_server.query(f"ALTER TABLE {db}.ledger DELETE WHERE fid = {fid_lost}")
     clickhouse_server.query(f"ALTER TABLE {db}.schema_version DELETE WHERE version = 4")
-    for table in schema.ROLLUP_TABLES.values():
+    # the rollups as migration 1 made them (granules of 1024), and empty
+    for step, table in schema.ROLLUP_TABLES.items():
         clickhouse_server.query(f"DROP TABLE {db}.{table}_mv")
-        clickhouse_server.query(f"TRUNCATE TABLE {db}.{table}")
+        clickhouse_server.query(f"DROP TABLE {db}.{table}")
+        clickhouse_server.query(schema._rollup_table(db, table, 1024))  # noqa: SLF001
+        clickhouse_server.query(schema._rollup_view(db, step, table))  # noqa: SLF001
     for _ in range(100):
         left = clickhouse_server.query(
             f"SELECT (SELECT count() FROM {db}.ledger WHERE fid = {fid_lost}) + "
@@ -469,3 +472,16 @@ def test_segment_grain_groups_never_straddle_a_bucket_edge() -> None:
         for ts in range(seg.start, seg.end, level):
             label = max(ts // g * g, seg.start)  # the SQL label
             assert bisect_right(edges, label) == bisect_right(edges, ts), (seg, step, shift, g, ts)
+
+
+def test_migration_4_recreates_only_the_collectors_own_rollups() -> None:
+    q = "CREATE TABLE x.r_d (...) ENGINE = AggregatingMergeTree PARTITION BY intDiv(ts, 86400) ORDER BY (fam) SETTINGS index_granularity = {}"
+    assert schema.stale_rollup("AggregatingMergeTree", q.format(1024), "r_d")
+    assert not schema.stale_rollup("AggregatingMergeTree", q.format(64), "r_d")
+    assert schema.stale_rollup("AggregatingMergeTree", q.format(64), "r_m")  # r_m wants 256
+    assert not schema.stale_rollup("ReplicatedAggregatingMergeTree", q.format(1024), "r_d")  # an operator's table
+    phases = schema.recreate_rollups("db", ["r_h"])
+    assert [len(p) for p in phases] == [1, 1, 1, 1]
+    assert phases[0] == ["DROP TABLE IF EXISTS `db`.r_h_mv"] and phases[1] == ["DROP TABLE IF EXISTS `db`.r_h"]
+    assert "index_granularity = 64" in phases[2][0] and phases[3][0].startswith("CREATE MATERIALIZED VIEW IF NOT EXISTS `db`.r_h_mv TO `db`.r_h")
+    assert schema.recreate_rollups("db", []) == [[], [], [], []]

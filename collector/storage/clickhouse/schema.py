@@ -49,7 +49,7 @@ Pure: statement texts only.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from collector.storage.clickhouse.sqltext import ident
 
@@ -236,18 +236,32 @@ def _v3(db: str) -> list[list[str]]:
 GRANULARITY = {"r_m": 256, "r_h": 64, "r_d": 64}
 
 
-def _v4(db: str) -> list[list[str]]:
-    # The rollups again with smaller granules (index_granularity cannot be altered):
-    # views first (no insert may reach a dropped table), then the tables, which are
-    # derived data: the store rebuilds every day of them from m before it records the
-    # version (REBUILD_AFTER), so a rerun after a crash simply starts over.
+def recreate_rollups(db: str, names: Iterable[str]) -> list[list[str]]:
+    """Migration 4's phases for the rollup tables `names`: recreated with GRANULARITY
+    (index_granularity cannot be altered). Views first (no insert may reach a dropped
+    table), then the tables, which are derived data: the store rebuilds every day of
+    them from m before it records the version (REBUILD_AFTER), so a rerun after a crash
+    simply starts over. The store passes only the tables it made itself at another
+    granularity: one an operator created (a Replicated engine, say) is left alone."""
     q = ident(db)
+    names = [n for n in ROLLUP_TABLES.values() if n in set(names)]
+    steps = {name: step for step, name in ROLLUP_TABLES.items()}
     return [
-        [f"DROP TABLE IF EXISTS {q}.{name}_mv" for name in ROLLUP_TABLES.values()],
-        [f"DROP TABLE IF EXISTS {q}.{name}" for name in ROLLUP_TABLES.values()],
-        [_rollup_table(db, name, GRANULARITY[name]) for name in ROLLUP_TABLES.values()],
-        [_rollup_view(db, step, name) for step, name in ROLLUP_TABLES.items()],
+        [f"DROP TABLE IF EXISTS {q}.{name}_mv" for name in names],
+        [f"DROP TABLE IF EXISTS {q}.{name}" for name in names],
+        [_rollup_table(db, name, GRANULARITY[name]) for name in names],
+        [_rollup_view(db, steps[name], name) for name in names],
     ]
+
+
+def _v4(db: str) -> list[list[str]]:
+    return recreate_rollups(db, ROLLUP_TABLES.values())
+
+
+def stale_rollup(engine: str, create_query: str, name: str) -> bool:
+    """Whether migration 4 recreates rollup table `name`, from its system.tables row:
+    only the collector's own engine at a granularity other than GRANULARITY's."""
+    return engine == "AggregatingMergeTree" and f"index_granularity = {GRANULARITY[name]}" not in create_query
 
 
 # A migration is a list of phases run in order (the database, its tables, the views
@@ -256,6 +270,9 @@ MIGRATIONS: tuple[Callable[[str], list[list[str]]], ...] = (_v1, _v2, _v3, _v4)
 # Migrations after whose statements the store rebuilds every day of the rollups from m
 # (skipping voided flushes), before it records the version.
 REBUILD_AFTER = frozenset({4})
+# The migration whose phases the store builds with recreate_rollups from the tables it
+# finds (stale_rollup), instead of MIGRATIONS' default (every rollup table).
+RECREATE_ROLLUPS = 4
 # Every table, for snapshots and size: the ones holding rows (views hold none).
 TABLES = ("m", *ROLLUP_TABLES.values(), "p", "pending", "ledger", "void", "void_done", "schema_version",
           "activity", "download_tokens", "s")

@@ -375,7 +375,10 @@ class ClickHouseStore:
         if version > len(schema.MIGRATIONS):
             raise StoreError(f"database schema version {version} is newer than this collector ({len(schema.MIGRATIONS)})")
         for number in range(version, len(schema.MIGRATIONS)):
-            for phase in schema.MIGRATIONS[number](self.database):
+            phases = schema.MIGRATIONS[number](self.database)
+            if number + 1 == schema.RECREATE_ROLLUPS:
+                phases = schema.recreate_rollups(self.database, await self._stale_rollups())
+            for phase in phases:
                 for statement in phase:  # one by one: 18.16 serialises DDL and sending it at once is slower
                     if await self._column_exists(statement):
                         continue  # a rerun of a migration cut short after this ALTER
@@ -386,6 +389,15 @@ class ClickHouseStore:
                 f"INSERT INTO {self._t('schema_version')} (version, at) VALUES ({literal(number + 1, 'UInt32')}, 0)"
             )
             log.info("schema migrated", extra=kv(version=number + 1))
+
+    async def _stale_rollups(self) -> list[str]:
+        rows = await self._select(
+            "SELECT name, engine, create_table_query FROM system.tables WHERE database = "
+            f"{literal(self.database, 'String')} AND name IN {literals(schema.ROLLUP_TABLES.values(), 'String')}"
+        )
+        found = {name: (engine, query) for name, engine, query in rows}
+        return [name for name in schema.ROLLUP_TABLES.values()
+                if name not in found or schema.stale_rollup(*found[name], name)]  # fmt: skip
 
     async def _column_exists(self, statement: str) -> bool:
         added = schema.added_column(statement)
