@@ -485,3 +485,35 @@ def test_migration_4_recreates_only_the_collectors_own_rollups() -> None:
     assert phases[0] == ["DROP TABLE IF EXISTS `db`.r_h_mv"] and phases[1] == ["DROP TABLE IF EXISTS `db`.r_h"]
     assert "index_granularity = 64" in phases[2][0] and phases[3][0].startswith("CREATE MATERIALIZED VIEW IF NOT EXISTS `db`.r_h_mv TO `db`.r_h")
     assert schema.recreate_rollups("db", []) == [[], [], [], []]
+
+
+async def test_domain_totals_from_the_answer_equal_a_count(clickhouse_server: ClickHouseServer) -> None:
+    """/domains takes its total from rows_before_limit_at_least of the ranked query; a
+    server without it gets the counting query. Both must give the distinct domains,
+    for every page, past the last one too, over several segments."""
+    from agent.wire.batch import Batch, Row
+    from collector.model import Filter
+    from collector.storage.clickhouse import ClickHouseStore
+
+    db = "totals_" + secrets.token_hex(4)
+    t0 = 1773532800
+    rows = [Row(ts=t0 + 60 * (i % 50) + 86400 * (i % 3), user_id=i % 4, order_id=i % 2, domain=f"d{i % 37}.com",
+                count=1 + i % 5) for i in range(400)]  # fmt: skip
+    store = ClickHouseStore(clickhouse_server.url, db, insert_interval=0.0)
+    await store.open()
+    try:
+        assert await store.ingest(Batch(rows=rows), None, t0)
+        for filt, start, end in ((Filter(), t0, t0 + 3 * 86400), (Filter(order_id=1), t0 + 1800, t0 + 2 * 86400 + 600),
+                                 (Filter(user_id=2), t0, t0 + 86400)):  # fmt: skip
+            want = len({r.domain for r in rows if start <= r.ts < end and (filt.order_id in (None, r.order_id))
+                        and (filt.user_id in (None, r.user_id))})  # fmt: skip
+            assert want > 5
+            for offset in (0, 5, want, want + 10):
+                page = await store.domains(start, end, filt, order="count", limit=5, offset=offset)
+                assert page.total == want, (filt, offset)
+            union = store._breakdown_union(start, end, filt, schema.N, "domain", "domain != ''", "domain")  # noqa: SLF001
+            assert union is not None
+            assert await store._domain_total(union) == want  # noqa: SLF001
+    finally:
+        await store.close()
+        clickhouse_server.query(f"DROP DATABASE IF EXISTS {db}")

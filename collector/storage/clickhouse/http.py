@@ -55,14 +55,21 @@ class ClickHouseHTTP:
         await self._post({}, sql.encode())
 
     async def select(self, sql: str) -> list[list[Any]]:
+        return (await self.select_counted(sql))[0]
+
+    async def select_counted(self, sql: str) -> tuple[list[list[Any]], int | None]:
+        """The rows, and the answer's `rows_before_limit_at_least` (None when it has none:
+        a query without LIMIT)."""
         data = await self._post(
             {"output_format_json_quote_64bit_integers": "0"}, (sql + " FORMAT JSONCompact").encode()
         )
         try:
-            rows: list[list[Any]] = json.loads(data)["data"]
-        except (ValueError, KeyError) as exc:
+            answer = json.loads(data)
+            rows: list[list[Any]] = answer["data"]
+        except (ValueError, KeyError, TypeError) as exc:
             raise ClickHouseError(f"unreadable answer: {data[:200]!r}") from exc
-        return rows
+        before = answer.get("rows_before_limit_at_least")
+        return rows, before if isinstance(before, int) else None
 
     async def insert(self, table_and_columns: str, data: bytes, fmt: str = "RowBinary") -> None:
         """INSERT INTO `table_and_columns` FORMAT `fmt` (RowBinary or Native), with the

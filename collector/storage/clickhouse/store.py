@@ -320,8 +320,11 @@ class ClickHouseStore:
         return self._http
 
     async def _select(self, sql: str) -> list[list[Any]]:
+        return (await self._select_counted(sql))[0]
+
+    async def _select_counted(self, sql: str) -> tuple[list[list[Any]], int | None]:
         try:
-            return await self._client().select(sql)
+            return await self._client().select_counted(sql)
         except ClickHouseError as exc:
             log.error("clickhouse failed", extra=kv(error=str(exc)))
             raise StoreError(f"storage error: {exc}") from exc
@@ -802,46 +805,37 @@ class ClickHouseStore:
     async def domains(
         self, start: int, end: int, filt: Filter, *, order: str, limit: int, offset: int = 0
     ) -> DomainPage:
-        # Two steps: rank every domain by the order's measures alone (the states the
-        # other columns need cost as much again per row), then read the whole totals of
-        # the page's domains only (`domain IN`, a range of the primary key). The total
-        # counts the domain column alone, concurrently with the ranking.
-        family = self._breakdown_family(filt, schema.N)
-        sources = [self._source(seg, filt, family) for seg in breakdown_cover(start, end)]
-        if not sources:
+        union = self._breakdown_union(
+            start, end, filt, schema.N,
+            "domain, sumMerge(count) AS c, sumMerge(bytes_sent) AS bs, sumMerge(bytes_received) AS br, "
+            "sumMerge(error_count) AS e", "domain != ''", "domain",
+        )  # fmt: skip
+        if union is None:
             return DomainPage([], 0)
-        with_bytes = "bytes_total" in DOMAIN_ORDERS[order]
-        inner = "domain, sumMerge(count) AS c" + (", sumMerge(bytes_sent) AS bs, sumMerge(bytes_received) AS br" if with_bytes else "")
-        # outer columns are named apart from the inner ones: ClickHouse aliases are
-        # global, so `sum(c) AS c` would refer to itself
-        outer = f"domain, {_clamped('sum(c)')} AS cc" + (f", least(sum(bs), {_CLAMP}) + least(sum(br), {_CLAMP}) AS bt" if with_bytes else "")
-        rank = " UNION ALL ".join(f"SELECT {inner} FROM {t} WHERE {w} AND domain != '' GROUP BY domain" for t, w, _ in sources)
-        rank_sql = (
-            f"SELECT {outer} FROM ({rank}) GROUP BY domain ORDER BY {_ORDER_SQL[order]} "
+        # The outer columns are named apart from the inner ones: ClickHouse aliases
+        # are global, so `sum(c) AS c` would refer to itself.
+        union = union.replace("minMerge(first_ts), maxMerge(last_ts)", "minMerge(first_ts) AS f, maxMerge(last_ts) AS l")
+        rows, total = await self._select_counted(
+            f"SELECT domain, {_clamped('sum(c)')} AS cc, {_clamped('sum(bs)')} AS cbs, {_clamped('sum(br)')} AS cbr, "
+            f"{_clamped('sum(e)')} AS ce, min(f) AS cf, max(l) AS cl, "
+            f"least(sum(bs), {_CLAMP}) + least(sum(br), {_CLAMP}) AS bt "
+            f"FROM ({union}) GROUP BY domain ORDER BY {_ORDER_SQL[order]} "
             f"LIMIT {literal(offset, 'UInt64', bare=True)}, {literal(limit, 'UInt64', bare=True)}"
         )
-        names = " UNION ALL ".join(f"SELECT domain FROM {t} WHERE {w} AND domain != ''" for t, w, _ in sources)
-        ranked, total = await asyncio.gather(
-            self._select(rank_sql), self._select(f"SELECT uniqExact(domain) FROM ({names})")
-        )
-        page = [r[0] for r in ranked]
-        if not page:
-            return DomainPage([], int(total[0][0]))
-        among = f"domain IN {literals(page, 'String')}"
-        detail = " UNION ALL ".join(
-            "SELECT domain, sumMerge(count) AS c, sumMerge(bytes_sent) AS bs, sumMerge(bytes_received) AS br, "
-            f"sumMerge(error_count) AS e, minMerge(first_ts) AS f, maxMerge(last_ts) AS l FROM {t} WHERE {w} AND {among} "
-            "GROUP BY domain" for t, w, _ in sources
-        )  # fmt: skip
-        rows = await self._select(
-            f"SELECT domain, {_clamped('sum(c)')}, {_clamped('sum(bs)')}, {_clamped('sum(br)')}, {_clamped('sum(e)')}, "
-            f"min(f), max(l) FROM ({detail}) GROUP BY domain"
-        )
-        by_name = {
-            d: Totals(count=c, bytes_sent=bs, bytes_received=br, error_count=e, first_ts=f, last_ts=l)
-            for d, c, bs, br, e, f, l in rows
-        }
-        return DomainPage([(d, by_name[d]) for d in page], int(total[0][0]))
+        # The total is the number of groups the ORDER BY saw before the LIMIT: every
+        # one, since sorting needs them all (a second query counting them cost as much
+        # as the page on two cores). A server that does not say counts them.
+        if total is None:
+            total = await self._domain_total(union)
+        items = [
+            (d, Totals(count=c, bytes_sent=bs, bytes_received=br, error_count=e, first_ts=f, last_ts=l))
+            for d, c, bs, br, e, f, l, _bt in rows
+        ]
+        return DomainPage(items, total)
+
+    async def _domain_total(self, union: str) -> int:
+        """The distinct domains of a breakdown union, counted by a query of their own."""
+        return int((await self._select(f"SELECT uniqExact(domain) FROM ({union})"))[0][0])
 
     async def errors(self, start: int, end: int, filt: Filter) -> dict[str, ErrorTotals]:
         union = self._breakdown_union(start, end, filt, schema.E, "error, domain, sumMerge(error_count) AS n", "error != ''", "error, domain")
