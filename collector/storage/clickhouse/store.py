@@ -42,9 +42,9 @@ Strategy
   primary key narrows to the filter), grouped server-side by the coarsest grain that
   keeps every group inside one bucket (segment_grain), so one row per grain comes
   back; Python adds them into buckets exactly as the SQLite backend does. The ranked
-  breakdowns keep their many groups on the server: /domains ranks by the order's
-  measures alone and reads the full totals of the page's domains only; /errors returns
-  per error its total and its SAMPLE_DOMAINS largest domains. Sums are Decimal128 states clamped at 2**63-1 on read (SQLite
+  breakdowns keep their many groups on the server: /domains is one ranked query whose
+  total is the answer's rows_before_limit_at_least; /errors returns per error its
+  total and its SAMPLE_DOMAINS largest domains. Sums are Decimal128 states clamped at 2**63-1 on read (SQLite
   saturates at the same value); a batch whose own rows pass 2**63-1 within one UTC day
   is refused as SQLite refuses it. The /api/v2 hourly stats read `s` instead (it keeps
   protocol and ip_out, which the rollups drop), grouped by the coarsest grain dividing
