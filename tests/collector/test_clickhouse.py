@@ -87,6 +87,35 @@ def test_hostile_strings_round_trip_through_the_server(clickhouse_server: ClickH
 DAY = {"from": "2026-03-15", "to": "2026-03-16"}
 
 
+async def mutations_done(server: ClickHouseServer, rows_left: str) -> None:
+    """Wait (bounded: 10 s) until the query `rows_left` answers 0: 18.16 runs ALTER ...
+    DELETE as a background mutation."""
+    for _ in range(100):
+        if server.query(rows_left).strip() == "0":
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"rows still there after 10 s: {rows_left}")
+
+
+async def second_flush_uncommitted(server: ClickHouseServer, db: str, first: Any, second: Any, now: int) -> str:
+    """A store in `db` holding batch `first` (Idempotency-Key "a") committed and batch
+    `second` (key "b") as a flush that crashed before its commit: its ledger rows
+    deleted. Returns that flush's fid; the store is closed."""
+    from collector.storage.clickhouse import ClickHouseStore
+
+    store = ClickHouseStore(server.url, db, insert_interval=0.0)
+    await store.open()
+    try:
+        assert await store.ingest(first, "a", now)
+        assert await store.ingest(second, "b", now)
+    finally:
+        await store.close()
+    fid = server.query(f"SELECT fid FROM {db}.ledger WHERE key = 'b'").strip()
+    server.query(f"ALTER TABLE {db}.ledger DELETE WHERE fid = {fid}")
+    await mutations_done(server, f"SELECT count() FROM {db}.ledger WHERE fid = {fid}")
+    return fid
+
+
 async def test_hostile_domains_and_errors_are_stored_and_filtered_exactly(api: Api) -> None:
     rows = [
         {"ts": "2026-03-15 10:00:00", "domain": s, "error": s, "count": i + 1, "error_count": 1}
@@ -163,20 +192,7 @@ async def test_a_flush_that_never_committed_leaves_no_activity_visible(clickhous
         assert len(streamed) == page.count
         return page.count, sorted(streamed)
 
-    store = ClickHouseStore(clickhouse_server.url, db, insert_interval=0.0)
-    await store.open()
-    try:
-        assert await store.ingest(Batch(activity=committed), "a", now)
-        assert await store.ingest(Batch(activity=lost), "b", now)
-    finally:
-        await store.close()
-    # Turn flush "b" into one that crashed before its commit: its ledger rows gone.
-    fid_b = clickhouse_server.query(f"SELECT fid FROM {db}.ledger WHERE key = 'b'").strip()
-    clickhouse_server.query(f"ALTER TABLE {db}.ledger DELETE WHERE fid = {fid_b}")
-    for _ in range(100):
-        if clickhouse_server.query(f"SELECT count() FROM {db}.ledger WHERE fid = {fid_b}").strip() == "0":
-            break
-        await asyncio.sleep(0.1)
+    fid_b = await second_flush_uncommitted(clickhouse_server, db, Batch(activity=committed), Batch(activity=lost), now)
     store = ClickHouseStore(clickhouse_server.url, db, insert_interval=0.0)
     await store.open()
     try:
@@ -227,14 +243,8 @@ async def test_hourly_stats_skip_a_voided_flush_and_migration_3_reruns(clickhous
     # and forget migration 3 (and the later ones) was applied: the next open runs them
     # again over the tables
     clickhouse_server.query(f"ALTER TABLE {db}.schema_version DELETE WHERE version >= 3")
-    for _ in range(100):
-        left = clickhouse_server.query(
-            f"SELECT (SELECT count() FROM {db}.ledger WHERE fid = {fid_b}) + "
-            f"(SELECT count() FROM {db}.schema_version WHERE version >= 3)"
-        ).strip()
-        if left == "0":
-            break
-        await asyncio.sleep(0.1)
+    await mutations_done(clickhouse_server, f"SELECT (SELECT count() FROM {db}.ledger WHERE fid = {fid_b}) + "
+                         f"(SELECT count() FROM {db}.schema_version WHERE version >= 3)")  # fmt: skip
     store = ClickHouseStore(clickhouse_server.url, db, insert_interval=0.0)
     await store.open()
     try:
@@ -400,15 +410,7 @@ async def test_migration_4_rebuilds_the_rollups_from_m_with_small_granules(click
     kept = [Row(ts=t0 + 60, user_id=1, domain="a.com", count=3, bytes_sent=5, latency={10: 3}),
             Row(ts=t0 + DAY + 3600, user_id=2, order_id=9, domain="b.com", count=4, error="timeout", error_count=2)]
     lost = [Row(ts=t0 + DAY + 120, user_id=1, domain="a.com", count=100)]
-    store = ClickHouseStore(clickhouse_server.url, db, insert_interval=0.0)
-    await store.open()
-    try:
-        assert await store.ingest(Batch(rows=kept), "kept", t0)
-        assert await store.ingest(Batch(rows=lost), "lost", t0)
-    finally:
-        await store.close()
-    fid_lost = clickhouse_server.query(f"SELECT fid FROM {db}.ledger WHERE key = 'lost'").strip()
-    clickhouse_server.query(f"ALTER TABLE {db}.ledger DELETE WHERE fid = {fid_lost}")
+    await second_flush_uncommitted(clickhouse_server, db, Batch(rows=kept), Batch(rows=lost), t0)
     clickhouse_server.query(f"ALTER TABLE {db}.schema_version DELETE WHERE version = 4")
     # the rollups as migration 1 made them (granules of 1024), and empty
     for step, table in schema.ROLLUP_TABLES.items():
@@ -416,14 +418,7 @@ async def test_migration_4_rebuilds_the_rollups_from_m_with_small_granules(click
         clickhouse_server.query(f"DROP TABLE {db}.{table}")
         clickhouse_server.query(schema._rollup_table(db, table, 1024))  # noqa: SLF001
         clickhouse_server.query(schema._rollup_view(db, step, table))  # noqa: SLF001
-    for _ in range(100):
-        left = clickhouse_server.query(
-            f"SELECT (SELECT count() FROM {db}.ledger WHERE fid = {fid_lost}) + "
-            f"(SELECT count() FROM {db}.schema_version WHERE version = 4)"
-        ).strip()
-        if left == "0":
-            break
-        await asyncio.sleep(0.1)
+    await mutations_done(clickhouse_server, f"SELECT count() FROM {db}.schema_version WHERE version = 4")
     store = ClickHouseStore(clickhouse_server.url, db, insert_interval=0.0)
     await store.open()
     try:
@@ -439,7 +434,7 @@ async def test_migration_4_rebuilds_the_rollups_from_m_with_small_granules(click
         assert [t.count for t in by_domain.values()] == [3]  # the lost flush's 100 stay out
         errors = await store.errors(t0, t0 + 2 * DAY, Filter())
         assert {e: (t.total_errors, t.by_domain) for e, t in errors.items()} == {"timeout": (2, {"b.com": 2})}
-        assert await store.ingest(Batch(rows=lost), "lost", t0)  # the views feed the new tables
+        assert await store.ingest(Batch(rows=lost), "b", t0)  # the views feed the new tables
         totals = await store.chart(chart_plan(t0, t0 + 2 * DAY, DAY, UTC), Filter(domain="a.com"))
         assert [t.count for _, t in sorted(totals.items())] == [3, 100]
     finally:

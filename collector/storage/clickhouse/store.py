@@ -107,21 +107,8 @@ _ORDER_SQL = {
 }
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def _string(s: str) -> bytes:
-    raw = s.encode()
-    return _varint(len(raw)) + raw
+    return native.string(s.encode())
 
 
 _U16 = struct.Struct("<H")
@@ -531,7 +518,7 @@ class ClickHouseStore:
         has_data = any(it.batch.rows or it.batch.profiles or it.batch.activity for it in todo)
         if has_data:
             days = sorted({r.ts // DAY for it in todo for r in it.batch.rows} | {p.ts // DAY for it in todo for p in it.batch.profiles})
-            pend = _U64.pack(fid) + struct.pack("<I", at) + _varint(len(days)) + b"".join(struct.pack("<I", d) for d in days)
+            pend = _U64.pack(fid) + struct.pack("<I", at) + native.varint(len(days)) + b"".join(struct.pack("<I", d) for d in days)
             await self._insert("pending", ("fid", "at", "days"), pend)
             rows = self._encode_rows(todo, fid)
             if rows:
@@ -578,7 +565,7 @@ class ClickHouseStore:
                     else:
                         for i, v in enumerate(p.active):
                             acc[i] += v
-        n = _varint(SECONDS_PER_MINUTE)
+        n = native.varint(SECONDS_PER_MINUTE)
         tail = _U64.pack(fid)
         return b"".join(_P_HEAD.pack(*k) + n + _SECS.pack(*v) + tail for k, v in deltas.items())
 
@@ -592,7 +579,7 @@ class ClickHouseStore:
         )
         if orphans:
             data = b"".join(
-                _U64.pack(int(f)) + struct.pack("<I", int(at)) + _varint(len(days)) + b"".join(struct.pack("<I", int(d)) for d in days)
+                _U64.pack(int(f)) + struct.pack("<I", int(at)) + native.varint(len(days)) + b"".join(struct.pack("<I", int(d)) for d in days)
                 for f, at, days in orphans
             )
             await self._insert("void", ("fid", "at", "days"), data)
