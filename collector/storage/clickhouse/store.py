@@ -44,8 +44,8 @@ Strategy
   back; Python adds them into buckets exactly as the SQLite backend does. The ranked
   breakdowns keep their many groups on the server: /domains is one ranked query whose
   total is the answer's rows_before_limit_at_least; /errors returns per error its
-  total and its SAMPLE_DOMAINS largest domains. Sums are Decimal128 states clamped at 2**63-1 on read (SQLite
-  saturates at the same value); a batch whose own rows pass 2**63-1 within one UTC day
+  total and its SAMPLE_DOMAINS largest domains. Sums are Decimal128 states clamped
+  at 2**63-1 on read (SQLite saturates at the same value); a batch whose own rows pass 2**63-1 within one UTC day
   is refused as SQLite refuses it. The /api/v2 hourly stats read `s` instead (it keeps
   protocol and ip_out, which the rollups drop), grouped by the coarsest grain dividing
   the plan's edges and skipping void fids, as reads of p do.
