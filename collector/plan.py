@@ -19,7 +19,8 @@ Pure: no clocks, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
 
@@ -189,6 +190,23 @@ def _merged(parts: Iterable[tuple[Segment, ...]]) -> tuple[Segment, ...]:
 def breakdown_cover(start: int, end: int) -> tuple[Segment, ...]:
     a, b = row_span(start, end)
     return cover(a, b, DAY)
+
+
+# steps a chart's rows can be grouped by before bucketing (zones offset by 30 or 15
+# minutes, 5-minute intervals)
+_GRAINS = (DAY, HOUR, 1800, 900, 300, MINUTE)
+
+
+def segment_grain(seg: Segment, edges: Sequence[int]) -> int:
+    """The coarsest step (a multiple of the segment's level) dividing every bucket edge
+    strictly inside the segment: rows grouped by it never straddle an edge, so one
+    group per grain comes back instead of one per rollup row (5-minute buckets over a
+    day of minute rows: 288 groups, not 1,440 histograms)."""
+    inner = edges[bisect_right(edges, seg.start) : bisect_left(edges, seg.end)]
+    for g in _GRAINS:
+        if g % seg.level == 0 and all(e % g == 0 for e in inner):
+            return g
+    return seg.level
 
 
 UTC = timezone.utc

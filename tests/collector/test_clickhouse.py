@@ -447,7 +447,7 @@ def test_segment_grain_groups_never_straddle_a_bucket_edge() -> None:
     from bisect import bisect_right
 
     from collector.plan import DAY, HOUR, MINUTE, Segment
-    from collector.storage.clickhouse.store import segment_grain
+    from collector.plan import segment_grain
 
     day = [i * 300 for i in range(289)]
     assert segment_grain(Segment(MINUTE, 0, DAY), day) == 300  # 5-minute buckets
@@ -474,6 +474,7 @@ def test_migration_4_recreates_only_the_collectors_own_rollups() -> None:
     assert schema.stale_rollup("AggregatingMergeTree", q.format(1024), "r_d")
     assert not schema.stale_rollup("AggregatingMergeTree", q.format(64), "r_d")
     assert schema.stale_rollup("AggregatingMergeTree", q.format(64), "r_m")  # r_m wants 256
+    assert schema.stale_rollup("AggregatingMergeTree", q.format(640), "r_d")  # the number, not a prefix of it
     assert not schema.stale_rollup("ReplicatedAggregatingMergeTree", q.format(1024), "r_d")  # an operator's table
     phases = schema.recreate_rollups("db", ["r_h"])
     assert [len(p) for p in phases] == [1, 1, 1, 1]

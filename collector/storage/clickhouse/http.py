@@ -3,9 +3,8 @@
 A statement travels as the POST body, or, for an INSERT with data, as the `query` URL
 parameter with the data (RowBinary, or Native for columns) as the body. Answers of
 SELECTs are asked for as JSONCompact with 64-bit integers unquoted, so Python's json
-reads them exactly. A
-non-200 answer or a transport failure is a ClickHouseError; the store turns it into
-StoreError.
+reads them exactly. A non-200 answer or a transport failure is a ClickHouseError; the
+store turns it into StoreError.
 """
 
 from __future__ import annotations

@@ -116,10 +116,12 @@ def _states() -> str:
 _LAT = "lat AggregateFunction(sumMap, Array(UInt16), Array(UInt64))"
 
 
+_KEYS_DDL = "ts UInt32, user_id UInt64, order_id UInt64, domain String, error String"
+
+
 def _rollup_table(db: str, name: str, granularity: int) -> str:
-    keys = "ts UInt32, user_id UInt64, order_id UInt64, domain String, error String"
     return (
-        f"CREATE TABLE IF NOT EXISTS {ident(db)}.{name} (fam UInt8, {keys}, {_states()}"
+        f"CREATE TABLE IF NOT EXISTS {ident(db)}.{name} (fam UInt8, {_KEYS_DDL}, {_states()}"
         f"first_ts AggregateFunction(min, UInt32), last_ts AggregateFunction(max, UInt32), {_LAT}) "
         f"ENGINE = AggregatingMergeTree PARTITION BY intDiv(ts, 86400) ORDER BY (fam, order_id, domain, ts, user_id, error) "
         f"SETTINGS index_granularity = {granularity}"
@@ -137,7 +139,7 @@ def _rollup_view(db: str, step: int, name: str) -> str:
 def _v1(db: str) -> list[list[str]]:
     q = ident(db)
     day = "PARTITION BY intDiv(ts, 86400)"
-    keys = "ts UInt32, user_id UInt64, order_id UInt64, domain String, error String"
+    keys = _KEYS_DDL
     tables = [
         f"CREATE TABLE IF NOT EXISTS {q}.schema_version (version UInt32, at UInt32) ENGINE = MergeTree ORDER BY version",
         f"CREATE TABLE IF NOT EXISTS {q}.m_in (minute UInt32, in_user_id UInt64, in_order_id UInt64, in_domain String, "
@@ -240,7 +242,7 @@ def recreate_rollups(db: str, names: Iterable[str]) -> list[list[str]]:
     """Migration 4's phases for the rollup tables `names`: recreated with GRANULARITY
     (index_granularity cannot be altered). Views first (no insert may reach a dropped
     table), then the tables, which are derived data: the store rebuilds every day of
-    them from m before it records the version (REBUILD_AFTER), so a rerun after a crash
+    them from m before it records the version (RECREATE_ROLLUPS), so a rerun after a crash
     simply starts over. The store passes only the tables it made itself at another
     granularity: one an operator created (a Replicated engine, say) is left alone."""
     q = ident(db)
@@ -261,17 +263,17 @@ def _v4(db: str) -> list[list[str]]:
 def stale_rollup(engine: str, create_query: str, name: str) -> bool:
     """Whether migration 4 recreates rollup table `name`, from its system.tables row:
     only the collector's own engine at a granularity other than GRANULARITY's."""
-    return engine == "AggregatingMergeTree" and f"index_granularity = {GRANULARITY[name]}" not in create_query
+    found = re.search(r"index_granularity = (\d+)", create_query)
+    return engine == "AggregatingMergeTree" and (found is None or int(found[1]) != GRANULARITY[name])
 
 
 # A migration is a list of phases run in order (the database, its tables, the views
 # over them).
 MIGRATIONS: tuple[Callable[[str], list[list[str]]], ...] = (_v1, _v2, _v3, _v4)
-# Migrations after whose statements the store rebuilds every day of the rollups from m
-# (skipping voided flushes), before it records the version.
-REBUILD_AFTER = frozenset({4})
 # The migration whose phases the store builds with recreate_rollups from the tables it
-# finds (stale_rollup), instead of MIGRATIONS' default (every rollup table).
+# finds (stale_rollup), instead of MIGRATIONS' default (every rollup table), and after
+# whose statements it rebuilds every day of the rollups from m (skipping voided
+# flushes), before it records the version.
 RECREATE_ROLLUPS = 4
 # Every table, for snapshots and size: the ones holding rows (views hold none).
 TABLES = ("m", *ROLLUP_TABLES.values(), "p", "pending", "ledger", "void", "void_done", "schema_version",

@@ -60,7 +60,7 @@ import hashlib
 import logging
 import secrets
 import struct
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -83,7 +83,7 @@ from collector.model import (
     StatsTotals,
     Totals,
 )
-from collector.plan import DAY, HOUR, MINUTE, ChartPlan, Segment, breakdown_cover, floor_to, row_span
+from collector.plan import DAY, HOUR, MINUTE, ChartPlan, Segment, breakdown_cover, floor_to, row_span, segment_grain
 from collector.storage.base import StoreError, keyset_stream
 from collector.fastdecode import ColumnRows
 from collector.storage.clickhouse import native, schema
@@ -188,18 +188,18 @@ def _rows_block(rows: Sequence[Row], fid: int) -> bytes:
     from a version 2 body's columns while nobody made Row objects of them, else from
     the Row objects."""
     b = native.Block(len(rows))
+    strings: Callable[[native.Block, str, Sequence[Any]], None]
     if isinstance(rows, ColumnRows) and rows.untouched:
         cols, enc = rows.columns, native.encode(rows.table)
+        strings = lambda block, name, indices: block.strings(name, indices, enc)  # noqa: E731
         ts, user, order = rows.ts, cols["user_id"], cols["order_id"]
         domain, error, protocol, ip_out = (cols[c] for c in ("domain", "error", "protocol", "ip_out"))
         counters = [cols[c] for c in (*schema.SUMS, *schema.MAXES)]
         ns, buckets, counts = cols["latency"], cols["latency_bucket"], cols["latency_count"]
     else:
+        strings = native.Block.texts
         ts, user, order = (list(map(f, rows)) for f in _ROW_INTS)
-        texts = [list(map(f, rows)) for f in _ROW_STRS]
-        table = list(dict.fromkeys(t for col in texts for t in col))
-        enc, index = native.encode(table), {t: i for i, t in enumerate(table)}
-        domain, error, protocol, ip_out = (list(map(index.__getitem__, col)) for col in texts)
+        domain, error, protocol, ip_out = (list(map(f, rows)) for f in _ROW_STRS)
         counters = [list(map(f, rows)) for f in _ROW_COUNTERS]
         hists = list(map(_LATENCY, rows))
         ns = list(map(len, hists))
@@ -208,31 +208,16 @@ def _rows_block(rows: Sequence[Row], fid: int) -> bytes:
     b.uints("minute", "UInt32", ts)
     b.uints("in_user_id", "UInt64", user)
     b.uints("in_order_id", "UInt64", order)
-    b.strings("in_domain", domain, enc)
-    b.strings("in_error", error, enc)
+    strings(b, "in_domain", domain)
+    strings(b, "in_error", error)
     for name, col in zip((*schema.SUMS, *schema.MAXES), counters):
         b.uints(f"in_{name}", "UInt64", col)
     b.arrays("lat_k", "UInt16", ns, buckets)
     b.arrays("lat_v", "UInt64", ns, counts)
     b.repeat("fid", "UInt64", fid)
-    b.strings("in_protocol", protocol, enc)
-    b.strings("in_ip_out", ip_out, enc)
+    strings(b, "in_protocol", protocol)
+    strings(b, "in_ip_out", ip_out)
     return b.bytes()
-
-
-_GRAINS = (DAY, HOUR, 1800, 900, 300, MINUTE)
-
-
-def segment_grain(seg: Segment, edges: Sequence[int]) -> int:
-    """The coarsest step (a multiple of the segment's level) dividing every bucket edge
-    strictly inside the segment: rows grouped by it never straddle an edge, so one
-    group per grain comes back instead of one per rollup row (5-minute buckets over a
-    day of minute rows: 288 groups, not 1,440 histograms)."""
-    inner = edges[bisect_right(edges, seg.start) : bisect_left(edges, seg.end)]
-    for g in _GRAINS:
-        if g % seg.level == 0 and all(e % g == 0 for e in inner):
-            return g
-    return seg.level
 
 
 def _group_label(seg: Segment, edges: Sequence[int]) -> str:
@@ -377,7 +362,7 @@ class ClickHouseStore:
                     if await self._column_exists(statement):
                         continue  # a rerun of a migration cut short after this ALTER
                     await self._exec(statement)
-            if number + 1 in schema.REBUILD_AFTER:
+            if number + 1 == schema.RECREATE_ROLLUPS:
                 await self._rebuild_all()
             await self._exec(
                 f"INSERT INTO {self._t('schema_version')} (version, at) VALUES ({literal(number + 1, 'UInt32')}, 0)"
