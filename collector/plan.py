@@ -209,4 +209,14 @@ def segment_grain(seg: Segment, edges: Sequence[int]) -> int:
     return seg.level
 
 
+
+def stats_grain(edges: Sequence[int]) -> int:
+    """The coarsest step dividing every bucket edge, for the hourly stats' grouping: an
+    hour, or 30/15/1 minutes in zones with such offsets."""
+    for g in (HOUR, 1800, 900):
+        if all(e % g == 0 for e in edges):
+            return g
+    return MINUTE
+
+
 UTC = timezone.utc

@@ -32,7 +32,7 @@ from typing import Any
 from agent.wire.batch import ACTIVITY_FIELDS, Activity
 from agent.wire.errorcodes import ERRORS
 from collector.model import ActivityPage, ActivityQuery, DownloadToken, StatsTotals
-from collector.plan import HOUR, MINUTE, ChartPlan, row_span
+from collector.plan import HOUR, ChartPlan, row_span, stats_grain
 
 # Appended to collector.storage.sqlite.MIGRATIONS (its number is wherever it lands there).
 MIGRATION = """
@@ -149,14 +149,6 @@ def chunk(con: sqlite3.Connection, q: ActivityQuery) -> list[tuple[int, Activity
 # ---- hourly stats from the minute rows -----------------------------------------------
 
 
-def _grain(edges: tuple[int, ...]) -> int:
-    """The coarsest grouping step dividing every bucket edge."""
-    for g in (HOUR, 1800, 900):
-        if all(e % g == 0 for e in edges):
-            return g
-    return MINUTE
-
-
 _STATS_COLUMNS = "ts, user_id, order_id, domain, error, rest, count, bytes_sent, bytes_received, error_count, conn_ms"
 
 
@@ -172,7 +164,7 @@ def hourly_stats(con: sqlite3.Connection, plan: ChartPlan, filter_sql: str, filt
     source = (f"(SELECT {_STATS_COLUMNS} FROM m WHERE {where} "
               f"UNION ALL SELECT {_STATS_COLUMNS} FROM stage WHERE {where}) AS x")  # fmt: skip
     params = (a, b, *args) * 2
-    g = _grain(plan.edges)
+    g = stats_grain(plan.edges)
     edges = plan.edges
 
     def bucket(t: int) -> StatsTotals:

@@ -83,7 +83,9 @@ from collector.model import (
     StatsTotals,
     Totals,
 )
-from collector.plan import DAY, HOUR, MINUTE, ChartPlan, Segment, breakdown_cover, floor_to, row_span, segment_grain
+from collector.plan import (
+    DAY, HOUR, MINUTE, ChartPlan, Segment, breakdown_cover, floor_to, row_span, segment_grain, stats_grain,
+)
 from collector.storage.base import StoreError, keyset_stream
 from collector.fastdecode import ColumnRows
 from collector.storage.clickhouse import native, schema
@@ -166,15 +168,6 @@ def check_sums(batch: Batch) -> None:
     for acc in days.values():
         if max(acc) > INT64_MAX:
             raise WireError("logs", "the rows of this body sum past 2**63-1 in one rollup")
-
-
-def _stats_grain(edges: Sequence[int]) -> int:
-    """The coarsest grouping step dividing every bucket edge (as the SQLite backend's
-    hourly stats): an hour, or 30/15/1 minutes in zones with such offsets."""
-    for g in (HOUR, 1800, 900):
-        if all(e % g == 0 for e in edges):
-            return g
-    return MINUTE
 
 
 _ROW_INTS = tuple(map(attrgetter, ("ts", "user_id", "order_id")))
@@ -914,7 +907,7 @@ class ClickHouseStore:
         a, b = row_span(plan.start, plan.end)
         if b <= a:
             return out
-        g = _stats_grain(plan.edges)
+        g = stats_grain(plan.edges)
         where = f"ts >= {literal(max(a, 0), 'UInt32')} AND ts < {literal(min(b, (1 << 32) - 1), 'UInt32')}"
         where += self._where(filt) + self._not_void()
         keys = "error, protocol, ip_out"
